@@ -1,0 +1,64 @@
+# The two commands that matter: `make run` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+CONFIG ?= config/gateway.toml
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_ARGS ?=
+
+.PHONY: run test test-python build venv deps system-deps test-deps bench check-config clean
+
+run: build
+	$(VENV)/bin/sip-push-gateway --config $(CONFIG) run
+
+test: system-deps test-deps build
+	$(PY) -m pytest $(PYTEST_ARGS)
+	GATEWAY_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:randomly -m "not slow" tests/unit $(PYTEST_ARGS)
+
+bench: system-deps test-deps build
+	$(PY) -m pytest bench --benchmark-only --benchmark-columns=min,median,ops -p no:cacheprovider
+
+check-config: build
+	$(VENV)/bin/sip-push-gateway --config $(CONFIG) check-config
+
+# --- setup -----------------------------------------------------------------------------
+
+$(VENV)/bin/python:
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  echo "python3 -m venv failed: installing python3-venv"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv python3-dev gcc && \
+	  $(PYTHON) -m venv $(VENV); }
+	$(PIP) install --upgrade pip setuptools wheel
+
+venv: $(VENV)/bin/python
+
+$(VENV)/.deps: requirements.txt | venv
+	$(PIP) install -r requirements.txt cython
+	touch $@
+
+$(VENV)/.test-deps: requirements.txt requirements-test.txt | venv
+	$(PIP) install -r requirements.txt -r requirements-test.txt
+	touch $@
+
+deps: $(VENV)/.deps
+test-deps: $(VENV)/.test-deps
+
+# Builds the Cython extensions in place and installs the `sip-push-gateway` command.
+build: deps
+	$(PY) setup.py -q build_ext --inplace
+	$(PIP) install --no-deps --no-build-isolation -e .
+
+# Debian packages the tests drive (Kamailio, SIPp, ...): installed when we are root or
+# have sudo; otherwise the tests that need them say what is missing.
+system-deps:
+	@pkgs="$$(grep -v '^#' tests/apt-packages.txt | xargs)"; \
+	missing="$$(for p in $$pkgs; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done | xargs)"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+clean:
+	rm -rf build dist *.egg-info gateway/_*.so _ext/*.c .pytest_cache
