@@ -8,13 +8,11 @@ hundred writes cost one fsync. Futures are resolved on the loop, in one hop per 
 only after the commit, so an awaited write is durable. Reads travel the same queue, so
 a read always sees every write awaited before it.
 
-Erasure: the connection runs with `secure_delete=ON`, so SQLite overwrites deleted
-content with zeros in the pages it writes. Older copies of those pages still sit in the
-write-ahead log, so after a batch that erased credentials (DELETE, a replaced instance,
-a new password, secret or push target) the thread runs `wal_checkpoint(TRUNCATE)`, which
-copies the zeroed pages into the database file and cuts the WAL to zero bytes. When a
-reader in another process keeps the checkpoint from finishing, it is retried until it
-does. Futures of the erasing batch are resolved after the checkpoint.
+Erasure: the connection runs with `secure_delete=ON`; after a batch that erased
+credentials (DELETE, a replaced instance, a new password, secret or push target) the
+thread hands the erased sealed passwords to `erasure.Scrubber`, which checkpoints the WAL
+away and makes sure no stale copy is left in the file (see there). Futures of the
+erasing batch are resolved only after that, so an awaited erase is an erasure on disk.
 
 Layout: instance fields are columns named as the record's fields; `push` is the
 msgpack of the push target list, `premium` an integer.
@@ -40,6 +38,7 @@ import msgspec
 
 from gateway.errors import ConfigError, TransientError
 from gateway.store.crypto import SecretBox
+from gateway.store.erasure import Scrubber
 from gateway.store.migrations import CURRENT_VERSION, MIGRATIONS, Migration, migrate, schema_version
 from gateway.store.records import UPDATABLE_FIELDS, InstanceRecord, PushTarget
 
@@ -51,7 +50,7 @@ _PREMIUM = _COLUMNS.index("premium")
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM instances"
 _INSERT = f"INSERT INTO instances ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 #: fields whose old value is a credential or personal data to scrub from the WAL
-_SENSITIVE = frozenset({"password_ct", "secret_ha1", "secret_ha1_sha256", "secret_bearer", "push", "auth_username"})
+_SENSITIVE = frozenset({"password_ct", "secret_ha1", "secret_ha1_sha256", "secret_bearer", "push"})
 
 #: how long to wait before retrying a checkpoint that a reader kept from truncating the WAL
 SCRUB_RETRY = 0.5
@@ -98,12 +97,14 @@ def _select_one(conn: sqlite3.Connection, instance_id: str) -> InstanceRecord | 
 
 
 class _Batch:
-    """What the jobs of one transaction tell the writer: whether to scrub the WAL."""
+    """What the jobs of one transaction tell the writer: the sealed passwords they erased
+    or replaced, and whether anything else sensitive changed (`scrub`)."""
 
-    __slots__ = ("scrub",)
+    __slots__ = ("scrub", "erased")
 
     def __init__(self) -> None:
         self.scrub = False
+        self.erased: list[bytes] = []
 
 
 Work = Callable[[sqlite3.Connection, _Batch], Any]
@@ -168,7 +169,7 @@ class SQLiteStore:
         self._thread: threading.Thread | None = None
         self._state = "new"  # new -> open -> closing -> closed
         self._crashed: BaseException | None = None
-        self._scrub_pending = False
+        self._scrubber = Scrubber(self.path)
         #: batches committed and jobs run, for the stats page and the benchmark
         self.batches = 0
         self.jobs = 0
@@ -228,11 +229,11 @@ class SQLiteStore:
 
         def work(conn: sqlite3.Connection, batch: _Batch) -> str | None:
             old = conn.execute(
-                "SELECT id FROM instances WHERE app_id = ? AND aor = ? AND device_id = ?", triple
+                "DELETE FROM instances WHERE app_id = ? AND aor = ? AND device_id = ? RETURNING id, password_ct",
+                triple,
             ).fetchone()
             if old is not None:
-                conn.execute("DELETE FROM instances WHERE id = ?", (old[0],))
-                batch.scrub = True
+                batch.erased.append(old[1])
             try:
                 conn.execute(_INSERT, row)
             except sqlite3.IntegrityError:
@@ -261,6 +262,8 @@ class SQLiteStore:
                 assignments = ", ".join(f"{name} = ?" for name in changed)
                 values = [new_row[_COLUMNS.index(name)] for name in changed]
                 conn.execute(f"UPDATE instances SET {assignments} WHERE id = ?", (*values, instance_id))
+                if "password_ct" in changed:
+                    batch.erased.append(current.password_ct)
                 if _SENSITIVE.intersection(changed):
                     batch.scrub = True
             return updated
@@ -269,9 +272,11 @@ class SQLiteStore:
 
     async def erase_instance(self, instance_id: str) -> bool:
         def work(conn: sqlite3.Connection, batch: _Batch) -> bool:
-            gone = conn.execute("DELETE FROM instances WHERE id = ?", (instance_id,)).rowcount > 0
-            batch.scrub = batch.scrub or gone
-            return gone
+            gone = conn.execute("DELETE FROM instances WHERE id = ? RETURNING password_ct", (instance_id,)).fetchone()
+            if gone is None:
+                return False
+            batch.erased.append(gone[0])
+            return True
 
         return await self._submit(work)
 
@@ -279,9 +284,9 @@ class SQLiteStore:
         """Erase every instance with expires_at <= now, in one transaction; their ids."""
 
         def work(conn: sqlite3.Connection, batch: _Batch) -> list[str]:
-            ids = [row[0] for row in conn.execute("DELETE FROM instances WHERE expires_at <= ? RETURNING id", (now,))]
-            batch.scrub = batch.scrub or bool(ids)
-            return ids
+            rows = conn.execute("DELETE FROM instances WHERE expires_at <= ? RETURNING id, password_ct", (now,)).fetchall()
+            batch.erased.extend(row[1] for row in rows)
+            return sorted(row[0] for row in rows)
 
         return await self._submit(work)
 
@@ -342,9 +347,9 @@ class SQLiteStore:
         try:
             while stop is None:
                 try:
-                    first = self._queue.get(timeout=SCRUB_RETRY if self._scrub_pending else None)
+                    first = self._queue.get(timeout=SCRUB_RETRY if self._scrubber.pending else None)
                 except queue.Empty:
-                    self._checkpoint(conn)
+                    self._scrubber.scrub(conn)
                     continue
                 jobs: list[_Job] = []
                 item: _Job | None = first
@@ -396,6 +401,7 @@ class SQLiteStore:
                 conn.execute("RELEASE job")
                 in_transaction.append(job)
             conn.execute("COMMIT")
+            self._scrubber.note(batch.erased, batch.scrub)
         except sqlite3.Error as exc:
             failure = _store_failure(exc)
             log.warning("store: a batch of %d jobs failed: %s", len(jobs), exc)
@@ -407,21 +413,9 @@ class SQLiteStore:
                 conn.execute("ROLLBACK")
         self.batches += 1
         self.jobs += len(jobs)
-        if batch.scrub or self._scrub_pending:
-            self._checkpoint(conn)
+        if self._scrubber.pending:
+            self._scrubber.scrub(conn)
         self._call_loop(jobs)
-
-    def _checkpoint(self, conn: sqlite3.Connection) -> None:
-        """Copy the WAL into the file and cut it to zero bytes, so that erased values
-        survive in neither. A reader in another process can keep it from finishing."""
-        try:
-            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        except sqlite3.Error as exc:
-            log.warning("store: WAL checkpoint failed (%s); retrying", exc)
-            busy = 1
-        if busy and not self._scrub_pending:
-            log.info("store: a reader holds the WAL; the checkpoint that scrubs it will be retried")
-        self._scrub_pending = bool(busy)
 
     def _fail_queued(self, exc: BaseException) -> None:
         failure = TransientError(f"the store's writer thread stopped: {exc!r}")
@@ -477,7 +471,8 @@ class SQLiteStore:
     def _shut(self, conn: sqlite3.Connection) -> None:
         try:
             conn.execute("PRAGMA optimize")
-            self._checkpoint(conn)
+            self._scrubber.note([], checkpoint=True)
+            self._scrubber.scrub(conn)
         except sqlite3.Error as exc:
             log.warning("store: closing %s: %s", self.path, exc)
         finally:
