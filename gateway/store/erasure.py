@@ -81,12 +81,20 @@ class Scrubber:
 
 
 def _checkpoint(conn: sqlite3.Connection) -> bool:
-    """Copy the whole WAL into the file and truncate it; False when a reader held it."""
+    """Copy the whole WAL into the file and truncate it; False when a reader held it.
+
+    It does not wait for readers (busy timeout 0 for the checkpoint): a slow reader
+    would otherwise stall every write queued behind the erasure. It is retried instead.
+    """
+    timeout = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    conn.execute("PRAGMA busy_timeout = 0")
     try:
         busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     except sqlite3.Error as exc:
         log.warning("store: WAL checkpoint failed (%s); will retry", exc)
         return False
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
     if busy:
         log.info("store: a reader holds the WAL; the checkpoint that erases old pages will be retried")
     return not busy
