@@ -127,8 +127,8 @@ class _Job:
 def _settle(jobs: list[_Job]) -> None:
     """Runs on the loop: hand each job's outcome to whoever awaits it."""
     for job in jobs:
-        if job.future.cancelled():
-            continue  # the caller gave up waiting; the write still happened
+        if job.future.done():
+            continue  # the caller gave up waiting (the write still happened)
         if job.failed:
             job.future.set_exception(job.outcome)
         else:
@@ -206,7 +206,10 @@ class SQLiteStore:
         if self._state != "open":
             return
         self._state = "closing"
-        assert self._loop is not None
+        assert self._loop is not None and self._thread is not None
+        if self._crashed is not None or not self._thread.is_alive():
+            self._state = "closed"
+            return
         stopped = self._loop.create_future()
         self._queue.put(_Job(None, stopped))
         try:
@@ -344,6 +347,7 @@ class SQLiteStore:
             return
         self._call_loop([opener])
         stop: _Job | None = None
+        jobs: list[_Job] = []
         try:
             while stop is None:
                 try:
@@ -351,7 +355,7 @@ class SQLiteStore:
                 except queue.Empty:
                     self._scrubber.scrub(conn)
                     continue
-                jobs: list[_Job] = []
+                jobs = []
                 item: _Job | None = first
                 while item is not None:
                     if item.work is None:
@@ -369,6 +373,11 @@ class SQLiteStore:
         except BaseException as exc:  # a bug: fail everyone rather than hang them forever
             log.exception("store: the writer thread crashed")
             self._crashed = exc
+            failure = TransientError(f"the store's writer thread stopped: {exc!r}")
+            for job in jobs:  # the batch it was running (settling twice is harmless)
+                if not job.failed:
+                    job.fail(failure)
+            self._call_loop(jobs)
             self._fail_queued(exc)
         finally:
             self._shut(conn)
