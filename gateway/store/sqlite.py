@@ -1,21 +1,10 @@
-"""The SQLite backend of the store: one thread owns the connection and batches writes.
+"""The SQLite backend of the store: instances as rows of one table, in a WAL-mode file
+that a single `Writer` thread owns (see `writer` for the batching, `erasure` for how an
+erased credential leaves the disk).
 
-Every call from the event loop becomes a job on a queue and returns a future; the loop
-never touches the disk. The writer thread takes the first job, drains whatever else is
-already queued (up to `max_batch`), runs them all in ONE transaction (each inside its own
-savepoint, so one failing job does not undo the others) and commits once: under load, a
-hundred writes cost one fsync. Futures are resolved on the loop, in one hop per batch,
-only after the commit, so an awaited write is durable. Reads travel the same queue, so
-a read always sees every write awaited before it.
-
-Erasure: the connection runs with `secure_delete=ON`; after a batch that erased
-credentials (DELETE, a replaced instance, a new password, secret or push target) the
-thread hands the erased sealed passwords to `erasure.Scrubber`, which checkpoints the WAL
-away and makes sure no stale copy is left in the file (see there). Futures of the
-erasing batch are resolved only after that, so an awaited erase is an erasure on disk.
-
-Layout: instance fields are columns named as the record's fields; `push` is the
-msgpack of the push target list, `premium` an integer.
+Layout: instance fields are columns named as the record's fields; `push` is the msgpack
+of the push target list, `premium` an integer. Records are validated before they are
+written, so that every stored row decodes.
 
 Depends on sqlite3, msgspec and the store's own modules; never on the API, SIP, push or
 instance layers.
@@ -23,22 +12,21 @@ instance layers.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import pathlib
-import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
-from gateway.errors import ConfigError, TransientError
+from gateway.errors import ConfigError
 from gateway.store.crypto import SecretBox
 from gateway.store.erasure import Scrubber
+from gateway.store.writer import DEFAULT_MAX_BATCH, Batch, Work, Writer
 from gateway.store.migrations import CURRENT_VERSION, MIGRATIONS, Migration, migrate, schema_version
 from gateway.store.records import UPDATABLE_FIELDS, InstanceRecord, PushTarget
 
@@ -51,10 +39,6 @@ _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM instances"
 _INSERT = f"INSERT INTO instances ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 #: fields whose old value is a credential or personal data to scrub from the WAL
 _SENSITIVE = frozenset({"password_ct", "secret_ha1", "secret_ha1_sha256", "secret_bearer", "push"})
-
-#: how long to wait before retrying a checkpoint that a reader kept from truncating the WAL
-SCRUB_RETRY = 0.5
-DEFAULT_MAX_BATCH = 256
 
 
 def _validated(rec: InstanceRecord) -> InstanceRecord:
@@ -96,51 +80,6 @@ def _select_one(conn: sqlite3.Connection, instance_id: str) -> InstanceRecord | 
     return None if row is None else _from_row(row)
 
 
-class _Batch:
-    """What the jobs of one transaction tell the writer: the sealed passwords they erased
-    or replaced, and whether anything else sensitive changed (`scrub`)."""
-
-    __slots__ = ("scrub", "erased")
-
-    def __init__(self) -> None:
-        self.scrub = False
-        self.erased: list[bytes] = []
-
-
-Work = Callable[[sqlite3.Connection, _Batch], Any]
-
-
-class _Job:
-    __slots__ = ("work", "future", "outcome", "failed")
-
-    def __init__(self, work: Work | None, future: asyncio.Future[Any]):
-        self.work = work  # None: the stop request
-        self.future = future
-        self.outcome: Any = None
-        self.failed = False
-
-    def fail(self, exc: BaseException) -> None:
-        self.outcome = exc
-        self.failed = True
-
-
-def _settle(jobs: list[_Job]) -> None:
-    """Runs on the loop: hand each job's outcome to whoever awaits it."""
-    for job in jobs:
-        if job.future.done():
-            continue  # the caller gave up waiting (the write still happened)
-        if job.failed:
-            job.future.set_exception(job.outcome)
-        else:
-            job.future.set_result(job.outcome)
-
-
-def _store_failure(exc: sqlite3.Error) -> TransientError:
-    # The disk is full, the file went away, another process holds the lock...: the caller
-    # answers 503 and may retry. sqlite3 messages carry no bound values, so no secrets.
-    return TransientError(f"the store failed: {exc}", retry_after=1.0)
-
-
 class SQLiteStore:
     """The `Store` on one SQLite file (WAL). See the module docstring."""
 
@@ -153,69 +92,44 @@ class SQLiteStore:
         synchronous: str = "FULL",
         migrations: Sequence[Migration] = MIGRATIONS,
     ):
-        if max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ConfigError(f"store synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
         self.path = os.fspath(path)
         self.secret_box = secret_box
-        self.max_batch = max_batch
         # FULL: a commit is on disk before its future resolves (an app told "created" must
         # not lose its instance to a power cut); batching makes the fsync affordable.
         self._synchronous = synchronous.upper()
         self._migrations = tuple(migrations)
-        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._state = "new"  # new -> open -> closing -> closed
-        self._crashed: BaseException | None = None
-        self._scrubber = Scrubber(self.path)
-        #: batches committed and jobs run, for the stats page and the benchmark
-        self.batches = 0
-        self.jobs = 0
+        self._writer = Writer(self._connect, Scrubber(self.path), max_batch)
 
     def __repr__(self) -> str:
-        return f"SQLiteStore(path={self.path!r}, state={self._state})"
+        return f"SQLiteStore(path={self.path!r}, state={self._writer.state})"
 
     @property
     def writer_thread(self) -> threading.Thread | None:
         """The thread that owns the connection (None before open)."""
-        return self._thread
+        return self._writer.thread
+
+    @property
+    def batches(self) -> int:
+        """Transactions committed so far (for /stats and the benchmark)."""
+        return self._writer.batches
+
+    @property
+    def jobs(self) -> int:
+        """Calls run so far; jobs / batches is the mean batch size."""
+        return self._writer.jobs
 
     # --- lifecycle --------------------------------------------------------------------
 
     async def open(self) -> None:
         """Start the writer thread, open the file and migrate it. ConfigError when the
         file cannot be opened, is not a database, or is newer than this code."""
-        if self._state != "new":
-            raise RuntimeError(f"the store was already opened ({self._state})")
-        self._loop = asyncio.get_running_loop()
-        started = self._loop.create_future()
-        self._state = "opening"
-        self._thread = threading.Thread(target=self._serve, args=(started,), name="store-writer", daemon=True)
-        self._thread.start()
-        try:
-            await started
-        except BaseException:
-            self._state = "closed"
-            raise
-        self._state = "open"
+        await self._writer.start()
 
     async def close(self) -> None:
         """Run what is queued, checkpoint, close the file and stop the thread."""
-        if self._state != "open":
-            return
-        self._state = "closing"
-        assert self._loop is not None and self._thread is not None
-        if self._crashed is not None or not self._thread.is_alive():
-            self._state = "closed"
-            return
-        stopped = self._loop.create_future()
-        self._queue.put(_Job(None, stopped))
-        try:
-            await stopped
-        finally:
-            self._state = "closed"
+        await self._writer.stop()
 
     async def __aenter__(self) -> SQLiteStore:
         await self.open()
@@ -230,7 +144,7 @@ class SQLiteStore:
         row = _to_row(_validated(rec))
         triple = (rec.app_id, rec.aor, rec.device_id)
 
-        def work(conn: sqlite3.Connection, batch: _Batch) -> str | None:
+        def work(conn: sqlite3.Connection, batch: Batch) -> str | None:
             old = conn.execute(
                 "DELETE FROM instances WHERE app_id = ? AND aor = ? AND device_id = ? RETURNING id, password_ct",
                 triple,
@@ -254,7 +168,7 @@ class SQLiteStore:
             raise ValueError(f"cannot update {', '.join(sorted(unknown))} of an instance")
         fields.setdefault("updated_at", time.time())
 
-        def work(conn: sqlite3.Connection, batch: _Batch) -> InstanceRecord | None:
+        def work(conn: sqlite3.Connection, batch: Batch) -> InstanceRecord | None:
             current = _select_one(conn, instance_id)
             if current is None:
                 return None
@@ -274,7 +188,7 @@ class SQLiteStore:
         return await self._submit(work)
 
     async def erase_instance(self, instance_id: str) -> bool:
-        def work(conn: sqlite3.Connection, batch: _Batch) -> bool:
+        def work(conn: sqlite3.Connection, batch: Batch) -> bool:
             gone = conn.execute("DELETE FROM instances WHERE id = ? RETURNING password_ct", (instance_id,)).fetchone()
             if gone is None:
                 return False
@@ -286,7 +200,7 @@ class SQLiteStore:
     async def erase_expired(self, now: float) -> list[str]:
         """Erase every instance with expires_at <= now, in one transaction; their ids."""
 
-        def work(conn: sqlite3.Connection, batch: _Batch) -> list[str]:
+        def work(conn: sqlite3.Connection, batch: Batch) -> list[str]:
             rows = conn.execute("DELETE FROM instances WHERE expires_at <= ? RETURNING id, password_ct", (now,)).fetchall()
             batch.erased.extend(row[1] for row in rows)
             return sorted(row[0] for row in rows)
@@ -319,126 +233,7 @@ class SQLiteStore:
     # --- the writer thread ------------------------------------------------------------
 
     async def _submit(self, work: Work) -> Any:
-        if self._state != "open":
-            raise RuntimeError(f"the store is not open ({self._state})")
-        if self._crashed is not None:
-            raise TransientError(f"the store's writer thread stopped: {self._crashed!r}")
-        assert self._loop is not None
-        future = self._loop.create_future()
-        self._queue.put(_Job(work, future))  # SimpleQueue.put never blocks
-        if self._crashed is not None:  # it died between the check and the put
-            self._fail_queued(self._crashed)
-        return await future
-
-    def _call_loop(self, jobs: list[_Job]) -> None:
-        assert self._loop is not None
-        try:
-            self._loop.call_soon_threadsafe(_settle, jobs)
-        except RuntimeError:
-            log.warning("store: the event loop closed before %d store calls were answered", len(jobs))
-
-    def _serve(self, started: asyncio.Future[None]) -> None:
-        opener = _Job(None, started)
-        try:
-            conn = self._connect()
-        except BaseException as exc:  # reported to open(), which raises it
-            opener.fail(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
-            self._call_loop([opener])
-            return
-        self._call_loop([opener])
-        stop: _Job | None = None
-        jobs: list[_Job] = []
-        try:
-            while stop is None:
-                try:
-                    first = self._queue.get(timeout=SCRUB_RETRY if self._scrubber.pending else None)
-                except queue.Empty:
-                    self._scrubber.scrub(conn)
-                    continue
-                jobs = []
-                item: _Job | None = first
-                while item is not None:
-                    if item.work is None:
-                        stop = item
-                        break
-                    jobs.append(item)
-                    if len(jobs) >= self.max_batch:
-                        break
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        item = None
-                if jobs:
-                    self._execute(conn, jobs)
-        except BaseException as exc:  # a bug: fail everyone rather than hang them forever
-            log.exception("store: the writer thread crashed")
-            self._crashed = exc
-            failure = TransientError(f"the store's writer thread stopped: {exc!r}")
-            for job in jobs:  # the batch it was running (settling twice is harmless)
-                if not job.failed:
-                    job.fail(failure)
-            self._call_loop(jobs)
-            self._fail_queued(exc)
-        finally:
-            self._shut(conn)
-            if stop is not None:
-                self._call_loop([stop])
-
-    def _execute(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
-        batch = _Batch()
-        in_transaction: list[_Job] = []  # jobs whose effects ride on the open transaction
-        try:
-            conn.execute("BEGIN")
-            for job in jobs:
-                assert job.work is not None
-                conn.execute("SAVEPOINT job")
-                try:
-                    job.outcome = job.work(conn, batch)
-                except Exception as exc:
-                    job.fail(_store_failure(exc) if isinstance(exc, sqlite3.Error) else exc)
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK TO job")
-                        conn.execute("RELEASE job")
-                    else:
-                        # SQLite rolled the whole transaction back (disk full, I/O error):
-                        # the jobs before this one were lost with it.
-                        for earlier in in_transaction:
-                            earlier.fail(job.outcome)
-                        in_transaction.clear()
-                        conn.execute("BEGIN")
-                    continue
-                conn.execute("RELEASE job")
-                in_transaction.append(job)
-            conn.execute("COMMIT")
-            self._scrubber.note(batch.erased, batch.scrub)
-        except sqlite3.Error as exc:
-            failure = _store_failure(exc)
-            log.warning("store: a batch of %d jobs failed: %s", len(jobs), exc)
-            # Whatever had not failed on its own was in the lost transaction or never ran.
-            for job in jobs:
-                if not job.failed:
-                    job.fail(failure)
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-        self.batches += 1
-        self.jobs += len(jobs)
-        if self._scrubber.pending:
-            self._scrubber.scrub(conn)
-        self._call_loop(jobs)
-
-    def _fail_queued(self, exc: BaseException) -> None:
-        failure = TransientError(f"the store's writer thread stopped: {exc!r}")
-        jobs = []
-        while True:
-            try:
-                jobs.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        for job in jobs:
-            if job.work is not None:
-                job.fail(failure)
-        if jobs:
-            self._call_loop(jobs)
+        return await self._writer.submit(work)
 
     def _connect(self) -> sqlite3.Connection:
         memory = self.path == ":memory:"
@@ -477,16 +272,6 @@ class SQLiteStore:
             log.info("store: migrated %s from schema version %d to %d", self.path, before, after)
         return conn
 
-    def _shut(self, conn: sqlite3.Connection) -> None:
-        try:
-            conn.execute("PRAGMA optimize")
-            self._scrubber.note([], checkpoint=True)
-            self._scrubber.scrub(conn)
-        except sqlite3.Error as exc:
-            log.warning("store: closing %s: %s", self.path, exc)
-        finally:
-            conn.close()
-
 
 class _ReadOnly:
     """A read-only connection for the CLI, checked to be at the schema version we read."""
@@ -520,4 +305,4 @@ class _ReadOnly:
             self.conn = None
 
 
-__all__ = ["SQLiteStore", "CURRENT_VERSION", "SCRUB_RETRY"]
+__all__ = ["SQLiteStore", "CURRENT_VERSION"]
