@@ -13,6 +13,7 @@ instance layers.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import pathlib
 import sqlite3
@@ -46,10 +47,15 @@ def _validated(rec: InstanceRecord) -> InstanceRecord:
     value stored now would make the row unreadable later."""
     try:
         checked = msgspec.msgpack.decode(msgspec.msgpack.encode(rec), type=InstanceRecord)
-    except (msgspec.ValidationError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:  # msgspec.ValidationError is a ValueError
         raise ValueError(f"invalid instance record: {exc}") from None
     if not checked.id or not checked.password_ct:
         raise ValueError("invalid instance record: empty id or password ciphertext")
+    times = (checked.created_at, checked.updated_at, checked.expires_at, checked.registered_until or 0.0)
+    if not all(math.isfinite(t) for t in times):  # SQLite would store NaN as NULL
+        raise ValueError("invalid instance record: a time is not a finite number")
+    if not 0 <= checked.reg_expires < 2**31:
+        raise ValueError(f"invalid instance record: reg_expires {checked.reg_expires} out of range")
     return checked
 
 
@@ -153,8 +159,10 @@ class SQLiteStore:
                 batch.erased.append(old[1])
             try:
                 conn.execute(_INSERT, row)
-            except sqlite3.IntegrityError:
-                raise ValueError(f"instance id {rec.id!r} is already in use by another instance") from None
+            except sqlite3.IntegrityError as exc:
+                if conn.execute("SELECT 1 FROM instances WHERE id = ?", (rec.id,)).fetchone():
+                    raise ValueError(f"instance id {rec.id!r} is already in use by another instance") from None
+                raise ValueError(f"invalid instance record: {exc}") from None
             return None if old is None else old[0]
 
         return await self._submit(work)

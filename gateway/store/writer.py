@@ -188,11 +188,12 @@ class Writer:
                         item = None
                 if jobs:
                     self._execute(conn, jobs)
+                    jobs = []  # settled: a later crash must not touch them
         except BaseException as exc:  # a bug: fail everyone rather than hang them forever
             log.exception("store: the writer thread crashed")
             self._crashed = exc
             failure = TransientError(f"the store's writer thread stopped: {exc!r}")
-            for job in jobs:  # the batch it was running (settling twice is harmless)
+            for job in jobs:  # the batch it was running, if any
                 if not job.failed:
                     job.fail(failure)
             self._call_loop(jobs)
@@ -206,7 +207,10 @@ class Writer:
         batch = Batch()
         in_transaction: list[_Job] = []  # jobs whose effects ride on the open transaction
         try:
-            conn.execute("BEGIN")
+            # IMMEDIATE: take the write lock once for the batch. Should another process
+            # hold it past the busy timeout, the batch fails fast as a whole instead of
+            # each job waiting its own timeout.
+            conn.execute("BEGIN IMMEDIATE")
             for job in jobs:
                 assert job.work is not None
                 conn.execute("SAVEPOINT job")
@@ -223,7 +227,7 @@ class Writer:
                         for earlier in in_transaction:
                             earlier.fail(job.outcome)
                         in_transaction.clear()
-                        conn.execute("BEGIN")
+                        conn.execute("BEGIN IMMEDIATE")
                     continue
                 conn.execute("RELEASE job")
                 in_transaction.append(job)

@@ -59,7 +59,17 @@ async def test_update_refuses_identity_and_unknown_fields(store):
 
 @pytest.mark.parametrize(
     "fields",
-    [{"state": "sleeping"}, {"mode": 3}, {"reg_expires": "600"}, {"push": [{"provider": "sms"}]}, {"password_ct": b""}],
+    [
+        {"state": "sleeping"},
+        {"mode": 3},
+        {"reg_expires": "600"},
+        {"reg_expires": 2**64},
+        {"push": [{"provider": "sms"}]},
+        {"password_ct": b""},
+        {"expires_at": float("nan")},
+        {"registered_until": float("inf")},
+        {"display_name": "\udc80 lone surrogate"},
+    ],
 )
 async def test_update_with_a_bad_value_changes_nothing(store, fields):
     rec = make_instance(store.secret_box, 1)
