@@ -21,7 +21,9 @@ Reading the file costs about a millisecond per value per 10 MB; VACUUM about 9 m
 thousand instances.
 
 A reader in another process (the CLI) can keep a checkpoint from finishing; the values
-then stay pending and `scrub()` is called again until it succeeds.
+then stay pending and `scrub()` is called again until it succeeds. A process killed
+between an erasure's commit and its scrub leaves a non-empty WAL behind; the next start
+sees it and rebuilds the file once, since the erased values are no longer known.
 
 Runs on the store's writer thread only. Depends on sqlite3 alone.
 """
@@ -46,27 +48,34 @@ class Scrubber:
         self.on_disk = path != ":memory:" and not path.startswith("file::memory:")
         self._values: list[bytes] = []
         self._checkpoint_due = False
+        self._rebuild_due = False
         #: how often the search found a stale copy and the file was rebuilt
         self.vacuums = 0
 
     @property
     def pending(self) -> bool:
-        return self._checkpoint_due or bool(self._values)
+        return self._checkpoint_due or self._rebuild_due or bool(self._values)
 
     def note(self, values: list[bytes], checkpoint: bool = True) -> None:
         """Values erased (or replaced) by a transaction that has committed."""
         self._values.extend(v for v in values if v)
         self._checkpoint_due = self._checkpoint_due or checkpoint or bool(values)
 
+    def note_unknown(self) -> None:
+        """Something was erased but what is not known (the last run was killed between
+        an erasure and its scrub): the file is rebuilt at the next scrub."""
+        self._rebuild_due = True
+
     def scrub(self, conn: sqlite3.Connection) -> bool:
         """Make the noted values unreadable on disk; False when it has to be retried."""
         if not self.pending or not self.on_disk:
-            self._values.clear()
-            self._checkpoint_due = False
+            self._clear()
             return True
         if not _checkpoint(conn):
             return False
-        if self._values and (len(self._values) > MAX_SEARCHED_VALUES or file_contains(self.path, self._values)):
+        if self._rebuild_due or (
+            self._values and (len(self._values) > MAX_SEARCHED_VALUES or file_contains(self.path, self._values))
+        ):
             try:
                 conn.execute("VACUUM")
             except sqlite3.Error as exc:  # no room for the copy, a reader...: try later
@@ -75,9 +84,12 @@ class Scrubber:
             self.vacuums += 1
             if not _checkpoint(conn):
                 return False
-        self._values.clear()
-        self._checkpoint_due = False
+        self._clear()
         return True
+
+    def _clear(self) -> None:
+        self._values.clear()
+        self._checkpoint_due = self._rebuild_due = False
 
 
 def _checkpoint(conn: sqlite3.Connection) -> bool:

@@ -106,7 +106,8 @@ class SQLiteStore:
         # not lose its instance to a power cut); batching makes the fsync affordable.
         self._synchronous = synchronous.upper()
         self._migrations = tuple(migrations)
-        self._writer = Writer(self._connect, Scrubber(self.path), max_batch)
+        self._scrubber = Scrubber(self.path)
+        self._writer = Writer(self._connect, self._scrubber, max_batch)
 
     def __repr__(self) -> str:
         return f"SQLiteStore(path={self.path!r}, state={self._writer.state})"
@@ -254,6 +255,10 @@ class SQLiteStore:
                 os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             except OSError as exc:
                 raise ConfigError(f"cannot open the database {self.path}: {exc.strerror}") from None
+        # A clean close leaves no WAL (or an empty one); a killed process leaves its WAL,
+        # possibly with an erasure not yet scrubbed.
+        wal = f"{self.path}-wal"
+        unclean = not memory and os.path.exists(wal) and os.path.getsize(wal) > 0
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=2.0, cached_statements=64)
         except sqlite3.Error as exc:
@@ -278,6 +283,10 @@ class SQLiteStore:
             raise
         if before != after:
             log.info("store: migrated %s from schema version %d to %d", self.path, before, after)
+        if unclean:
+            log.info("store: %s was not closed cleanly (or is open elsewhere); rebuilding it so that no erased value survives", self.path)
+            self._scrubber.note_unknown()
+            self._scrubber.scrub(conn)  # retried by the writer if a reader is in the way
         return conn
 
 
