@@ -17,35 +17,45 @@ from tests.support.store_files import disk_bytes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-CHILD = textwrap.dedent(
-    """
-    import asyncio, sys, time
-    import uvloop
-    from gateway.store import open_store
-    from tests.support.instances import make_instance
+CHILD = """
+import asyncio, os, sqlite3, sys, time
+import uvloop
+from gateway.store import open_store
+from tests.support.instances import make_instance
 
-    async def main(db, key):
-        store = open_store(db, key)
-        await store.open()
-        await asyncio.gather(*(store.put_instance(make_instance(store.secret_box, n)) for n in range(50)))
-        await store.update_instance("inst-00003", state="registered", registered_until=1234.5)
-        await store.erase_instance("inst-00004")
-        print("written", flush=True)
-        time.sleep(60)  # killed here, the store never closed
+async def main(db, key):
+    store = open_store(db, key)
+    await store.open()
+{body}
 
-    uvloop.run(main(sys.argv[1], sys.argv[2]))
-    """
-)
+uvloop.run(main(sys.argv[1], sys.argv[2]))
+"""
 
 
-async def test_awaited_writes_survive_a_killed_process(db_path, key_path):
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, db_path, key_path],
+def _gateway_process(body: str, db_path: str, key_path: str) -> subprocess.Popen:
+    """A separate Python process that opens the store on the same files and runs `body`."""
+    script = CHILD.format(body=textwrap.indent(textwrap.dedent(body), "    "))
+    return subprocess.Popen(
+        [sys.executable, "-c", script, db_path, key_path],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": ROOT},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+    )
+
+
+async def test_awaited_writes_survive_a_killed_process(db_path, key_path):
+    child = _gateway_process(
+        """
+        await asyncio.gather(*(store.put_instance(make_instance(store.secret_box, n)) for n in range(50)))
+        await store.update_instance("inst-00003", state="registered", registered_until=1234.5)
+        await store.erase_instance("inst-00004")
+        print("written", flush=True)
+        time.sleep(60)  # killed here, the store never closed
+        """,
+        db_path,
+        key_path,
     )
     try:
         line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 60)
@@ -91,16 +101,9 @@ def test_the_sqlite_backend_is_a_store(db_path, key_path):
     assert isinstance(open_store(db_path, key_path), Store)
 
 
-CRASH_AFTER_ERASE = textwrap.dedent(
-    """
-    import asyncio, os, sqlite3, sys
-    import uvloop
-    from gateway.store import open_store
-    from tests.support.instances import make_instance
-
-    async def main(db, key):
-        store = open_store(db, key)
-        await store.open()
+async def test_an_erasure_cut_short_by_a_crash_is_finished_at_the_next_start(db_path, key_path):
+    child = _gateway_process(
+        """
         recs = [make_instance(store.secret_box, n) for n in range(20)]
         await asyncio.gather(*(store.put_instance(r) for r in recs))
         # A delete committed without its scrub, then the process dies: what a kill
@@ -109,23 +112,13 @@ CRASH_AFTER_ERASE = textwrap.dedent(
         raw.execute("DELETE FROM instances WHERE id = 'inst-00005'")
         print(recs[5].password_ct.hex(), flush=True)
         os._exit(0)
-
-    uvloop.run(main(sys.argv[1], sys.argv[2]))
-    """
-)
-
-
-async def test_an_erasure_cut_short_by_a_crash_is_finished_at_the_next_start(db_path, key_path):
-    done = subprocess.run(
-        [sys.executable, "-c", CRASH_AFTER_ERASE, db_path, key_path],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": ROOT},
-        capture_output=True,
-        text=True,
-        timeout=60,
+        """,
+        db_path,
+        key_path,
     )
-    assert done.returncode == 0, done.stderr
-    erased_ct = bytes.fromhex(done.stdout.strip())
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    erased_ct = bytes.fromhex(out.strip())
     assert os.path.getsize(db_path + "-wal") > 0
     assert erased_ct in disk_bytes(db_path)  # the crash left it behind
 
