@@ -169,7 +169,7 @@ class SQLiteStore:
         return await self._submit(work)
 
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
-        return await self._submit(lambda conn, batch: _select_one(conn, instance_id))
+        return await self._submit(lambda conn, batch: _select_one(conn, instance_id), writes=False)
 
     async def update_instance(self, instance_id: str, **fields: Any) -> InstanceRecord | None:
         unknown = set(fields) - UPDATABLE_FIELDS
@@ -217,13 +217,13 @@ class SQLiteStore:
         return await self._submit(work)
 
     async def list_instances(self, limit: int | None = None) -> list[InstanceRecord]:
-        return await self._submit(lambda conn, batch: _select_all(conn, limit=limit))
+        return await self._submit(lambda conn, batch: _select_all(conn, limit=limit), writes=False)
 
     async def count_instances(self) -> int:
-        return await self._submit(lambda conn, batch: conn.execute("SELECT count(*) FROM instances").fetchone()[0])
+        return await self._submit(lambda conn, batch: conn.execute("SELECT count(*) FROM instances").fetchone()[0], writes=False)
 
     async def expiring_before(self, ts: float) -> list[InstanceRecord]:
-        return await self._submit(lambda conn, batch: _select_all(conn, "WHERE expires_at < ?", (ts,)))
+        return await self._submit(lambda conn, batch: _select_all(conn, "WHERE expires_at < ?", (ts,)), writes=False)
 
     # --- synchronous reads for the CLI (no loop, no writer thread) ----------------------
 
@@ -241,8 +241,8 @@ class SQLiteStore:
 
     # --- the writer thread ------------------------------------------------------------
 
-    async def _submit(self, work: Work) -> Any:
-        return await self._writer.submit(work)
+    async def _submit(self, work: Work, writes: bool = True) -> Any:
+        return await self._writer.submit(work, writes)
 
     def _connect(self) -> sqlite3.Connection:
         memory = self.path == ":memory:"

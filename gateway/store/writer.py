@@ -54,10 +54,11 @@ Work = Callable[[sqlite3.Connection, Batch], Any]
 
 
 class _Job:
-    __slots__ = ("work", "future", "outcome", "failed")
+    __slots__ = ("work", "writes", "future", "outcome", "failed")
 
-    def __init__(self, work: Work | None, future: asyncio.Future[Any]):
+    def __init__(self, work: Work | None, future: asyncio.Future[Any], writes: bool = True):
         self.work = work  # None: the stop request
+        self.writes = writes
         self.future = future
         self.outcome: Any = None
         self.failed = False
@@ -135,15 +136,16 @@ class Writer:
         finally:
             self.state = "closed"
 
-    async def submit(self, work: Work) -> Any:
-        """Run `work(conn, batch)` on the thread, in the next batch; its result."""
+    async def submit(self, work: Work, writes: bool = True) -> Any:
+        """Run `work(conn, batch)` on the thread, in the next batch; its result.
+        `writes=False` promises the work only reads (a batch of reads takes no lock)."""
         if self.state != "open":
             raise RuntimeError(f"the store is not open ({self.state})")
         if self._crashed is not None:
             raise TransientError(f"the store's writer thread stopped: {self._crashed!r}")
         assert self._loop is not None
         future = self._loop.create_future()
-        self._queue.put(_Job(work, future))  # SimpleQueue.put never blocks
+        self._queue.put(_Job(work, future, writes))  # SimpleQueue.put never blocks
         if self._crashed is not None:  # it died between the check and the put
             self._fail_queued(self._crashed)
         return await future
@@ -206,11 +208,12 @@ class Writer:
     def _execute(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
         batch = Batch()
         in_transaction: list[_Job] = []  # jobs whose effects ride on the open transaction
+        # IMMEDIATE: take the write lock once for the batch. Should another process hold
+        # it past the busy timeout, the batch fails fast as a whole instead of each job
+        # waiting its own timeout. A batch of reads only needs no lock at all.
+        begin = "BEGIN IMMEDIATE" if any(job.writes for job in jobs) else "BEGIN"
         try:
-            # IMMEDIATE: take the write lock once for the batch. Should another process
-            # hold it past the busy timeout, the batch fails fast as a whole instead of
-            # each job waiting its own timeout.
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(begin)
             for job in jobs:
                 assert job.work is not None
                 conn.execute("SAVEPOINT job")
@@ -227,7 +230,7 @@ class Writer:
                         for earlier in in_transaction:
                             earlier.fail(job.outcome)
                         in_transaction.clear()
-                        conn.execute("BEGIN IMMEDIATE")
+                        conn.execute(begin)
                     continue
                 conn.execute("RELEASE job")
                 in_transaction.append(job)

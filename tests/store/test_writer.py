@@ -4,6 +4,7 @@ a caller that stops waiting or a broken job cannot wedge the store."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import statistics
 import threading
 import time
@@ -107,3 +108,21 @@ def test_bad_options_are_refused(db_path, key_path):
         open_store(db_path, key_path, max_batch=0)
     with pytest.raises(ValueError, match="synchronous"):
         open_store(db_path, key_path, synchronous="SOMETIMES")
+
+
+async def test_a_foreign_write_lock_blocks_writes_not_reads(store, db_path):
+    """Another process holding the write lock (a CLI mid-transaction): reads go on, a write
+    waits out the busy timeout and fails as a TransientError (the API answers 503); once
+    the lock is gone, writes work again."""
+    rec = make_instance(store.secret_box, 1)
+    await store.put_instance(rec)
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        assert await asyncio.wait_for(store.get_instance(rec.id), 1.5) == rec
+        with pytest.raises(TransientError, match="locked"):
+            await asyncio.wait_for(store.update_instance(rec.id, state="off"), 10)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert (await store.update_instance(rec.id, state="off")).state == "off"
