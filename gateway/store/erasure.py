@@ -14,10 +14,10 @@ Three places can keep an erased value:
    such a copy.) Only rebuilding the file (`VACUUM`) clears those.
 
 So after a batch that erased something, `Scrubber.scrub()` checkpoints, then looks for
-each erased value (the sealed password: its random nonce makes it unique) in the bytes
-of the database file, and VACUUMs only when a copy is found, or when there are too many
-values to look for (a large expiry sweep) and a rebuild is cheaper than the search.
-Reading the file costs about a millisecond per value per 10 MB; VACUUM about 9 ms per
+each erased credential (the sealed password and the digest HA1s, all unique to their
+instance) in the bytes of the database file, and VACUUMs only when a copy is found, or
+when there are too many values to look for (a large expiry sweep) and a rebuild is
+cheaper than the search. Reading the file costs about a millisecond per value per 10 MB; VACUUM about 9 ms per
 thousand instances.
 
 A reader in another process (the CLI) can keep a checkpoint from finishing; the values
@@ -35,8 +35,9 @@ import sqlite3
 
 log = logging.getLogger(__name__)
 
-#: past this many values, rebuilding the file is cheaper than searching it once per value
-MAX_SEARCHED_VALUES = 16
+#: past this many values (three per instance), rebuilding the file is cheaper than
+#: searching it once per value
+MAX_SEARCHED_VALUES = 32
 _CHUNK = 1 << 20
 
 

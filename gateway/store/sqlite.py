@@ -40,6 +40,11 @@ _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM instances"
 _INSERT = f"INSERT INTO instances ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 #: fields whose old value is a credential or personal data to scrub from the WAL
 _SENSITIVE = frozenset({"password_ct", "secret_ha1", "secret_ha1_sha256", "secret_bearer", "push"})
+#: credentials unique to one instance, searched for in the file after they are erased: the
+#: sealed password (random nonce) and the digest HA1s (the instance id is their username),
+#: which would let anyone answer a digest challenge as the device
+_CREDENTIALS = ("password_ct", "secret_ha1", "secret_ha1_sha256")
+_RETURNING = f"RETURNING id, {', '.join(_CREDENTIALS)}"
 
 
 def _validated(rec: InstanceRecord) -> InstanceRecord:
@@ -84,6 +89,12 @@ def _select_all(conn: sqlite3.Connection, where: str = "", args: Sequence[Any] =
 def _select_one(conn: sqlite3.Connection, instance_id: str) -> InstanceRecord | None:
     row = conn.execute(f"{_SELECT} WHERE id = ?", (instance_id,)).fetchone()
     return None if row is None else _from_row(row)
+
+
+def _note_erased(batch: Batch, values: Sequence[bytes | str]) -> None:
+    """Hand erased credentials to the scrubber as the bytes SQLite stored (TEXT is UTF-8)."""
+    batch.erased.extend(v.encode() if isinstance(v, str) else v for v in values)
+    batch.scrub = True
 
 
 class SQLiteStore:
@@ -153,11 +164,10 @@ class SQLiteStore:
 
         def work(conn: sqlite3.Connection, batch: Batch) -> str | None:
             old = conn.execute(
-                "DELETE FROM instances WHERE app_id = ? AND aor = ? AND device_id = ? RETURNING id, password_ct",
-                triple,
+                f"DELETE FROM instances WHERE app_id = ? AND aor = ? AND device_id = ? {_RETURNING}", triple
             ).fetchone()
             if old is not None:
-                batch.erased.append(old[1])
+                _note_erased(batch, old[1:])
             try:
                 conn.execute(_INSERT, row)
             except sqlite3.IntegrityError as exc:
@@ -188,8 +198,7 @@ class SQLiteStore:
                 assignments = ", ".join(f"{name} = ?" for name in changed)
                 values = [new_row[_COLUMNS.index(name)] for name in changed]
                 conn.execute(f"UPDATE instances SET {assignments} WHERE id = ?", (*values, instance_id))
-                if "password_ct" in changed:
-                    batch.erased.append(current.password_ct)
+                _note_erased(batch, [getattr(current, name) for name in _CREDENTIALS if name in changed])
                 if _SENSITIVE.intersection(changed):
                     batch.scrub = True
             return updated
@@ -198,10 +207,10 @@ class SQLiteStore:
 
     async def erase_instance(self, instance_id: str) -> bool:
         def work(conn: sqlite3.Connection, batch: Batch) -> bool:
-            gone = conn.execute("DELETE FROM instances WHERE id = ? RETURNING password_ct", (instance_id,)).fetchone()
+            gone = conn.execute(f"DELETE FROM instances WHERE id = ? {_RETURNING}", (instance_id,)).fetchone()
             if gone is None:
                 return False
-            batch.erased.append(gone[0])
+            _note_erased(batch, gone[1:])
             return True
 
         return await self._submit(work)
@@ -210,8 +219,9 @@ class SQLiteStore:
         """Erase every instance with expires_at <= now, in one transaction; their ids."""
 
         def work(conn: sqlite3.Connection, batch: Batch) -> list[str]:
-            rows = conn.execute("DELETE FROM instances WHERE expires_at <= ? RETURNING id, password_ct", (now,)).fetchall()
-            batch.erased.extend(row[1] for row in rows)
+            rows = conn.execute(f"DELETE FROM instances WHERE expires_at <= ? {_RETURNING}", (now,)).fetchall()
+            for row in rows:
+                _note_erased(batch, row[1:])
             return sorted(row[0] for row in rows)
 
         return await self._submit(work)

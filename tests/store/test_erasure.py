@@ -9,13 +9,16 @@ import sqlite3
 import time
 
 from gateway.store import open_store
+from gateway.store.crypto import digest_ha1
 from gateway.store.erasure import MAX_SEARCHED_VALUES, file_contains
 from tests.support.instances import make_instance, password_for
 from tests.support.store_files import disk_bytes
 
 
 def _traces(rec, password: str) -> list[bytes]:
-    return [password.encode(), rec.password_ct]
+    """What must not survive an instance: its password, sealed or not, and the digest
+    HA1s of its device secret (enough to answer a digest challenge as the device)."""
+    return [password.encode(), rec.password_ct, rec.secret_ha1.encode(), rec.secret_ha1_sha256.encode()]
 
 
 async def _filled(store, count: int, start: int = 0):
@@ -49,7 +52,7 @@ async def test_expiry_leaves_no_password_or_ciphertext(store, db_path):
     on_disk = disk_bytes(db_path)
     for n, rec in enumerate(recs):
         if n % 3 == 0:
-            assert rec.password_ct not in on_disk and password_for(n).encode() not in on_disk
+            assert not [t for t in _traces(rec, password_for(n)) if t in on_disk]
         else:
             assert rec.password_ct in on_disk
 
@@ -68,11 +71,24 @@ async def test_password_change_leaves_no_old_ciphertext(store, db_path):
     assert new_ct in on_disk
 
 
+async def test_secret_rotation_leaves_no_old_ha1(store, db_path):
+    recs = await _filled(store, 20)
+    rec = recs[9]
+    new = {
+        "secret_ha1": digest_ha1(rec.id, "gateway.test", "rotated secret"),
+        "secret_ha1_sha256": digest_ha1(rec.id, "gateway.test", "rotated secret", "SHA-256"),
+    }
+    await store.update_instance(rec.id, **new)
+    on_disk = disk_bytes(db_path)
+    assert rec.secret_ha1.encode() not in on_disk and rec.secret_ha1_sha256.encode() not in on_disk
+    assert new["secret_ha1"].encode() in on_disk
+
+
 async def test_replacing_an_instance_erases_the_old_one(store, db_path):
     old = make_instance(store.secret_box, 1, id="old")
     await store.put_instance(old)
     await store.put_instance(make_instance(store.secret_box, 1, id="new", password="other"))
-    assert old.password_ct not in disk_bytes(db_path)
+    assert not [t for t in _traces(old, password_for(1)) if t in disk_bytes(db_path)]
 
 
 async def test_no_stale_copy_survives_churn(store, db_path):
@@ -86,8 +102,8 @@ async def test_no_stale_copy_survives_churn(store, db_path):
             *(store.update_instance(i, display_name="N" * rng.randint(1, 400), last_error="e" * rng.randint(0, 300)) for i in recs)
         )
     erased = rng.sample(sorted(recs), 200)
-    for i in erased:  # one at a time, each its own erasure (and scan)
-        await store.erase_instance(i)
+    for k in range(0, len(erased), 5):  # small batches, each with its own scan
+        await asyncio.gather(*(store.erase_instance(i) for i in erased[k : k + 5]))
     changed = rng.sample(sorted(set(recs) - set(erased)), 100)
     for i in changed:
         old_cts.append(recs[i].password_ct)
@@ -95,6 +111,7 @@ async def test_no_stale_copy_survives_churn(store, db_path):
 
     on_disk = disk_bytes(db_path)
     assert [i for i in erased if recs[i].password_ct in on_disk] == []
+    assert [i for i in erased if recs[i].secret_ha1.encode() in on_disk] == []
     assert [ct for ct in old_cts if ct in on_disk] == []
     assert all(recs[i].password_ct in on_disk for i in set(recs) - set(erased) - set(changed))
 
