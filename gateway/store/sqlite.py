@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, SealError
 from gateway.store.crypto import SecretBox
 from gateway.store.erasure import Scrubber
 from gateway.store.writer import DEFAULT_MAX_BATCH, Batch, Work, Writer
@@ -45,6 +45,8 @@ _SENSITIVE = frozenset({"password_ct", "secret_ha1", "secret_ha1_sha256", "secre
 #: which would let anyone answer a digest challenge as the device
 _CREDENTIALS = ("password_ct", "secret_ha1", "secret_ha1_sha256")
 _RETURNING = f"RETURNING id, {', '.join(_CREDENTIALS)}"
+_KEY_CHECK = "sip-push-gateway store key check"
+_KEY_CHECK_AAD = b"store_meta.key_check"
 
 
 def _validated(rec: InstanceRecord) -> InstanceRecord:
@@ -293,11 +295,29 @@ class SQLiteStore:
             raise
         if before != after:
             log.info("store: migrated %s from schema version %d to %d", self.path, before, after)
+        self._check_key(conn)
         if unclean:
             log.info("store: %s was not closed cleanly (or is open elsewhere); rebuilding it so that no erased value survives", self.path)
             self._scrubber.note_unknown()
             self._scrubber.scrub(conn)  # retried by the writer if a reader is in the way
         return conn
+
+    def _check_key(self, conn: sqlite3.Connection) -> None:
+        """Refuse to start with a key file other than the one the database was written
+        with: every stored password would fail to open, one by one, at call time."""
+        row = conn.execute("SELECT value FROM store_meta WHERE name = 'key_check'").fetchone()
+        if row is None:
+            sealed = self.secret_box.seal(_KEY_CHECK, aad=_KEY_CHECK_AAD)
+            conn.execute("INSERT INTO store_meta (name, value) VALUES ('key_check', ?)", (sealed,))
+            return
+        try:
+            self.secret_box.open(row[0], aad=_KEY_CHECK_AAD)
+        except SealError:
+            raise ConfigError(
+                f"the key file {self.secret_box.key_path} is not the one the database {self.path} "
+                "was written with: restore the original key file (the stored passwords cannot be "
+                "read without it), or move the database away to start empty"
+            ) from None
 
 
 class _ReadOnly:

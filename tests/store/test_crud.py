@@ -264,3 +264,14 @@ async def test_in_memory_store(key_path):
         await store.put_instance(rec)
         assert await store.get_instance(rec.id) == rec
         assert await store.erase_instance(rec.id)
+
+
+async def test_a_foreign_key_file_is_refused_at_open(db_path, key_path, tmp_path):
+    async with open_store(db_path, key_path) as store:
+        await store.put_instance(make_instance(store.secret_box, 1))
+    other_key = str(tmp_path / "other.key")
+    store = open_store(db_path, other_key)
+    with pytest.raises(ConfigError, match="not the one the database .* was written with"):
+        await store.open()
+    async with open_store(db_path, key_path) as store:  # the right key still works
+        assert await store.count_instances() == 1

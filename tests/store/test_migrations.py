@@ -32,6 +32,8 @@ async def test_fresh_database_is_at_the_current_version(store, db_path):
     assert sorted(_columns(conn, "instances")) == sorted(InstanceRecord.__struct_fields__)
     indexes = {row[1] for row in conn.execute("PRAGMA index_list(instances)")}
     assert {"instances_owner", "instances_expiry"} <= indexes
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables == {"instances", "store_meta"}
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
 
