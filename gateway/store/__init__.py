@@ -73,6 +73,9 @@ class Store(Protocol):
     def sync_list(self, limit: int | None = None) -> list[InstanceRecord]:
         """Like list_instances, without a loop (for the CLI); works on an unopened store."""
 
+    def sync_get(self, instance_id: str) -> InstanceRecord | None:
+        """Like get_instance, without a loop (for the CLI)."""
+
     def sync_count(self) -> int:
         """Like count_instances, without a loop (for the CLI)."""
 

@@ -244,6 +244,10 @@ class SQLiteStore:
         with self._reader() as conn:
             return _select_all(conn, limit=limit)
 
+    def sync_get(self, instance_id: str) -> InstanceRecord | None:
+        with self._reader() as conn:
+            return _select_one(conn, instance_id)
+
     def sync_count(self) -> int:
         with self._reader() as conn:
             return conn.execute("SELECT count(*) FROM instances").fetchone()[0]

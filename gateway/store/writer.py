@@ -40,8 +40,9 @@ DEFAULT_MAX_BATCH = 256
 
 
 class Batch:
-    """What the jobs of one transaction tell the writer: the sealed passwords they erased
-    or replaced, and whether anything else sensitive changed (`scrub`)."""
+    """What the jobs of one transaction tell the writer: the credentials they erased or
+    replaced (`erased`, to be searched for on disk), and whether anything sensitive
+    changed at all (`scrub`: checkpoint the WAL away)."""
 
     __slots__ = ("scrub", "erased")
 

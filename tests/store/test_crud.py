@@ -219,8 +219,11 @@ async def test_sync_reads_for_the_cli(db_path, key_path):
     await asyncio.gather(*(store.put_instance(make_instance(store.secret_box, n)) for n in range(5)))
     assert store.sync_count() == 5  # while the writer holds the file open
     await store.close()
-    listed = open_store(db_path, key_path).sync_list(limit=3)
+    reader = open_store(db_path, key_path)
+    listed = reader.sync_list(limit=3)
     assert [r.id for r in listed] == [f"inst-{n:05d}" for n in range(3)]
+    assert reader.sync_get("inst-00001") == listed[1]
+    assert reader.sync_get("missing") is None
 
 
 async def test_database_files_are_private(store, db_path):
