@@ -126,3 +126,16 @@ async def test_a_foreign_write_lock_blocks_writes_not_reads(store, db_path):
         other.execute("ROLLBACK")
         other.close()
     assert (await store.update_instance(rec.id, state="off")).state == "off"
+
+
+async def test_close_finishes_the_calls_already_made(db_path, key_path):
+    store = open_store(db_path, key_path)
+    await store.open()
+    puts = [asyncio.create_task(store.put_instance(make_instance(store.secret_box, n))) for n in range(40)]
+    await asyncio.sleep(0)  # every put is queued
+    await store.close()
+    assert await asyncio.gather(*puts) == [None] * 40
+    with pytest.raises(RuntimeError, match="not open"):
+        await store.put_instance(make_instance(store.secret_box, 99))
+    async with open_store(db_path, key_path) as again:
+        assert await again.count_instances() == 40
