@@ -95,8 +95,9 @@ def _select_one(conn: sqlite3.Connection, instance_id: str) -> InstanceRecord | 
 
 def _note_erased(batch: Batch, values: Sequence[bytes | str]) -> None:
     """Hand erased credentials to the scrubber as the bytes SQLite stored (TEXT is UTF-8)."""
-    batch.erased.extend(v.encode() if isinstance(v, str) else v for v in values)
-    batch.scrub = True
+    if values:
+        batch.erased.extend(v.encode() if isinstance(v, str) else v for v in values)
+        batch.scrub = True
 
 
 class SQLiteStore:

@@ -4,6 +4,7 @@ a caller that stops waiting or a broken job cannot wedge the store."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import statistics
 import threading
@@ -139,3 +140,14 @@ async def test_close_finishes_the_calls_already_made(db_path, key_path):
         await store.put_instance(make_instance(store.secret_box, 99))
     async with open_store(db_path, key_path) as again:
         assert await again.count_instances() == 40
+
+
+async def test_only_erasures_checkpoint(store, db_path):
+    """Routine updates (state, expiry) leave the WAL alone: checkpointing is the price of
+    erasing, not of every write."""
+    await asyncio.gather(*(store.put_instance(make_instance(store.secret_box, n)) for n in range(20)))
+    for n in range(20):
+        await store.update_instance(f"inst-{n:05d}", state="registered", registered_until=1.0 + n)
+    assert os.path.getsize(db_path + "-wal") > 0
+    await store.update_instance("inst-00003", password_ct=store.secret_box.seal("new", aad=b"inst-00003"))
+    assert os.path.getsize(db_path + "-wal") == 0
