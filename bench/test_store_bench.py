@@ -1,10 +1,15 @@
-"""Store write throughput and latency: the batching writer thread against one commit per
-write (the same store with max_batch=1), measured in the same run.
+"""Store benchmarks, each against a baseline measured in the same run.
 
-Each round puts ROUND_SIZE new instances at once (asyncio.gather), as a burst of app
-hand-overs would. The benchmark table compares the two (group "store-writes"); the
-batched test also records, in extra_info, the writes per second of both, their ratio,
-and the latency each write saw from call to durable commit (median and 99th percentile).
+- "store-writes": write throughput and latency of the batching writer thread against one
+  commit per write (the same store with max_batch=1).
+- "store-erase": what a real erasure costs (delete, WAL checkpoint, search of the file,
+  rebuild when a stale copy turns up) against a plain update through the same writer.
+
+For writes, each round puts ROUND_SIZE new instances at once (asyncio.gather), as a
+burst of app hand-overs would; the batched test also records, in extra_info, the writes
+per second of both, their ratio, and the latency each write saw from call to durable
+commit (median and 99th percentile). For erasure, each round erases (or updates)
+ERASE_ROUND instances one after the other, in a store of FILLED.
 
     python -m pytest bench/test_store_bench.py --benchmark-only
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import statistics
 import time
 
@@ -115,3 +121,53 @@ def test_batched_writes(benchmark, bench_factory):
         single_commit_latency_ms_p50=_ms(baseline.latencies, 50),
         single_commit_latency_ms_p99=_ms(baseline.latencies, 99),
     )
+
+
+ERASE_ROUND = 20
+FILLED = 2000
+
+
+def _filled(b: _Bench, count: int) -> list[str]:
+    ids = []
+    for _ in range(0, count, ROUND_SIZE):
+        (records,), _ = b.burst()
+        b.put_all(records)
+        ids += [r.id for r in records]
+    return ids
+
+
+@pytest.mark.benchmark(group="store-erase")
+def test_plain_update_one_at_a_time(benchmark, bench_factory):
+    """Baseline for erasure: a write of its own through the same writer, no scrub."""
+    b = bench_factory(max_batch=256)
+    ids = iter(_filled(b, FILLED))
+
+    async def update_each(batch):
+        for i in batch:
+            await b.store.update_instance(i, state="registered")
+
+    def round_():
+        b.loop.run_until_complete(update_each([next(ids) for _ in range(ERASE_ROUND)]))
+
+    benchmark.pedantic(round_, rounds=ROUNDS, iterations=1)
+    benchmark.extra_info["calls_per_round"] = ERASE_ROUND
+
+
+@pytest.mark.benchmark(group="store-erase")
+def test_erase_one_at_a_time(benchmark, bench_factory):
+    """Each erase alone in its batch (the worst case): delete, checkpoint, search the
+    file for the erased credentials, VACUUM when a stale copy turns up."""
+    b = bench_factory(max_batch=256)
+    ids = iter(_filled(b, FILLED + ROUNDS * ERASE_ROUND))
+
+    async def erase_each(batch):
+        for i in batch:
+            assert await b.store.erase_instance(i)
+
+    def round_():
+        b.loop.run_until_complete(erase_each([next(ids) for _ in range(ERASE_ROUND)]))
+
+    benchmark.pedantic(round_, rounds=ROUNDS, iterations=1)
+    benchmark.extra_info["calls_per_round"] = ERASE_ROUND
+    benchmark.extra_info["file_rebuilds"] = b.store._scrubber.vacuums
+    benchmark.extra_info["database_mb"] = round(os.path.getsize(b.store.path) / 1e6, 2)
