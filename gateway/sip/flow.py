@@ -16,12 +16,12 @@ of SIP messages. The transport layer (`gateway.sip.transport`) creates flows.
 from __future__ import annotations
 
 import logging
-import random
 import re
 import time
 from typing import Any, Protocol
 
 from gateway.errors import TransportError
+from gateway.timers import jitter
 
 log = logging.getLogger("gateway.sip.flow")
 trace = logging.getLogger("gateway.sip.trace")
@@ -132,7 +132,7 @@ class Flow:
             self._keepalive = self._pong = None
 
     def _schedule_ping(self) -> None:
-        delay = self.keepalive_interval * random.uniform(0.8, 1.0)
+        delay = jitter(self.keepalive_interval, 0.2)  # 80-100 %, RFC 5626 4.4.1
         self._keepalive = self.owner.wheel.call_later(delay, _send_ping, self)
 
     def pong_received(self) -> None:

@@ -446,10 +446,20 @@ def _cancel(*handles) -> None:
 # ---- messages the transactions make themselves ----------------------------------------
 
 def build_ack(request: Any, response: Any) -> Any:
-    """The ACK for a non-2xx final response (RFC 3261 17.1.1.3)."""
-    raise NotImplementedError  # written once the message model is merged
+    """The ACK for a non-2xx final response (RFC 3261 17.1.1.3): the INVITE's Request-URI,
+    top Via, From, Call-ID, CSeq number and Route set, the response's To (with its tag)."""
+    headers = [("Via", request.headers.get_all("Via")[0]), ("Max-Forwards", "70")]
+    headers += [("Route", route) for route in request.headers.fields("Route")]
+    headers += [("From", request.get("From")), ("To", response.get("To")),
+                ("Call-ID", request.call_id), ("CSeq", f"{request.cseq.number} ACK")]
+    return sipmsg.Request("ACK", request.uri_text, headers)
 
 
 def build_response(request: Any, status: int, reason: str) -> Any:
     """A response copying the request's Via, From, To, Call-ID and CSeq (8.2.6.2)."""
-    raise NotImplementedError  # written once the message model is merged
+    headers = [("Via", via) for via in request.headers.fields("Via")]
+    headers += [("From", request.get("From")), ("To", request.get("To")),
+                ("Call-ID", request.call_id), ("CSeq", request.get("CSeq"))]
+    if status == 100 and request.get("Timestamp") is not None:
+        headers.append(("Timestamp", request.get("Timestamp")))  # RFC 3261 8.2.6.1
+    return sipmsg.Response(status, reason, headers)

@@ -387,6 +387,11 @@ def stamp_via(request: Any, source: tuple) -> None:
         via.params["rport"] = str(source[1])
     elif _host_differs(via.host, source[0]):
         via.params["received"] = source[0]
+    else:
+        return
+    # the wire form comes from the header fields: rewrite the Via list, top one changed
+    rest = request.headers.get_all("Via")[1:]
+    request.headers.set("Via", ", ".join([str(via)] + rest))
 
 
 def observe_via(response: Any, flow: Flow) -> None:
