@@ -135,6 +135,10 @@ class Flow:
         delay = jitter(self.keepalive_interval, 0.2)  # 80-100 %, RFC 5626 4.4.1
         self._keepalive = self.owner.wheel.call_later(delay, _send_ping, self)
 
+    @property
+    def awaiting_pong(self) -> bool:
+        return self._pong is not None
+
     def pong_received(self) -> None:
         self.last_activity = time.monotonic()
         _cancel(self._pong)

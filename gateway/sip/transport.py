@@ -29,7 +29,8 @@ import msgspec
 
 from gateway.errors import ConfigError, ParseError, TransportError
 from gateway.sip import parsing
-from gateway.sip.flow import PONG, Flow, redact, trace
+from gateway.sip.message import Request, redacted
+from gateway.sip.flow import PONG, Flow, trace
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +124,13 @@ class _Connection(asyncio.Protocol):
             flow.fail(TransportError(f"unparsable stream: {exc}"))
             return
         for item in items:
-            if item is parsing.KEEPALIVE_PING:
-                self.layer._write(flow, PONG)  # RFC 5626 4.4.1: answer the ping
-            elif item is parsing.KEEPALIVE_PONG:
+            if item is parsing.KEEPALIVE_PONG or (
+                    item is parsing.KEEPALIVE_PING and flow.awaiting_pong):
+                # two pongs in two reads look like one ping split in two to the framer:
+                # while we wait for a pong, a "ping" is our pong
                 flow.pong_received()
+            elif item is parsing.KEEPALIVE_PING:
+                self.layer._write(flow, PONG)  # RFC 5626 4.4.1: answer the ping
             else:
                 self.layer._deliver(item, flow)
             if flow.closed:
@@ -299,8 +303,8 @@ class TransportLayer:
 
     def _deliver(self, message: Any, flow: Flow) -> None:
         if trace.isEnabledFor(logging.DEBUG):
-            trace.debug("recv %s\n%s", flow, redact(message.encode()))
-        if isinstance(message, parsing.Request):
+            trace.debug("recv %s\n%s", flow, redacted(message))
+        if isinstance(message, Request):
             stamp_via(message, flow.remote)
         else:
             observe_via(message, flow)
@@ -339,6 +343,35 @@ class TransportLayer:
 
     def _flow_idle(self, flow: Flow) -> None:
         self._forget(flow)
+
+    # -- TLS contexts ---------------------------------------------------------------------
+
+    def _client_context(self, identity: TlsIdentity | None) -> ssl.SSLContext:
+        cache_key = ("client", identity)
+        context = self._ssl_contexts.get(cache_key)
+        if context is None:
+            settings = self.settings
+            try:
+                context = ssl.create_default_context(cafile=settings.tls_ca_file)
+                if not settings.tls_verify:
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                if identity is not None:
+                    context.load_cert_chain(identity.cert_file, identity.key_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"TLS client settings: {exc}") from exc
+            self._ssl_contexts[cache_key] = context
+        return context
+
+    def _server_context(self, identity: TlsIdentity) -> ssl.SSLContext:
+        try:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=identity.ca_file)
+            context.load_cert_chain(identity.cert_file, identity.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"TLS listener certificate: {exc}") from exc
+        context.verify_mode = (ssl.CERT_REQUIRED if identity.require_client_cert
+                               else ssl.CERT_OPTIONAL if identity.ca_file else ssl.CERT_NONE)
+        return context
 
     # -- responses (RFC 3261 18.2.2, RFC 3581) -------------------------------------------
 
@@ -410,32 +443,3 @@ def _host_differs(host: str, address: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")) != ipaddress.ip_address(address)
     except ValueError:
         return True  # a name in sent-by: always add received
-
-    # -- TLS contexts ---------------------------------------------------------------------
-
-    def _client_context(self, identity: TlsIdentity | None) -> ssl.SSLContext:
-        cache_key = ("client", identity)
-        context = self._ssl_contexts.get(cache_key)
-        if context is None:
-            settings = self.settings
-            try:
-                context = ssl.create_default_context(cafile=settings.tls_ca_file)
-                if not settings.tls_verify:
-                    context.check_hostname = False
-                    context.verify_mode = ssl.CERT_NONE
-                if identity is not None:
-                    context.load_cert_chain(identity.cert_file, identity.key_file)
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(f"TLS client settings: {exc}") from exc
-            self._ssl_contexts[cache_key] = context
-        return context
-
-    def _server_context(self, identity: TlsIdentity) -> ssl.SSLContext:
-        try:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=identity.ca_file)
-            context.load_cert_chain(identity.cert_file, identity.key_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"TLS listener certificate: {exc}") from exc
-        context.verify_mode = (ssl.CERT_REQUIRED if identity.require_client_cert
-                               else ssl.CERT_OPTIONAL if identity.ca_file else ssl.CERT_NONE)
-        return context
