@@ -448,11 +448,22 @@ def _cancel(*handles) -> None:
 def build_ack(request: Any, response: Any) -> Any:
     """The ACK for a non-2xx final response (RFC 3261 17.1.1.3): the INVITE's Request-URI,
     top Via, From, Call-ID, CSeq number and Route set, the response's To (with its tag)."""
+    return _same_transaction(request, "ACK", response.get("To"))
+
+
+def build_cancel(request: Any) -> Any:
+    """The CANCEL of a pending request (RFC 3261 9.1): same Request-URI, top Via (so the
+    same branch), From, To, Call-ID, CSeq number and Route set. Send it on the request's
+    flow through `TransactionLayer.request`, as its own transaction."""
+    return _same_transaction(request, "CANCEL", request.get("To"))
+
+
+def _same_transaction(request: Any, method: str, to: str) -> Any:
     headers = [("Via", request.headers.get_all("Via")[0]), ("Max-Forwards", "70")]
     headers += [("Route", route) for route in request.headers.fields("Route")]
-    headers += [("From", request.get("From")), ("To", response.get("To")),
-                ("Call-ID", request.call_id), ("CSeq", f"{request.cseq.number} ACK")]
-    return sipmsg.Request("ACK", request.uri_text, headers)
+    headers += [("From", request.get("From")), ("To", to), ("Call-ID", request.call_id),
+                ("CSeq", f"{request.cseq.number} {method}")]
+    return sipmsg.Request(method, request.uri_text, headers)
 
 
 def build_response(request: Any, status: int, reason: str) -> Any:

@@ -1,6 +1,7 @@
 """RFC 3263 resolution against a real DNS server on loopback (tests/support/dnsserver.py)."""
 
 import random
+import socket
 from collections import Counter
 from types import SimpleNamespace
 
@@ -222,3 +223,81 @@ async def test_failover_order_and_outcomes():
         await send_with_failover(targets, attempt_with(outcomes))
     with pytest.raises(TransportError):
         await send_with_failover([], attempt_with(outcomes))
+
+
+# ---- RFC 3263 failover against real Kamailio servers -------------------------------------
+
+@pytest.fixture(scope="module")
+def busy_kamailio(tmp_path_factory, kamailio):
+    """A second Kamailio that answers 503 to everything (a server being drained)."""
+    from tests.support.kamailio import Kamailio, KamailioConfig
+
+    busy = Kamailio(tmp_path_factory.mktemp("busy"), KamailioConfig(
+        request_hook='    sl_send_reply("503", "Service Unavailable");\n    exit;'))
+    busy.start()
+    yield busy
+    busy.stop()
+
+
+@pytest.fixture
+async def sip_zone(kamailio, busy_kamailio):
+    from tests.support.kamailio import free_port
+
+    dead_tcp, dead_udp = free_port(), free_port(socket.SOCK_DGRAM)  # nobody listens there
+    domain = kamailio.domain
+    zone = {
+        (domain, "NAPTR"): [(60, f'10 10 "s" "SIPS+D2T" "" _sips._tcp.{domain}.'),
+                            (60, f'20 10 "s" "SIP+D2T" "" _sip._tcp.{domain}.'),
+                            (60, f'30 10 "s" "SIP+D2U" "" _sip._udp.{domain}.')],
+        (f"_sips._tcp.{domain}", "SRV"): [(60, f"10 0 {dead_tcp} dead.{domain}."),
+                                          (60, f"20 0 {kamailio.tls_port} kam.{domain}.")],
+        (f"_sip._tcp.{domain}", "SRV"): [(60, f"10 0 {dead_tcp} dead.{domain}."),
+                                         (60, f"20 0 {busy_kamailio.tcp_port} busy.{domain}."),
+                                         (60, f"30 0 {kamailio.tcp_port} kam.{domain}.")],
+        (f"_sip._udp.{domain}", "SRV"): [(60, f"10 0 {dead_udp} dead.{domain}."),
+                                         (60, f"20 0 {kamailio.udp_port} kam.{domain}.")],
+        (f"dead.{domain}", "A"): [(60, "127.0.0.1")],
+        (f"busy.{domain}", "A"): [(60, "127.0.0.1")],
+        (f"kam.{domain}", "A"): [(60, "127.0.0.1")],
+    }
+    server = await DnsServer(zone).start()
+    yield server
+    server.close()
+
+
+@pytest.mark.kamailio
+@pytest.mark.parametrize("transport, secure", [("tcp", False), ("udp", False), (None, True)])
+async def test_failover_reaches_kamailio_after_dead_and_busy_targets(
+        kamailio, sip_zone, make_stack, transport, secure):
+    from gateway.sip.transaction import TimerSettings
+    from gateway.sip.transport import TransportSettings
+
+    resolver = Resolver(DnsSettings(nameservers=("127.0.0.1",), port=sip_zone.port))
+    targets = await resolver.resolve(kamailio.domain, transport=transport, secure=secure)
+    assert targets[0].port != targets[-1].port and targets[-1].address == "127.0.0.1"
+    stack = make_stack(TransportSettings(tls_ca_file=str(kamailio.ca_file)),
+                       TimerSettings(t1=0.02, t2=0.1, t4=0.1))
+    await stack.transport.listen("udp", "127.0.0.1")
+    outcomes = []
+
+    async def attempt(target):
+        try:
+            flow = await stack.transport.connect(target)
+            request = stack.request("OPTIONS", flow, f"sip:{kamailio.domain}")
+            response = await stack.transactions.send(request, flow)
+        except Exception as exc:
+            outcomes.append((target.port, type(exc).__name__))
+            raise
+        outcomes.append((target.port, response.status))
+        return response
+
+    response = await send_with_failover(targets, attempt)
+    assert response.status == 200
+    assert outcomes[-1] == (kamailio.port(transport or "tls"), 200)
+    expected_first = {"tcp": "TransportError", "udp": "TransactionTimeout", None: "TransportError"}
+    assert outcomes[0][1] == expected_first[transport]
+    if transport == "tcp":
+        assert [o[1] for o in outcomes] == ["TransportError", 503, 200]
+    else:
+        assert len(outcomes) == 2
+    assert all(t.server_name == kamailio.domain for t in targets)
