@@ -135,6 +135,8 @@ class _Connection(asyncio.Protocol):
                 self.layer._deliver(item, flow)
             if flow.closed:
                 return
+        if self.parser.failed:  # a bad message followed good ones in the same read
+            flow.fail(TransportError("unparsable stream"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.flow is not None and not self.flow.closed:

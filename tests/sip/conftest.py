@@ -87,3 +87,16 @@ async def make_stack():
     yield factory
     for stack in stacks:
         await stack.close()
+
+
+def pytest_asyncio_loop_factories(config, item):
+    """The transport tests run on uvloop (as the gateway does) and on stock asyncio (its
+    selector loop: new_event_loop() would follow the uvloop policy), so
+    nothing in the transport relies on one loop's quirks; the rest run on uvloop."""
+    import asyncio
+
+    import uvloop
+
+    if item.module is not None and item.module.__name__.endswith("test_transport"):
+        return {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.SelectorEventLoop}
+    return {"uvloop": uvloop.new_event_loop}

@@ -11,6 +11,7 @@ from gateway.errors import TransportError
 from gateway.sip.dns import Target
 from gateway.sip.parsing import parse_message
 from gateway.sip.transaction import build_response
+from gateway.sip.flow import redact
 from gateway.sip.transport import TlsIdentity, TransportSettings
 from tests.support.relay import TcpRelay
 
@@ -202,8 +203,11 @@ async def test_bad_input_is_dropped_and_the_stream_closed(make_stack):
     reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port)
     writer.write(b"\r\n\r\n")  # an RFC 5626 ping gets its pong
     assert await asyncio.wait_for(reader.readexactly(2), 2) == b"\r\n"
-    writer.write(b"GARBAGE \x01\x02 nonsense\r\nNo-Colon-Here\r\n\r\n")
-    assert await asyncio.wait_for(reader.read(), 2) == b""  # we closed the stream
+    # a good request and garbage in one read: the request is answered, then we close
+    writer.write(raw_options("SIP/2.0/TCP 127.0.0.1:1", "z9hG4bKtcp1")
+                 + b"GARBAGE \x01\x02 nonsense\r\nNo-Colon-Here\r\n\r\n")
+    rest = await asyncio.wait_for(reader.read(), 2)  # read() ends: we closed the stream
+    assert rest.startswith(b"SIP/2.0 200 OK\r\n")
     writer.close()
     assert await wait_until(lambda: stack.transport.connections == 0)
 
@@ -235,3 +239,53 @@ async def test_closed_flow_refuses_to_send(kamailio, make_stack):
         await stack.transport.connect(Target("127.0.0.1", 1, "tcp", "x"))  # refused
     with pytest.raises(TransportError):
         await stack.transport.connect(Target("127.0.0.1", 1, "sctp", "x"))
+
+
+async def test_udp_keepalives_run_while_held(make_stack):
+    stack = make_stack(TransportSettings(keepalive_interval=0.1))
+    peer = await UdpPeer.open()
+    try:
+        flow = await stack.transport.connect(Target("127.0.0.1", peer.port, "udp", "p"))
+        assert stack.transport.local_address("udp") == flow.local
+        assert stack.transport.local_address("tcp") is None
+        flow.acquire()
+        await asyncio.sleep(0.35)
+        flow.release()
+        pings = peer.received.qsize()
+        assert pings >= 3
+        assert all(peer.received.get_nowait()[0] == b"\r\n\r\n" for _ in range(pings))
+        await asyncio.sleep(0.25)
+        assert peer.received.empty() and not stack.user.failed  # UDP expects no pong
+    finally:
+        peer.transport.close()
+
+
+SECRET_REGISTER = (b"REGISTER sip:example.test SIP/2.0\r\n"
+                   b"Via: SIP/2.0/UDP 127.0.0.1:5;branch=z9hG4bKsecret;rport\r\n"
+                   b"From: <sip:a@example.test>;tag=1\r\nTo: <sip:a@example.test>\r\n"
+                   b"Call-ID: c1\r\nCSeq: 2 REGISTER\r\n"
+                   b'Authorization: Digest username="a", response="0123456789abcdef"\r\n'
+                   b'proxy-authorization: Digest response="fedcba9876543210"\r\n'
+                   b"Content-Length: 0\r\n\r\n")
+
+
+def test_redact_removes_credentials():
+    text = redact(SECRET_REGISTER)
+    assert "0123456789abcdef" not in text and "fedcba9876543210" not in text
+    assert "Authorization: <redacted>" in text and "CSeq: 2 REGISTER" in text
+
+
+async def test_sip_trace_never_logs_credentials(make_stack, caplog):
+    stack = make_stack()
+    _, port = await stack.transport.listen("udp", "127.0.0.1")
+    peer = await UdpPeer.open()
+    try:
+        with caplog.at_level("DEBUG", logger="gateway.sip.trace"):
+            flow = await stack.transport.connect(Target("127.0.0.1", peer.port, "udp", "p"))
+            flow.send(SECRET_REGISTER)  # outgoing
+            peer.transport.sendto(SECRET_REGISTER, ("127.0.0.1", port))  # incoming
+            assert await wait_until(lambda: stack.user.requests)
+    finally:
+        peer.transport.close()
+    assert "send" in caplog.text and "recv" in caplog.text and "REGISTER" in caplog.text
+    assert "0123456789abcdef" not in caplog.text and "fedcba9876543210" not in caplog.text
