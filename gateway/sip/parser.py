@@ -104,6 +104,8 @@ def _parse_head(head: str, limits: ParseLimits):
     """Parse the start line and header section; returns (message without body, CL|None)."""
     lines = head.split("\r\n")
     start = lines[0]
+    if "\r" in start or "\n" in start:
+        raise bad("bare CR or LF in start line")
     if start[:4] == "SIP/":
         status, reason = _status_line(start)
         method = None
@@ -267,7 +269,7 @@ class StreamParser:
             return KEEPALIVE_PONG
         self._half_ping = False
         if self._head is None:
-            self._head = self._parse_head(buf)
+            self._head = self._frame_head(buf)
             if self._head is None:
                 return None
         message, body_start, total = self._head
@@ -278,7 +280,7 @@ class StreamParser:
         self._head = None
         return message
 
-    def _parse_head(self, buf: bytearray):
+    def _frame_head(self, buf: bytearray):
         limit = self._limits.max_message_size
         end = buf.find(b"\r\n\r\n")
         if end < 0:
