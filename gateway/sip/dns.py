@@ -16,7 +16,7 @@ SRV records are sorted by priority, and by weighted random choice within one pri
 (RFC 5922 section 4.1).
 
 Queries go through dnspython's asyncio resolver to the configured name server (or the
-system's). This module depends on dnspython and `gateway.errors` only; it knows nothing
+system's). This module depends on dnspython, `gateway.errors` and `gateway.sip.inflight` only; it knows nothing
 of transports or transactions (responses are duck-typed: anything with `.status`).
 """
 
@@ -38,6 +38,7 @@ import dns.resolver
 import msgspec
 
 from gateway.errors import ConfigError, TransactionTimeout, TransportError
+from gateway.sip.inflight import InFlight
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ class Resolver:
         self._dns.timeout = self.settings.timeout
         self._dns.lifetime = self.settings.lifetime
         self._cache: dict[tuple[str, int], _Entry] = {}
-        self._pending: dict[tuple[str, int], asyncio.Future] = {}
+        self._in_flight = InFlight("DNS lookup")
         self.queries_sent = 0  # for tests and the /stats page
 
     # -- the cache -------------------------------------------------------------------
@@ -161,22 +162,7 @@ class Resolver:
         entry = self._cache.get(key)
         if entry is not None and entry.expires > self._clock():
             return entry.records
-        pending = self._pending.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future = asyncio.get_running_loop().create_future()
-        self._pending[key] = future
-        try:
-            records = await self._ask(*key)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: nobody else may be waiting
-            raise
-        else:
-            future.set_result(records)
-            return records
-        finally:
-            del self._pending[key]
+        return await self._in_flight.run(key, lambda: self._ask(*key))
 
     async def _ask(self, name: str, rdtype: int) -> tuple[Any, ...]:
         self.queries_sent += 1

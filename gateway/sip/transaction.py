@@ -65,7 +65,21 @@ def new_branch() -> str:
 
 # ---- client transactions (17.1) -----------------------------------------------------------
 
-class ClientTransaction:
+class _Transaction:
+    """What both kinds share: a flow to send on, and ending on a transport error."""
+
+    __slots__ = ()
+
+    def _send(self, data: bytes) -> bool:
+        try:
+            self.flow.send(data)
+        except TransportError as exc:  # 17.1.4 / 17.2.4: tell the TU, end the transaction
+            self._terminate(exc)
+            return False
+        return True
+
+
+class ClientTransaction(_Transaction):
     """INVITE (17.1.1) or non-INVITE (17.1.2) client transaction on one flow.
 
     `final` is a future: the final response, or TransactionTimeout (timer B/F) or
@@ -99,14 +113,6 @@ class ClientTransaction:
             self._retransmit = wheel.call_later(t1, _client_retransmit, self)
         self._timeout = wheel.call_later(64 * t1, _client_timeout, self)  # timer B / F
         self._send(self._wire)
-
-    def _send(self, data: bytes) -> bool:
-        try:
-            self.flow.send(data)
-        except TransportError as exc:  # 17.1.4: tell the TU, end the transaction
-            self._terminate(exc)
-            return False
-        return True
 
     def receive(self, response: Any) -> None:
         status = response.status
@@ -218,7 +224,7 @@ def _client_end(tx: ClientTransaction) -> None:
 
 # ---- server transactions (17.2) -----------------------------------------------------------
 
-class ServerTransaction:
+class ServerTransaction(_Transaction):
     """INVITE (17.2.1) or non-INVITE (17.2.2) server transaction. The TU answers with
     `respond(response)`; the transaction sends it, retransmits it as the timers say and
     absorbs retransmitted requests. `on_failure(reason)`, when set, hears of timer H
@@ -272,14 +278,6 @@ class ServerTransaction:
             self._timeout = wheel.call_later(64 * settings.t1, _server_no_ack, self)  # H
         if not self._send(self._wire):
             raise TransportError(f"could not send {status} for {self.method}")
-
-    def _send(self, data: bytes) -> bool:
-        try:
-            self.flow.send(data)
-        except TransportError as exc:
-            self._terminate(exc)
-            return False
-        return True
 
     def retransmitted(self, request: Any) -> None:
         """The same request again (or the ACK of our non-2xx final response)."""

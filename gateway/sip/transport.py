@@ -31,6 +31,7 @@ from gateway.errors import ConfigError, ParseError, TransportError
 from gateway.sip import parsing
 from gateway.sip.message import Request, redacted
 from gateway.sip.flow import PONG, Flow, trace
+from gateway.sip.inflight import InFlight
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ class TransportLayer:
         self._udp: list[_UdpSocket] = []
         self._servers: list[tuple[asyncio.AbstractServer, str]] = []
         self._outbound: dict[tuple, Flow] = {}      # shared connections we opened
-        self._connecting: dict[tuple, asyncio.Future] = {}
+        self._connecting = InFlight("connect")
         self._by_remote: dict[tuple, Flow] = {}     # (transport, remote) -> flow
         self.connections = 0
         self._ssl_contexts: dict[Any, ssl.SSLContext] = {}
@@ -209,22 +210,8 @@ class TransportLayer:
         flow = self._outbound.get(key)
         if flow is not None and not flow.closed:
             return flow
-        pending = self._connecting.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future = asyncio.get_running_loop().create_future()
-        self._connecting[key] = future
-        try:
-            flow = await self._open(key, remote, transport, server_name, identity)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()
-            raise
-        else:
-            future.set_result(flow)
-            return flow
-        finally:
-            del self._connecting[key]
+        return await self._connecting.run(
+            key, lambda: self._open(key, remote, transport, server_name, identity))
 
     async def _open(self, key, remote, transport, server_name, identity) -> Flow:
         if self.connections >= self.settings.max_connections:

@@ -301,3 +301,29 @@ async def test_failover_reaches_kamailio_after_dead_and_busy_targets(
     else:
         assert len(outcomes) == 2
     assert all(t.server_name == kamailio.domain for t in targets)
+
+
+async def test_in_flight_work_is_shared_and_a_cancelled_owner_fails_the_rest():
+    import asyncio
+
+    from gateway.sip.inflight import InFlight
+
+    flight = InFlight("lookup")
+    gate, calls = asyncio.Event(), []
+
+    async def work():
+        calls.append(1)
+        await gate.wait()
+        return 42
+
+    owner = asyncio.ensure_future(flight.run("k", work))
+    await asyncio.sleep(0)
+    follower = asyncio.ensure_future(flight.run("k", work))
+    await asyncio.sleep(0)
+    owner.cancel()
+    with pytest.raises(TransportError, match="lookup abandoned"):
+        await follower
+    assert len(calls) == 1 and len(flight) == 0
+    gate.set()
+    results = await asyncio.gather(flight.run("k", work), flight.run("k", work))
+    assert results == [42, 42] and len(calls) == 2
