@@ -324,6 +324,7 @@ async def test_in_flight_work_is_shared_and_a_cancelled_owner_fails_the_rest():
     with pytest.raises(TransportError, match="lookup abandoned"):
         await follower
     assert len(calls) == 1 and len(flight) == 0
+    both = asyncio.gather(flight.run("k", work), flight.run("k", work))
+    await asyncio.sleep(0)
     gate.set()
-    results = await asyncio.gather(flight.run("k", work), flight.run("k", work))
-    assert results == [42, 42] and len(calls) == 2
+    assert await both == [42, 42] and len(calls) == 2
