@@ -247,9 +247,15 @@ class ServerTransaction(_Transaction):
         self._wire: bytes | None = None
         self._interval = layer.settings.t1
         self._retransmit = self._timeout = self._end = self._trying = None
-        if self.method == "INVITE" and layer.settings.trying_after >= 0:
-            self._trying = layer.wheel.call_later(layer.settings.trying_after,
-                                                  _server_trying, self)
+        if self.method == "INVITE":
+            if layer.settings.trying_after >= 0:
+                self._trying = layer.wheel.call_later(layer.settings.trying_after,
+                                                      _server_trying, self)
+        else:
+            # the client gives up after 64*T1 (timer F); a TU that never answers must not
+            # leave the transaction behind for ever
+            self._timeout = layer.wheel.call_later(64 * layer.settings.t1,
+                                                   _server_unanswered, self)
 
     def respond(self, response: Any) -> None:
         """Send a response from the TU. Raises TransportError if it cannot be sent."""
@@ -266,6 +272,8 @@ class ServerTransaction(_Transaction):
                 self.state = "proceeding"
         elif self.method != "INVITE":
             self.state = "completed"
+            _cancel(self._timeout)
+            self._timeout = None
             self._linger(64 * settings.t1)  # timer J
         elif status < 300:
             # RFC 6026 Accepted: absorb INVITE retransmissions; the TU retransmits the 2xx
@@ -333,6 +341,13 @@ def _server_no_ack(tx: ServerTransaction) -> None:
     tx._timeout = None
     if tx.state == "completed":
         tx._terminate(TransactionTimeout("no ACK for the final response (timer H)"))
+
+
+def _server_unanswered(tx: ServerTransaction) -> None:
+    tx._timeout = None
+    if tx.state in ("trying", "proceeding"):
+        log.warning("%s %s got no final response from the TU in time", tx.method, tx.key[0])
+        tx._terminate(TransactionTimeout(f"{tx.method} left unanswered by the TU"))
 
 
 def _server_end(tx: ServerTransaction) -> None:

@@ -214,7 +214,8 @@ class TransportLayer:
             key, lambda: self._open(key, remote, transport, server_name, identity))
 
     async def _open(self, key, remote, transport, server_name, identity) -> Flow:
-        if self.connections >= self.settings.max_connections:
+        # connections being opened count too (this one is among them)
+        if self.connections + len(self._connecting) > self.settings.max_connections:
             raise TransportError(f"connection limit ({self.settings.max_connections}) reached")
         loop = asyncio.get_running_loop()
         context = self._client_context(identity) if transport == "tls" else None
@@ -227,7 +228,6 @@ class TransportLayer:
                 loop.create_connection(lambda: _Connection(self, transport, key, server_name),
                                        remote[0], remote[1], **tls_args),
                 self.settings.connect_timeout)
-
         except asyncio.TimeoutError:
             raise TransportError(f"{transport} connect to {remote} timed out") from None
         except (OSError, ssl.SSLError) as exc:

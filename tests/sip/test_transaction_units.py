@@ -250,6 +250,19 @@ async def test_server_non_invite_absorbs_and_repeats(layer, clock, wheel, user):
     assert tx.state == "terminated" and not layer.servers
 
 
+async def test_server_non_invite_left_unanswered_ends(layer, clock, wheel, user):
+    flow = FakeFlow(clock)
+    layer.message_received(make_request("MESSAGE"), flow)
+    tx = user.requests[0][1]
+    failures = []
+    tx.on_failure = failures.append
+    run_until(clock, wheel, 64 * T1 - 0.1)
+    assert tx.state == "trying"
+    run_until(clock, wheel, 64 * T1 + 0.1)
+    assert tx.state == "terminated" and not layer.servers
+    assert isinstance(failures[0], TransactionTimeout)
+
+
 async def test_same_branch_other_sent_by_is_another_transaction(layer, clock, user):
     flow = FakeFlow(clock)
     request = make_request()
