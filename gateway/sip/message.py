@@ -234,12 +234,18 @@ class Message:
         raise NotImplementedError
 
     def encode(self) -> bytes:
-        """The message on the wire, with a Content-Length matching the body."""
+        """The message on the wire, with a Content-Length matching the body (where the
+        field was, else last)."""
         lines = [self._start_line()]
+        length = None
         for key, name, value in self.headers._fields:
             if key != "content-length":
                 lines.append(f"{name}: {value}")
-        lines.append(f"Content-Length: {len(self.body)}")
+            elif length is None:
+                length = f"Content-Length: {len(self.body)}"
+                lines.append(length)
+        if length is None:
+            lines.append(f"Content-Length: {len(self.body)}")
         head = "\r\n".join(lines) + "\r\n\r\n"
         return head.encode("utf-8", "surrogateescape") + self.body
 
