@@ -34,9 +34,9 @@ cdef enum:
     LEVELS = 6
     OVERFLOW = 384  # LEVELS * SLOTS
 
-cdef int64_t MAX_TICK = (<int64_t>1) << 62
-cdef double MAX_TICK_D = <double>((<int64_t>1) << 62)
-cdef int64_t NOT_ARMED = MAX_TICK + 1
+cdef int64_t MAX_TICK = (<int64_t>1) << 61
+cdef double MAX_TICK_D = <double>((<int64_t>1) << 61)
+cdef int64_t NOT_ARMED = MAX_TICK * 2  # above any tick, even one clamped past MAX_TICK
 cdef double MAX_ARM_DELAY = 86400.0
 
 

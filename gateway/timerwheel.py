@@ -39,8 +39,8 @@ SLOTS = 1 << LEVEL_BITS
 MASK = SLOTS - 1
 LEVELS = 6
 OVERFLOW = LEVELS * SLOTS  # index of the overflow list among the slot heads
-MAX_TICK = 1 << 62  # far enough for any delay; keeps ticks in a C int64
-NOT_ARMED = MAX_TICK + 1
+MAX_TICK = 1 << 61  # far enough for any delay (46 million years at 1 ms)
+NOT_ARMED = MAX_TICK * 2  # above any tick, even one clamped past MAX_TICK
 # A due time further out than this is woken for at this distance and re-armed: some
 # loops overflow on huge delays, and one wake a day costs nothing.
 MAX_ARM_DELAY = 86400.0

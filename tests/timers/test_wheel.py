@@ -393,3 +393,18 @@ def test_next_due_tracks_the_earliest_timer(wheel, clock):
     wheel.call_later(500, print)
     wheel.call_later(30, print)
     assert wheel.next_due() == pytest.approx(clock.now + 30, abs=RES)
+
+
+@pytest.mark.parametrize("distance", [0.3, 45.0, 3000.0, 2e5, 1e8])
+def test_neighbours_in_an_upper_slot_fire_at_their_own_ticks(wheel, clock, distance):
+    # they share a slot of an upper level, which cascades when the first comes due
+    base = math.floor((clock.now + distance) / RES)
+    log = []
+    for offset in (3, 0, 2, 1, 64, 65):
+        wheel.call_at((base + offset) * RES - RES / 4, log.append, offset)
+    wheel.advance((base - 1) * RES + RES / 4)
+    assert log == []
+    for offset in range(66):
+        wheel.advance((base + offset) * RES + RES / 4)
+        expected = [o for o in (0, 1, 2, 3, 64, 65) if o <= offset]
+        assert sorted(log) == expected, offset
