@@ -15,8 +15,10 @@ of SIP messages. The transport layer (`gateway.sip.transport`) creates flows.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
+import socket
 import time
 from typing import Any, Protocol
 
@@ -57,7 +59,7 @@ class Flow:
     __slots__ = ("transport", "local", "remote", "server_name", "key", "outbound", "owner",
                  "connection", "users", "last_activity", "closed", "observed",
                  "keepalive_interval", "pong_timeout", "_keepalive", "_pong", "_idle",
-                 "idle_timeout", "__weakref__")
+                 "idle_timeout", "_sent_by", "__weakref__")
 
     def __init__(self, owner: FlowOwner, transport: str, local: tuple, remote: tuple, *,
                  key: tuple, outbound: bool, server_name: str | None = None,
@@ -83,6 +85,7 @@ class Flow:
         self.pong_timeout = min(pong_timeout, keepalive_interval / 2) if keepalive_interval \
             else pong_timeout
         self.idle_timeout = idle_timeout
+        self._sent_by: tuple[str, int] | None = None
         self._keepalive = None
         self._pong = None
         self._idle = None
@@ -92,6 +95,18 @@ class Flow:
     @property
     def reliable(self) -> bool:
         return self.transport != "udp"
+
+    @property
+    def sent_by(self) -> tuple[str, int]:
+        """Our address for a Via sent-by on this flow: the local address, or, for a socket
+        bound to the wildcard (0.0.0.0, ::), the source address the kernel uses to reach
+        the peer. (Behind a NAT, `observed` says what the peer really sees.)"""
+        if self._sent_by is None:
+            host = self.local[0]
+            if ipaddress.ip_address(host).is_unspecified:
+                host = _source_address(self.remote)
+            self._sent_by = (host, self.local[1])
+        return self._sent_by
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"users={self.users}"
@@ -206,6 +221,15 @@ def _idle_check(flow: Flow) -> None:
     # held flows are looked at again later; a flow with recent traffic waits for the rest
     remaining = flow.idle_timeout - quiet if flow.users == 0 else flow.idle_timeout
     flow._idle = flow.owner.wheel.call_later(max(remaining, 0.001), _idle_check, flow)
+
+
+def _source_address(remote: tuple) -> str:
+    """The local address the routing table picks for `remote` (connecting a UDP socket
+    sends nothing)."""
+    family = socket.AF_INET6 if ":" in remote[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect(remote[:2])
+        return probe.getsockname()[0]
 
 
 def _cancel(handle) -> None:

@@ -289,3 +289,27 @@ async def test_sip_trace_never_logs_credentials(make_stack, caplog):
         peer.transport.close()
     assert "send" in caplog.text and "recv" in caplog.text and "REGISTER" in caplog.text
     assert "0123456789abcdef" not in caplog.text and "fedcba9876543210" not in caplog.text
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_ipv6_loopback(make_stack, transport):
+    server = make_stack()
+    server.user.on_request = answer_200
+    host, port = await server.transport.listen(transport, "::1")
+    client = make_stack()  # client only: UDP gets an ephemeral wildcard socket
+    flow = await client.transport.connect(Target(host, port, transport, "::1"))
+    assert flow.sent_by[0] == "::1"
+    response = await client.transactions.send(client.request("OPTIONS", flow, "sip:[::1]"), flow)
+    assert response.status == 200
+    request = server.user.requests[0][0]
+    via = request.via[0]
+    assert (via.host, via.received, via.rport) == ("[::1]", "::1", flow.local[1])
+
+
+async def test_client_only_udp_uses_a_routable_sent_by(kamailio, make_stack):
+    stack = make_stack()  # no listen(): the wildcard socket
+    flow = await stack.transport.connect(target(kamailio, "udp"))
+    assert flow.local[0] == "0.0.0.0" and flow.sent_by == ("127.0.0.1", flow.local[1])
+    response = await stack.transactions.send(
+        stack.request("OPTIONS", flow, "sip:kamailio.test"), flow)
+    assert response.status == 200

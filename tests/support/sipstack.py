@@ -64,7 +64,8 @@ class Stack:
 
     def request(self, method, flow, uri, *, extra=(), cseq=1):
         """A request as a UAC sends it: Via from the flow's local address, with rport."""
-        host, port = flow.local[0], flow.local[1]
+        host, port = flow.sent_by
+        host = f"[{host}]" if ":" in host else host
         branch = new_branch()
         headers = [("Via", f"SIP/2.0/{flow.transport.upper()} {host}:{port};branch={branch};rport"),
                    ("Max-Forwards", "70"), ("From", f"<sip:gw@{host}>;tag={branch[-8:]}"),
