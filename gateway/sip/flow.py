@@ -5,12 +5,13 @@ A flow over TCP or TLS owns one connection; a flow over UDP shares its listening
 with the other UDP flows. Flows are shared: every registration towards the same peer
 holds the same flow (`acquire`/`release`). While a flow has holders it sends CRLFCRLF
 keepalives at 80-100 % of the interval (RFC 5626 section 4.4.1) and, on TCP/TLS, expects
-the CRLF pong within the pong timeout, else the flow has failed. A flow nobody holds is
-closed after the idle timeout without traffic.
+the CRLF pong within the pong timeout, else the flow has failed. (On UDP the CRLFCRLF
+only keeps NAT bindings open: no pong is expected, as RFC 5626 would use STUN there.) A
+flow nobody holds is closed after the idle timeout without traffic.
 
-This module depends on `gateway.errors` and a timer wheel passed in (anything with
-`call_later(delay, callback, arg)` returning a handle with `cancel()`); it knows nothing
-of SIP messages. The transport layer (`gateway.sip.transport`) creates flows.
+This module depends on `gateway.errors`, `gateway.timers.jitter` and a timer wheel passed
+in (anything with `call_later(delay, callback, arg)` returning a handle with `cancel()`);
+it knows nothing of SIP messages. The transport layer (`gateway.sip.transport`) creates flows.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class FlowOwner(Protocol):
 class Flow:
     """One path to a peer. `reliable` flows (TCP, TLS) are connections; `key` is what
     sharing is keyed by: (host, port, transport, server name, client identity) for flows
-    we opened, (transport, remote) for flows the peer opened or that use UDP."""
+    we opened, (transport, local, remote) for flows the peer opened or that use UDP."""
 
     __slots__ = ("transport", "local", "remote", "server_name", "key", "outbound", "owner",
                  "connection", "users", "last_activity", "closed", "observed",
