@@ -138,11 +138,20 @@ async def test_killed_tcp_connection_is_detected_within_two_intervals(kamailio, 
         await asyncio.sleep(2.5 * interval)  # pings are answered: the flow stays up
         assert not stack.user.failed and not flow.closed
         killed = time.monotonic()
-        relay.freeze() if how == "freeze" else relay.cut()
+        if how == "freeze":
+            relay.freeze()
+            # a request caught on the dead flow fails with it, long before timer F
+            pending = stack.transactions.request(
+                stack.request("OPTIONS", flow, "sip:kamailio.test"), flow)
+        else:
+            relay.cut()
         assert await wait_until(lambda: stack.user.failed, timeout=4 * interval)
         detected = time.monotonic() - killed
         assert detected < 2 * interval, detected
         assert stack.user.failed[0][0] is flow and flow.closed
+        if how == "freeze":
+            with pytest.raises(TransportError):
+                await pending.final
         assert stack.transport.connections == 0
         # the next connect opens a new connection instead of reusing the dead one
         relay.frozen = False
