@@ -145,7 +145,11 @@ class Resolver:
             self._dns = dns.asyncresolver.Resolver(configure=False)
             self._dns.nameservers = list(self.settings.nameservers)
         else:
-            self._dns = dns.asyncresolver.Resolver()
+            try:
+                self._dns = dns.asyncresolver.Resolver()
+            except (dns.resolver.NoResolverConfiguration, OSError) as exc:
+                raise ConfigError("dns.nameservers: none configured and the system has no "
+                                  f"usable /etc/resolv.conf ({exc})") from exc
         self._dns.port = self.settings.port
         self._dns.timeout = self.settings.timeout
         self._dns.lifetime = self.settings.lifetime

@@ -36,6 +36,7 @@ from gateway.sip.inflight import InFlight
 log = logging.getLogger(__name__)
 
 TRANSPORTS = ("udp", "tcp", "tls")
+MAX_DATAGRAM = 65_507  # the largest UDP payload over IPv4
 
 
 class TransportSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -305,6 +306,9 @@ class TransportLayer:
     def _write(self, flow: Flow, data: bytes) -> None:
         conn = flow.connection
         if flow.transport == "udp":
+            if len(data) > MAX_DATAGRAM:
+                # RFC 3261 18.1.1: such a request belongs on TCP; the TU picks the flow
+                raise TransportError(f"{len(data)} bytes do not fit in a UDP datagram")
             conn.transport.sendto(data, flow.remote)
             return
         if conn.is_closing():

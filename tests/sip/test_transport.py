@@ -265,6 +265,8 @@ async def test_udp_keepalives_run_while_held(make_stack):
         assert all(peer.received.get_nowait()[0] == b"\r\n\r\n" for _ in range(pings))
         await asyncio.sleep(0.25)
         assert peer.received.empty() and not stack.user.failed  # UDP expects no pong
+        with pytest.raises(TransportError, match="UDP datagram"):
+            flow.send(b"x" * 70_000)
     finally:
         peer.transport.close()
 
