@@ -15,11 +15,11 @@ outcomes through `set_state()`. Events (`InstanceEvent.kind`):
 Expiry runs on the timer wheel (`gateway.timers`), one handle per instance for its next
 step (the next warning, or the expiry). Stored times are wall clock (`time.time()`); they
 are converted to the loop's clock when scheduled. On start every stored instance is
-scheduled again: one already past its expiry is expired at once. Warnings missed while the
-gateway was down are not all replayed: only the nearest missed one, and only if at least a
-quarter of its lead time is left (a "1 hour left" warning still makes sense 20 minutes
-before, not 30 seconds before). Since warnings are not stored, an instance warned just
-before a restart may be warned once more after it.
+scheduled again: one already past its expiry is expired at once. Warnings missed (the
+gateway was down, or the loop stalled) are not all replayed: only the nearest missed one,
+and only if at least a quarter of its lead time is left (a "1 hour left" warning still
+makes sense 20 minutes before, not 30 seconds before). Since warnings are not stored, an
+instance warned just before a restart may be warned once more after it.
 
 Conflicts (raised as `ApiError(409, "conflict")`): a create for an (app, aor, device) whose
 previous create is still in flight, and any request on an instance whose erasure is in
@@ -52,7 +52,7 @@ EventKind = Literal[
     "created", "updated", "mode_changed", "state_changed", "expiring", "expired", "erased"
 ]
 
-#: a missed warning is replayed on start if this share of its lead time is still left
+#: a missed warning is still sent if this share of its lead time is left
 REPLAY_SHARE = 0.25
 
 
@@ -127,7 +127,7 @@ class InstanceService:
         """Schedule the next step of every stored instance (expire the overdue ones)."""
         now = self.clock()
         for record in await self.store.list_instances():
-            self._schedule(record.id, record.expires_at, now, replay=True)
+            self._schedule(record.id, record.expires_at, now)
         log.info("instance lifecycle started with %d instances", len(self._timers))
 
     async def stop(self) -> None:
@@ -313,18 +313,23 @@ class InstanceService:
 
     # --- expiry --------------------------------------------------------------------------
 
-    def _schedule(self, instance_id: str, expires_at: float, now: float, replay=False) -> None:
-        """Put the instance's next step (a warning or the expiry) on the wheel."""
+    def _schedule(
+        self, instance_id: str, expires_at: float, now: float, below: float | None = None
+    ) -> None:
+        """Put the instance's next step on the wheel: the next warning (with a lead shorter
+        than `below`, the one just sent), or the expiry."""
         self._unschedule(instance_id)
         self._expires_at[instance_id] = expires_at
         left = expires_at - now
         lead = None  # None: the expiry itself
         for candidate in self._leads:  # longest lead first
+            if below is not None and candidate >= below:
+                continue
             if left > candidate:
                 lead = candidate
                 break
-            if replay and left >= candidate * REPLAY_SHARE:
-                lead = candidate  # missed while down: warn at once, with the time left
+            if left >= candidate * REPLAY_SHARE:
+                lead = candidate  # missed (gateway down, loop stalled): warn at once
         when = expires_at - lead if lead is not None else expires_at
         delay = max(0.0, when - now)
         self._timers[instance_id] = self.wheel.call_later(delay, self._due, (instance_id, lead))
@@ -356,13 +361,7 @@ class InstanceService:
         ):
             return  # changed while the record was read
         self._emit("expiring", instance_id, record, hours_left=max(0.0, expires_at - now) / 3600)
-        # the next step: a shorter lead's warning, or the expiry
-        later = [c for c in self._leads if c < lead and expires_at - c > now]
-        next_lead = later[0] if later else None
-        when = expires_at - next_lead if next_lead is not None else expires_at
-        self._timers[instance_id] = self.wheel.call_later(
-            max(0.0, when - now), self._due, (instance_id, next_lead)
-        )
+        self._schedule(instance_id, expires_at, now, below=lead)
 
     async def _expire(self, instance_id: str) -> None:
         if instance_id in self._erasing:
