@@ -4,6 +4,7 @@ the instance service and the aiohttp application served on a free loopback port.
 from __future__ import annotations
 
 import asyncio
+import os
 
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -103,6 +104,16 @@ def create_body(device_id: str = "phone-1", aor: str = "sip:alice@example.com", 
 
 def app_auth(key: str = APP_KEY) -> dict:
     return {"Authorization": f"Bearer {key}"}
+
+
+def disk_bytes(db_path: str) -> bytes:
+    """Everything SQLite has on disk for this database: the file, its WAL and shm."""
+    data = b""
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(db_path + suffix):
+            with open(db_path + suffix, "rb") as f:
+                data += f.read()
+    return data
 
 
 class Gateway:

@@ -4,7 +4,6 @@ the bytes of the SQLite files."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 import pytest
@@ -13,19 +12,9 @@ from gateway.instances import InstanceService
 from gateway.store import PushTarget, open_store
 from gateway.timers import TimerWheel
 
-from .harness import PASSWORD, make_config, start_gateway, stop_gateway
+from .harness import PASSWORD, disk_bytes, make_config, start_gateway, stop_gateway
 
 HOUR = 3600.0
-
-
-def disk_bytes(db_path: str) -> bytes:
-    """Everything SQLite has on disk for this database: the file, its WAL and shm."""
-    data = b""
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(db_path + suffix):
-            with open(db_path + suffix, "rb") as f:
-                data += f.read()
-    return data
 
 
 class Recorder:
