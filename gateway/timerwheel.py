@@ -82,10 +82,9 @@ class TimerHandle:
             prev._next = nxt
             nxt._prev = prev
             self._prev = self._next = None
-            wheel = self._wheel
-            wheel._count -= 1
-            if wheel._count == 0 and wheel._armed is not None:
-                wheel._disarm()
+            # the loop stays armed: one needless wake-up later is cheaper than a
+            # disarm and re-arm each time a lone timer is set and cancelled
+            self._wheel._count -= 1
         # drop the references at once: a cancelled timer must not keep its owner alive
         self._callback = None
         self._arg = None
@@ -146,7 +145,7 @@ class TimerWheel:
 
     def call_later(self, delay, callback, arg=None) -> TimerHandle:
         """Call `callback(arg)` after `delay` seconds."""
-        return self.call_at(self._now() + delay, callback, arg)
+        return self.call_at(self._now() + self._check_time(delay), callback, arg)
 
     def call_at(self, when, callback, arg=None) -> TimerHandle:
         """Call `callback(arg)` at `when`, on the loop's clock."""
@@ -169,7 +168,7 @@ class TimerWheel:
     def reschedule(self, handle: TimerHandle, delay) -> None:
         """Move a pending or fired timer to `delay` seconds from now, in O(1). Works from
         inside callbacks, also on the handle being fired."""
-        self.reschedule_at(handle, self._now() + delay)
+        self.reschedule_at(handle, self._now() + self._check_time(delay))
 
     def reschedule_at(self, handle: TimerHandle, when) -> None:
         self._own(handle)
@@ -267,29 +266,20 @@ class TimerWheel:
 
     @staticmethod
     def _check_time(value) -> float:
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise TypeError(f"a time must be a number of seconds, got {type(value).__name__}") from None
+        # ldexp(x, 0) converts exactly as a C double parameter of the compiled twin does
+        # (numbers and objects with __float__, not strings), so both raise alike
+        value = math.ldexp(value, 0)
         if value != value:
             raise ValueError("a time must not be NaN")
         return value
 
     def _tick_ceil(self, when: float) -> int:
-        q = when / self._resolution
-        if q >= MAX_TICK:
-            return MAX_TICK
-        if q <= 0.0:
-            return 0
-        return math.ceil(q)
+        """The tick a timer due at `when` belongs to (rounded up: never early)."""
+        return _clamp_tick(when / self._resolution, math.ceil)
 
     def _tick_floor(self, now: float) -> int:
-        q = now / self._resolution
-        if q >= MAX_TICK:
-            return MAX_TICK
-        if q <= 0.0:
-            return 0
-        return math.floor(q)
+        """The last tick fully reached at time `now`."""
+        return _clamp_tick(now / self._resolution, math.floor)
 
     # --- the wheel -------------------------------------------------------------------
 
@@ -438,10 +428,11 @@ class TimerWheel:
                 handle._prev = handle._next = None
                 self._count -= 1
                 fired += 1
+                callback = handle._callback
                 try:
-                    handle._callback(handle._arg)
+                    callback(handle._arg)
                 except Exception:
-                    _log_failure(handle)
+                    log_failure(callback)
         finally:
             # only reached with timers left when a BaseException escapes: keep them due
             node = firing._next
@@ -501,7 +492,16 @@ class TimerWheel:
             raise ValueError("that timer handle does not belong to this TimerWheel")
 
 
-def _log_failure(handle: TimerHandle) -> None:
-    callback = handle._callback
+def _clamp_tick(q: float, rounding) -> int:
+    if q >= MAX_TICK:
+        return MAX_TICK
+    if q <= 0.0:
+        return 0
+    return rounding(q)
+
+
+def log_failure(callback) -> None:
+    """Log the exception a timer callback raised (shared by both twins). Only the
+    callback's name: its argument may hold credentials."""
     name = getattr(callback, "__qualname__", type(callback).__name__)
     logger.exception("timer callback %s failed", name)
