@@ -23,8 +23,12 @@ from gateway.errors import ApiError
 
 # --- field types -------------------------------------------------------------------------
 
-_SIP_URI = r"^sips?:[^\s<>\"]+$"
-_HTTPS_URL = r"^https://[^\s]+$"
+# ASCII ranges rather than negated classes: RFC 3261 URIs are ASCII (anything else is
+# %-escaped), and the regex engine checks a range faster than a "not whitespace" class.
+# The SIP class is printable ASCII without space, '"', '<' and '>'.
+_SIP_URI = r"^sips?:[!#-;=?-~]+$"
+_SIP_URI_OR_EMPTY = r"^(sips?:[!#-;=?-~]+)?$"
+_HTTPS_URL = r"^https://[!-~]+$"
 _B64URL = r"^[A-Za-z0-9_-]+=*$"
 
 SipUri = Annotated[
@@ -38,7 +42,7 @@ SipUri = Annotated[
 ]
 OptionalSipUri = Annotated[
     str,
-    Meta(max_length=512, pattern=r"^(sips?:[^\s<>\"]+)?$", description="A SIP URI, or empty."),
+    Meta(max_length=512, pattern=_SIP_URI_OR_EMPTY, description="A SIP URI, or empty."),
 ]
 DeviceId = Annotated[
     str, Meta(min_length=1, max_length=200, description="The app's stable id for this device.")
@@ -197,7 +201,7 @@ _decoders: dict[type, msgspec.json.Decoder] = {}
 _OWN_PATH = re.compile(r"([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)*): (.+)", re.S)
 _PATTERN_MEANINGS = {
     _SIP_URI: "must be a sip: or sips: URI",
-    r"^(sips?:[^\s<>\"]+)?$": "must be a sip: or sips: URI, or empty",
+    _SIP_URI_OR_EMPTY: "must be a sip: or sips: URI, or empty",
     _HTTPS_URL: "must be an https:// URL",
     _B64URL: "must be base64url",
 }
