@@ -42,7 +42,7 @@ BODY = json.dumps(
     }
 ).encode()
 
-NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 STATUS = schemas.InstanceStatus(
     id="cOyhfvahJtWIT94ze9KWRA", app_id="demo", device_id="0f8fad5b-d9cb-469f-a165-70867728950e",
     aor="sip:alice@example.com", display_name="Alice", mode="background", state="registered",

@@ -36,7 +36,8 @@ import inspect
 import logging
 import secrets
 import time
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import msgspec
 

@@ -66,7 +66,7 @@ class RateLimited(ApiError):
 
 
 #: the DeviceApi behind an application (for the wiring and the tests)
-DEVICE_API: web.AppKey["DeviceApi"] = web.AppKey("device_api")
+DEVICE_API: web.AppKey[DeviceApi] = web.AppKey("device_api")
 
 # --- the error envelope ------------------------------------------------------------------
 
@@ -135,7 +135,7 @@ def json_response(struct, status: int = 200) -> web.Response:
 
 
 def _utc(ts: float | None) -> dt.datetime | None:
-    return None if ts is None else dt.datetime.fromtimestamp(ts, dt.timezone.utc)
+    return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC)
 
 
 def push_targets(push: list[schemas.PushTargetIn]) -> list[PushTarget]:

@@ -198,14 +198,14 @@ class ErrorBody(Struct, kw_only=True):
 # --- decoding ----------------------------------------------------------------------------
 
 _decoders: dict[type, msgspec.json.Decoder] = {}
-_OWN_PATH = re.compile(r"([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)*): (.+)", re.S)
+_OWN_PATH = re.compile(r"([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)*): (.+)", re.DOTALL)
 _PATTERN_MEANINGS = {
     _SIP_URI: "must be a sip: or sips: URI",
     _SIP_URI_OR_EMPTY: "must be a sip: or sips: URI, or empty",
     _HTTPS_URL: "must be an https:// URL",
     _B64URL: "must be base64url",
 }
-_UNKNOWN = re.compile(r"Object contains unknown field `(.*)`", re.S)
+_UNKNOWN = re.compile(r"Object contains unknown field `(.*)`", re.DOTALL)
 
 
 def decode(body: bytes, kind: type[Struct]) -> Struct:

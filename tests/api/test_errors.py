@@ -7,7 +7,15 @@ import json
 
 import pytest
 
-from .harness import APP_KEY, OTHER_KEY, app_auth, create_body, make_config, start_gateway, stop_gateway
+from .harness import (
+    APP_KEY,
+    OTHER_KEY,
+    app_auth,
+    create_body,
+    make_config,
+    start_gateway,
+    stop_gateway,
+)
 
 
 async def error_of(resp, status: int) -> dict:
