@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+from openapi_spec_validator import validate
+
 from gateway.store.crypto import digest_ha1
 
 from .harness import APP_KEY, PASSWORD, app_auth, create_body
@@ -160,6 +162,7 @@ async def test_openapi_document_lists_every_route(gw):
     assert resp.status == 200
     doc = json.loads(await resp.read())
     assert doc["openapi"].startswith("3.1")
+    validate(doc)  # a valid OpenAPI 3.1 document, $refs resolved
     routes = {
         (route.method.lower(), route.resource.canonical)
         for route in gw.client.server.app.router.routes()
