@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 
 import pytest
 
@@ -263,3 +264,20 @@ async def test_an_unexpected_failure_is_a_bare_500(gw, caplog):
     assert err == {"code": "internal", "message": "internal error"}
     assert "Traceback" in caplog.text  # logged here, not sent
     assert APP_KEY not in caplog.text
+
+
+# --- 503: the store cannot write just now -------------------------------------------------
+
+
+async def test_a_store_that_cannot_write_is_503_with_retry_after(gw):
+    blocker = sqlite3.connect(gw.config.store.path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+        resp = await post_create(gw, create_body())
+        err = await error_of(resp, 503)
+        assert err == {"code": "unavailable", "message": "try again later"}
+        assert int(resp.headers["Retry-After"]) >= 1
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert (await post_create(gw, create_body())).status == 201
