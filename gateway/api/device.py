@@ -270,11 +270,12 @@ class DeviceApi:
             providers = app.providers() if app else set()
             schemas.check_push_providers(body.push, providers, record.app_id)
             push = push_targets(body.push)
+        account = body.account or schemas.AccountUpdate()  # UNSET is falsy
         record = await self.instances.update(
             record.id,
-            password=None if body.password is msgspec.UNSET else body.password,
+            password=None if account.password is msgspec.UNSET else account.password,
             push=push,
-            display_name=None if body.display_name is msgspec.UNSET else body.display_name,
+            display_name=None if account.display_name is msgspec.UNSET else account.display_name,
         )
         return await self._status(record)
 

@@ -78,27 +78,49 @@ class WebPushKeys(Body):
 
 
 class WebPushSubscription(Body):
-    """A browser PushSubscription (or UnifiedPush endpoint) as the app got it."""
+    """A browser PushSubscription as `PushSubscription.toJSON()` gives it (or a
+    UnifiedPush endpoint with its keys)."""
 
     endpoint: HttpsUrl
     keys: WebPushKeys
+    # toJSON() carries it; the gateway has no use for it (a dead subscription shows as 404/410)
+    expiration_time: int | float | None = msgspec.field(default=None, name="expirationTime")
 
 
 class PushTargetIn(Body):
-    """Where to wake the device. `token` is a string for APNs and FCM, the subscription
-    object for Web Push."""
+    """Where to wake the device. APNs and FCM: `token` is the device token. Web Push: the
+    subscription either as `token` (the PushSubscription object) or flat as `endpoint`,
+    `p256dh` and `auth`; after decoding, `token` always holds the subscription."""
 
     provider: Provider
-    token: Token | WebPushSubscription
+    token: Token | WebPushSubscription | None = None
+    endpoint: HttpsUrl | None = None
+    p256dh: B64Url | None = None
+    auth: B64Url | None = None
     usage: Usage = "call"
     environment: Environment = "production"  # APNs only: sandbox or production gateway
     topic: Annotated[str, Meta(max_length=256)] = ""  # APNs: the bundle id; "" = the app's
 
     def __post_init__(self):
-        if self.provider == "webpush" and isinstance(self.token, str):
+        flat = {"endpoint": self.endpoint, "p256dh": self.p256dh, "auth": self.auth}
+        given = [name for name, value in flat.items() if value is not None]
+        if self.provider != "webpush":
+            if given:
+                raise ValueError(f"{given[0]}: only for webpush targets")
+            if not isinstance(self.token, str):
+                raise ValueError(f"token: an {self.provider} target needs its token as a string")
+            return
+        if isinstance(self.token, str):
             raise ValueError("token: a webpush target needs {endpoint, keys: {p256dh, auth}}")
-        if self.provider != "webpush" and not isinstance(self.token, str):
-            raise ValueError(f"token: an {self.provider} token is a string")
+        if self.token is not None and given:
+            raise ValueError(f"{given[0]}: give the subscription once, as token or flat")
+        if self.token is None:
+            missing = [name for name, value in flat.items() if value is None]
+            if missing:
+                raise ValueError(f"{missing[0]}: a webpush target needs endpoint, p256dh and auth")
+            keys = WebPushKeys(p256dh=self.p256dh, auth=self.auth)
+            self.token = WebPushSubscription(endpoint=self.endpoint, keys=keys)
+            self.endpoint = self.p256dh = self.auth = None
 
 
 PushTargets = Annotated[list[PushTargetIn], Meta(min_length=1, max_length=16)]
@@ -126,12 +148,16 @@ class CreateInstance(Body):
         _need_call_target(self.push)
 
 
-class UpdateInstance(Body):
-    """PATCH: only the fields present change."""
-
+class AccountUpdate(Body):
     password: Password | UnsetType = UNSET
-    push: PushTargets | UnsetType = UNSET
     display_name: DisplayName | UnsetType = UNSET
+
+
+class UpdateInstance(Body):
+    """PATCH, in the shape of the create body: only the fields present change."""
+
+    account: AccountUpdate | UnsetType = UNSET
+    push: PushTargets | UnsetType = UNSET
 
     def __post_init__(self):
         if self.push is not UNSET:
@@ -198,7 +224,7 @@ class ErrorBody(Struct, kw_only=True):
 # --- decoding ----------------------------------------------------------------------------
 
 _decoders: dict[type, msgspec.json.Decoder] = {}
-_OWN_PATH = re.compile(r"([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)*): (.+)", re.DOTALL)
+_OWN_PATH = re.compile(r"([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*): (.+)", re.DOTALL)
 _PATTERN_MEANINGS = {
     _SIP_URI: "must be a sip: or sips: URI",
     _SIP_URI_OR_EMPTY: "must be a sip: or sips: URI, or empty",

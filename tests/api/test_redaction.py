@@ -24,7 +24,7 @@ async def test_a_whole_lifecycle_logs_no_secret(gw, caplog):
     inst = await resp.json()
     auth = {"Authorization": f"Bearer {inst['secret']}"}
     url = f"/v1/instances/{inst['id']}"
-    await gw.client.patch(url, json={"password": "another-pw-5150"}, headers=auth)
+    await gw.client.patch(url, json={"account": {"password": "another-pw-5150"}}, headers=auth)
     await gw.client.put(url + "/mode", json={"mode": "foreground"}, headers=auth)
     await gw.client.post(url + "/refresh", headers=auth)
     await gw.client.get(url, headers={"Authorization": "Bearer wrong-secret-123456"})
