@@ -265,3 +265,46 @@ def _create_key_file(path: Path) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(secrets.token_urlsafe(32) + "\n")
+
+
+def check_files(config: Config) -> list[str]:
+    """Problems with the files the config names, one message per problem (no changes made).
+
+    Files the gateway creates when missing (store key, API key files with
+    create_missing_key_files, VAPID keys) only need a directory they can be created in."""
+    problems: list[str] = []
+
+    def readable(key: str, name: str) -> None:
+        if name and not os.access(name, os.R_OK):
+            problems.append(f"{key}: {name}: file missing or not readable")
+
+    def creatable(key: str, name: str) -> None:
+        if os.path.exists(name):
+            readable(key, name)
+            return
+        parent = Path(name).parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not os.access(parent, os.W_OK):
+            problems.append(f"{key}: {name}: missing and {parent} is not writable")
+
+    for face_key in ("device_api", "sip.provider_face", "sip.device_face"):
+        section = config.device_api if face_key == "device_api" else getattr(config.sip, face_key[4:])
+        readable(f"{face_key}.tls_cert_file", section.tls_cert_file)
+        readable(f"{face_key}.tls_key_file", section.tls_key_file)
+    readable("admin.bearer_token_file", config.admin.bearer_token_file)
+    readable("sip.tls_ca_file", config.sip.tls_ca_file)
+    creatable("store.key_file", config.store.key_file)
+    creatable("store.path", config.store.path)
+    for i, app in enumerate(config.apps):
+        for j, name in enumerate(app.api_key_files):
+            key = f"apps[{i}].api_key_files[{j}]"
+            (creatable if app.create_missing_key_files else readable)(key, name)
+        if app.apns:
+            readable(f"apps[{i}].apns.key_file", app.apns.key_file)
+            readable(f"apps[{i}].apns.cert_file", app.apns.cert_file)
+        if app.fcm:
+            readable(f"apps[{i}].fcm.service_account_file", app.fcm.service_account_file)
+        if app.webpush:
+            creatable(f"apps[{i}].webpush.vapid_key_file", app.webpush.vapid_key_file)
+    return problems

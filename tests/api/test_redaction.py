@@ -11,10 +11,7 @@ from .harness import APP_KEY, PASSWORD, app_auth, create_body
 
 def test_shorten_token():
     assert shorten_token("abcdef0123456789xyz") == "abcdef...(19)"
-    assert shorten_token(b"abcdef0123456789xyz") == "abcdef...(19)"
-    assert shorten_token("short-secret") == "...(12)"
-    assert shorten_token("") == "...(0)"
-    assert shorten_token(None) == "<none>"
+    assert shorten_token("") == shorten_token(None) == "-"
 
 
 async def test_a_whole_lifecycle_logs_no_secret(gw, caplog):

@@ -1,0 +1,128 @@
+"""Wiring and lifecycle of the running gateway: uvloop, start order, signals, graceful stop.
+
+Start order follows the data: store, timers, instance lifecycle, then the listeners that
+feed them; stop runs the same list backwards. Readiness is announced to systemd
+(`Type=notify`) only once every listener is up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+from pathlib import Path
+
+import uvloop
+from aiohttp import web
+
+from gateway import __version__, _accel, logs
+from gateway.config import Config
+
+log = logs.get_logger("gateway.app")
+
+
+class Gateway:
+    """The running appliance: owns every long-lived part and starts/stops them in order."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.store = None
+        self.wheel = None
+        self.instances = None
+        self._runners: list[web.AppRunner] = []
+        self.device_api_url: str | None = None
+
+    async def start(self) -> None:
+        from gateway.api.device import create_device_api
+        from gateway.instances import InstanceService
+        from gateway.store import open_store
+        from gateway.timers import TimerWheel
+
+        config = self.config
+        Path(config.state_dir).mkdir(parents=True, exist_ok=True, mode=0o750)
+        self.store = open_store(config.store.path, config.store.key_file)
+        await self.store.open()
+        self.wheel = TimerWheel(asyncio.get_running_loop())
+        self.instances = InstanceService(config, self.store, self.wheel)
+        await self.instances.start()
+
+        api = config.device_api
+        runner = web.AppRunner(create_device_api(config, self.instances), access_log=None)
+        await runner.setup()
+        self._runners.append(runner)
+        ssl_context = None if api.plain_http else self._device_api_tls()
+        await web.TCPSite(runner, api.host, api.port, ssl_context=ssl_context).start()
+        scheme = "http" if ssl_context is None else "https"
+        self.device_api_url = f"{scheme}://{api.host}:{api.port}"
+        log.info("device api listening", url=self.device_api_url)
+        log.info(
+            "gateway ready",
+            version=__version__,
+            accelerated=_accel.accelerated(),
+            instances=await self.store.count_instances(),
+        )
+        _notify_systemd(b"READY=1")
+
+    def _device_api_tls(self):
+        from gateway import tls
+
+        api = self.config.device_api
+        cert, key = api.tls_cert_file, api.tls_key_file
+        if not cert:
+            cert, key, created = tls.ensure_self_signed(self.config.state_dir)
+            log.info(
+                "self-signed certificate " + ("created" if created else "in use"),
+                path=str(cert),
+                sha256_fingerprint=tls.fingerprint(Path(cert).read_bytes()),
+            )
+        return tls.server_context(cert, key)
+
+    async def stop(self) -> None:
+        _notify_systemd(b"STOPPING=1")
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        if self.instances is not None:
+            await self.instances.stop()
+        if self.wheel is not None:
+            self.wheel.close()
+        if self.store is not None:
+            await self.store.close()
+        log.info("gateway stopped")
+
+
+def _notify_systemd(message: bytes) -> None:
+    """sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET, if set."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(message, address)
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGTERM or SIGINT, then stop gracefully."""
+    gateway = Gateway(config)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    try:
+        await gateway.start()
+        await stopping.wait()
+        log.info("stopping")
+    finally:
+        await gateway.stop()
+
+
+def run(config: Config) -> int:
+    logs.setup(config.logging.level, config.logging.format, config.logging.file)
+    try:
+        uvloop.run(serve(config))
+    except OSError as exc:  # a port in use, a directory we may not write
+        log.error("cannot start", error=str(exc))
+        return 1
+    return 0
