@@ -16,15 +16,15 @@ busy; Retry-After). Anything unexpected is logged with its traceback and answere
 no detail. Which app a request counts against: the app whose API key it carries (create),
 or the instance's app.
 
-This module depends on the instance service, the config and the API schemas; the SIP and
-push parts are reached only through the service's events.
+This module depends on the instance service, the store's records and hashes, the config,
+the logs and the API schemas; the SIP and push parts are reached only through the
+service's events.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import logging
 import ssl
 
 import msgspec
@@ -36,11 +36,12 @@ from gateway.api.ratelimit import AppRateLimit
 from gateway.config import Config, api_key_hash, is_loopback, read_api_key_hashes
 from gateway.errors import ApiError, ConfigError, TransientError
 from gateway.instances import InstanceService
+from gateway.logs import get_logger
 from gateway.redact import shorten_token
 from gateway.store.crypto import same_digest
 from gateway.store.records import InstanceRecord, PushTarget
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 JSON = "application/json"
 _encoder = msgspec.json.Encoder()
@@ -94,12 +95,12 @@ async def error_envelope(request: web.Request, handler) -> web.StreamResponse:
         return error_response(exc.status, code, exc.reason, headers)
     except TransientError as exc:
         retry = str(max(1, round(exc.retry_after or 1)))
-        log.warning("device API %s %s: %s", request.method, request.path, exc)
+        log.warning("device api store busy", method=request.method, path=request.path, error=str(exc))
         return error_response(503, "unavailable", "try again later", {"Retry-After": retry})
     except asyncio.CancelledError:
         raise
     except Exception:
-        log.exception("device API %s %s failed", request.method, request.path)
+        log.exception("device api request failed", method=request.method, path=request.path)
         return error_response(500, "internal", "internal error")
 
 
@@ -242,12 +243,12 @@ class DeviceApi:
             push=push_targets(body.push),
         )
         log.info(
-            "instance %s created for app %s, device %s, aor %s, push %s",
-            record.id,
-            app.id,
-            body.device_id,
-            account.aor,
-            ", ".join(f"{t.provider}:{shorten_token(t.token or t.endpoint)}" for t in record.push),
+            "instance created",
+            id=record.id,
+            app=app.id,
+            device=body.device_id,
+            aor=account.aor,
+            push=", ".join(_loggable(target) for target in record.push),
         )
         created = schemas.CreatedInstance(
             id=record.id,
@@ -291,7 +292,7 @@ class DeviceApi:
     async def delete(self, request: web.Request) -> web.Response:
         record = await self._instance(request)
         await self.instances.erase(record.id)
-        log.info("instance %s erased on request of its app", record.id)
+        log.info("instance erased", id=record.id, by="app")
         return web.Response(status=204)
 
     async def openapi(self, request: web.Request) -> web.Response:
@@ -314,6 +315,15 @@ class DeviceApi:
             username=instance_id,
             transports=[schemas.Transport(transport=t, port=p) for t, p in ports if p],
         )
+
+
+def _loggable(target: PushTarget) -> str:
+    """A push target for the log: the provider and a shortened token. For Web Push the
+    push service's host is shown (it is not secret) and the path, which is, shortened."""
+    if target.endpoint:
+        host, _, path = target.endpoint.removeprefix("https://").partition("/")
+        return f"webpush:{host}/{shorten_token(path)}"
+    return f"{target.provider}:{shorten_token(target.token)}"
 
 
 def _host_part(hostport: str) -> str:
@@ -382,10 +392,6 @@ async def start_device_api(
         raise ConfigError(
             f"device_api: cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
         ) from None
-    log.info(
-        "device API listening on %s://%s:%d",
-        "https" if ssl_context else "http",
-        settings.host,
-        settings.port,
-    )
+    scheme = "https" if ssl_context else "http"
+    log.info("device api listening", url=f"{scheme}://{settings.host}:{settings.port}")
     return runner
