@@ -102,25 +102,27 @@ class PushTargetIn(Body):
     topic: Annotated[str, Meta(max_length=256)] = ""  # APNs: the bundle id; "" = the app's
 
     def __post_init__(self):
-        flat = {"endpoint": self.endpoint, "p256dh": self.p256dh, "auth": self.auth}
-        given = [name for name, value in flat.items() if value is not None]
+        flat = self.endpoint is not None or self.p256dh is not None or self.auth is not None
         if self.provider != "webpush":
-            if given:
-                raise ValueError(f"{given[0]}: only for webpush targets")
-            if not isinstance(self.token, str):
+            if flat:
+                raise ValueError(f"{self._flat_given()}: only for webpush targets")
+            if type(self.token) is not str:
                 raise ValueError(f"token: an {self.provider} target needs its token as a string")
-            return
-        if isinstance(self.token, str):
+        elif type(self.token) is str:
             raise ValueError("token: a webpush target needs {endpoint, keys: {p256dh, auth}}")
-        if self.token is not None and given:
-            raise ValueError(f"{given[0]}: give the subscription once, as token or flat")
-        if self.token is None:
-            missing = [name for name, value in flat.items() if value is None]
-            if missing:
-                raise ValueError(f"{missing[0]}: a webpush target needs endpoint, p256dh and auth")
+        elif self.token is not None:
+            if flat:
+                raise ValueError(f"{self._flat_given()}: give the subscription once, as token or flat")
+        else:
+            for name in ("endpoint", "p256dh", "auth"):
+                if getattr(self, name) is None:
+                    raise ValueError(f"{name}: a webpush target needs endpoint, p256dh and auth")
             keys = WebPushKeys(p256dh=self.p256dh, auth=self.auth)
             self.token = WebPushSubscription(endpoint=self.endpoint, keys=keys)
             self.endpoint = self.p256dh = self.auth = None
+
+    def _flat_given(self) -> str:
+        return next(n for n in ("endpoint", "p256dh", "auth") if getattr(self, n) is not None)
 
 
 PushTargets = Annotated[list[PushTargetIn], Meta(min_length=1, max_length=16)]
