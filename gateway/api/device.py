@@ -363,17 +363,6 @@ def create_device_api(config: Config, instances: InstanceService) -> web.Applica
     return app
 
 
-def server_ssl_context(cert_file: str, key_file: str) -> ssl.SSLContext:
-    """A TLS server context (TLS 1.2 or later) from PEM files; ConfigError naming them."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(cert_file, key_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"device_api: cannot load {cert_file} / {key_file}: {exc}") from None
-    return context
-
-
 async def start_device_api(
     config: Config, app: web.Application, ssl_context: ssl.SSLContext | None
 ) -> web.AppRunner:
