@@ -72,3 +72,11 @@ class TransactionTimeout(TransientError):
 class SealError(ConfigError):
     """A sealed (encrypted) value cannot be opened: the key file is not the one it was
     sealed with, or the value belongs to another instance or was altered."""
+
+
+class AuthError(PeerError):
+    """A digest challenge we cannot answer (no usable scheme or algorithm), or our
+    credentials were rejected. `status` is the 401 or 407 that said so."""
+
+    status = 401
+    reason = "Unauthorized"
