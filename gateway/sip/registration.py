@@ -261,7 +261,7 @@ class RegistrationClient:
             else:
                 self._failed("error", f"{exc.status} {exc.reason}", started, exc.retry_after)
         except (TransientError, ParseError, ConfigError) as exc:
-            self._failed("error", str(exc) or type(exc).__name__, started)
+            self._failed("error", _describe(exc), started)
         except Exception as exc:  # noqa: BLE001 - a bug must not end the account's loop
             log.exception("registration of %s failed unexpectedly", self.key)
             self._failed("error", f"internal error: {type(exc).__name__}", started)
@@ -429,6 +429,15 @@ def _loose(uri: SipUri) -> SipUri:
 def _same_target(flow, target) -> bool:
     return (flow is not None and not flow.closed and flow.transport == target.transport
             and flow.remote[0] == target.address and flow.remote[1] == target.port)
+
+
+def _describe(exc: BaseException) -> str:
+    """An error for the operator, with its cause ("all 1 SIP targets failed: tcp connect
+    to ('127.0.0.1', 5060): Connection refused")."""
+    text = str(exc) or type(exc).__name__
+    if exc.__cause__ is not None and str(exc.__cause__):
+        text += f": {exc.__cause__}"
+    return text
 
 
 def _retry_after(response) -> float | None:

@@ -165,6 +165,7 @@ class Kamailio:
     def write_config(self) -> Path:
         server = self.ca.issue_cert("127.0.0.1", "localhost", self.domain)
         cert_file, key_file = self.workdir / "server.pem", self.workdir / "server.key"
+        cert_file.unlink(missing_ok=True)  # a restart writes a new chain: do not append to the old
         for blob in server.cert_chain_pems:
             blob.write_to_path(str(cert_file), append=True)
         server.private_key_pem.write_to_path(str(key_file))
