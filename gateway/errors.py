@@ -64,3 +64,8 @@ class TransportError(TransientError):
 
 class TransactionTimeout(TransientError):
     """A SIP client transaction got no final response (timer B or F fired)."""
+
+
+class SealError(ConfigError):
+    """A sealed (encrypted) value cannot be opened: the key file is not the one it was
+    sealed with, or the value belongs to another instance or was altered."""
