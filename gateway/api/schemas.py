@@ -1,0 +1,254 @@
+"""The device API's request and response bodies, as strict msgspec Structs.
+
+Requests are decoded with unknown fields forbidden; every bad value becomes one
+`ApiError(400)` whose message starts with the path of the field at fault, e.g.
+`account.registrar: must be a sip: or sips: URI` or `push[1].token: unknown field`.
+Checks that need the app's configuration (is this push provider configured?) are in
+`check_push_providers`, called by the handler once the app is known.
+
+The same Structs generate the OpenAPI document (`gateway.api.openapi`). This module depends
+only on msgspec and `gateway.errors`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from gateway.errors import ApiError
+
+# --- field types -------------------------------------------------------------------------
+
+_SIP_URI = r"^sips?:[^\s<>\"]+$"
+_HTTPS_URL = r"^https://[^\s]+$"
+_B64URL = r"^[A-Za-z0-9_-]+=*$"
+
+SipUri = Annotated[
+    str,
+    Meta(
+        min_length=5,
+        max_length=512,
+        pattern=_SIP_URI,
+        description="A sip: or sips: URI; the transport as a URI parameter (;transport=tls).",
+    ),
+]
+OptionalSipUri = Annotated[
+    str,
+    Meta(max_length=512, pattern=r"^(sips?:[^\s<>\"]+)?$", description="A SIP URI, or empty."),
+]
+DeviceId = Annotated[
+    str, Meta(min_length=1, max_length=200, description="The app's stable id for this device.")
+]
+AppId = Annotated[str, Meta(min_length=1, max_length=200)]
+Username = Annotated[str, Meta(min_length=1, max_length=256)]
+Password = Annotated[str, Meta(min_length=1, max_length=256)]
+DisplayName = Annotated[str, Meta(max_length=256)]
+Expires = Annotated[
+    int, Meta(ge=60, le=86400, description="Registration expiry asked of the registrar (s).")
+]
+Token = Annotated[str, Meta(min_length=1, max_length=4096)]
+HttpsUrl = Annotated[str, Meta(max_length=2048, pattern=_HTTPS_URL)]
+# Web Push keys are unpadded base64url (RFC 8291): p256dh is a 65-byte point, auth 16 bytes.
+B64Url = Annotated[str, Meta(min_length=16, max_length=256, pattern=_B64URL)]
+Timestamp = Annotated[dt.datetime, Meta(tz=True, description="RFC 3339, UTC.")]
+
+Provider = Literal["apns", "fcm", "webpush"]
+Usage = Literal["call", "other"]
+Environment = Literal["sandbox", "production"]
+Mode = Literal["foreground", "background"]
+State = Literal["idle", "registering", "registered", "error", "unauthorized", "off"]
+
+
+class Body(Struct, forbid_unknown_fields=True):
+    """Base of every request body: unknown fields are errors. (Fields are written required
+    first: kw_only is not inherited.)"""
+
+
+class WebPushKeys(Body):
+    p256dh: B64Url
+    auth: B64Url
+
+
+class WebPushSubscription(Body):
+    """A browser PushSubscription (or UnifiedPush endpoint) as the app got it."""
+
+    endpoint: HttpsUrl
+    keys: WebPushKeys
+
+
+class PushTargetIn(Body):
+    """Where to wake the device. `token` is a string for APNs and FCM, the subscription
+    object for Web Push."""
+
+    provider: Provider
+    token: Token | WebPushSubscription
+    usage: Usage = "call"
+    environment: Environment = "production"  # APNs only: sandbox or production gateway
+    topic: Annotated[str, Meta(max_length=256)] = ""  # APNs: the bundle id; "" = the app's
+
+    def __post_init__(self):
+        if self.provider == "webpush" and isinstance(self.token, str):
+            raise ValueError("token: a webpush target needs {endpoint, keys: {p256dh, auth}}")
+        if self.provider != "webpush" and not isinstance(self.token, str):
+            raise ValueError(f"token: an {self.provider} token is a string")
+
+
+PushTargets = Annotated[list[PushTargetIn], Meta(min_length=1, max_length=16)]
+
+
+class Account(Body):
+    """The SIP account the gateway registers for the device."""
+
+    aor: SipUri
+    auth_username: Username
+    password: Password
+    registrar: SipUri
+    outbound_proxy: OptionalSipUri = ""
+    expires: Expires = 3600
+    display_name: DisplayName = ""
+
+
+class CreateInstance(Body):
+    app_id: AppId
+    device_id: DeviceId
+    account: Account
+    push: PushTargets
+
+    def __post_init__(self):
+        _need_call_target(self.push)
+
+
+class UpdateInstance(Body):
+    """PATCH: only the fields present change."""
+
+    password: Password | UnsetType = UNSET
+    push: PushTargets | UnsetType = UNSET
+    display_name: DisplayName | UnsetType = UNSET
+
+    def __post_init__(self):
+        if self.push is not UNSET:
+            _need_call_target(self.push)
+
+
+class SetMode(Body):
+    mode: Mode
+
+
+def _need_call_target(push: list[PushTargetIn]) -> None:
+    if not any(target.usage == "call" for target in push):
+        raise ValueError("push: at least one target needs usage 'call'")
+
+
+# --- responses ---------------------------------------------------------------------------
+
+
+class Transport(Struct, kw_only=True):
+    transport: Literal["tls", "tcp", "udp"]
+    port: int
+
+
+class DeviceFace(Struct, kw_only=True):
+    """How the woken app reaches the gateway: register as `username` (with the secret as
+    password, digest auth) at `uri`'s host over one of `transports`."""
+
+    uri: str
+    username: str
+    transports: list[Transport]
+
+
+class CreatedInstance(Struct, kw_only=True):
+    id: str
+    secret: str  # shown once; the gateway keeps only its hashes
+    state: State
+    expires_at: Timestamp
+    device_face: DeviceFace
+
+
+class InstanceStatus(Struct, kw_only=True):
+    id: str
+    app_id: str
+    device_id: str
+    aor: str
+    display_name: str
+    mode: Mode
+    state: State
+    last_error: str | None
+    registered_until: Timestamp | None
+    expires_at: Timestamp
+    pending_messages: int
+
+
+class ErrorDetail(Struct, kw_only=True):
+    code: str
+    message: str
+
+
+class ErrorBody(Struct, kw_only=True):
+    error: ErrorDetail
+
+
+# --- decoding ----------------------------------------------------------------------------
+
+_decoders: dict[type, msgspec.json.Decoder] = {}
+_OWN_PATH = re.compile(r"([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)*): (.+)", re.S)
+_PATTERN_MEANINGS = {
+    _SIP_URI: "must be a sip: or sips: URI",
+    r"^(sips?:[^\s<>\"]+)?$": "must be a sip: or sips: URI, or empty",
+    _HTTPS_URL: "must be an https:// URL",
+    _B64URL: "must be base64url",
+}
+_UNKNOWN = re.compile(r"Object contains unknown field `(.*)`", re.S)
+
+
+def decode(body: bytes, kind: type[Struct]) -> Struct:
+    """Decode a request body into `kind`, or raise ApiError(400) naming the field."""
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        decoder = _decoders[kind] = msgspec.json.Decoder(kind)
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, "invalid_field", field_message(str(exc))) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+
+
+def field_message(message: str) -> str:
+    """'Expected `int` - at `$.account.expires`' -> 'account.expires: Expected `int`'."""
+    text, sep, where = message.rpartition(" - at `")
+    if not sep:
+        text, where = message, ""
+    path = where.rstrip("`").removeprefix("$").lstrip(".")
+    unknown = _UNKNOWN.fullmatch(text)
+    if unknown:
+        path = _join(path, unknown[1][:64])
+        text = "unknown field"
+    own = _OWN_PATH.fullmatch(text)
+    if own:  # raised by a __post_init__ above, naming the field inside the object
+        path, text = _join(path, own[1]), own[2]
+    for pattern, meaning in _PATTERN_MEANINGS.items():
+        if text == f"Expected `str` matching regex {pattern!r}":
+            text = meaning
+    if text.startswith("Object missing required field"):
+        missing = text.rpartition("`")[0].rpartition("`")[2]
+        path, text = _join(path, missing), "required field missing"
+    return f"{path}: {text}" if path else text
+
+
+def _join(path: str, field: str) -> str:
+    return f"{path}.{field}" if path else field
+
+
+def check_push_providers(push: list[PushTargetIn], configured: set[str], app_id: str) -> None:
+    """Every target's provider must have credentials configured for the app."""
+    for i, target in enumerate(push):
+        if target.provider not in configured:
+            raise ApiError(
+                400,
+                "invalid_field",
+                f"push[{i}].provider: {target.provider!r} is not configured for app {app_id!r}",
+            )
