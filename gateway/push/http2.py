@@ -5,7 +5,11 @@ long-lived TLS connections.
   It multiplexes requests as streams, honours the server's MAX_CONCURRENT_STREAMS as it
   changes (APNs allows one stream until the first valid token, then raises it), sends
   bodies within the flow-control windows, and handles GOAWAY: streams the server never
-  processed fail with `StreamRefused`, the others run to completion, no new ones start.
+  processed fail with `StreamRefused`, no new ones start, and the others run to
+  completion if the server answers them before closing. (h2 moves to its closed state on
+  GOAWAY and refuses later frames -- python-hyper/h2 issue 1181 -- so in practice those
+  streams fail with a TransientError when the answer comes; APNs closes right after its
+  GOAWAY anyway.)
 - `Http2Pool` keeps `size` connections to one origin, reconnects lazily when one closes,
   retries a refused (unprocessed) stream on another connection, and can `recycle()` its
   connections (drain them and open new ones, e.g. after a credential change).

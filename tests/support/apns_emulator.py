@@ -130,11 +130,14 @@ class ApnsEmulator:
             await self._server.wait_closed()
 
     def goaway(self, reason: str = "Shutdown", last_stream_id: int | None = None) -> None:
+        """GOAWAY with `{"reason": ...}` on every connection, then close them as APNs does.
+        (h2 cannot answer streams after a GOAWAY, so nothing in flight is answered.)"""
         for conn in self.connections:
             if not conn.transport.is_closing():
                 data = msgspec.json.encode({"reason": reason})
                 conn.h2.close_connection(error_code=0, additional_data=data, last_stream_id=last_stream_id)
                 conn.transport.write(conn.h2.data_to_send())
+                conn.transport.close()
 
     def drop_connections(self) -> None:
         for conn in self.connections:
