@@ -32,6 +32,8 @@ import jwt
 import msgspec
 import trustme
 
+from tests.support.push_tls import server_context
+
 PUSH_TYPES = {"alert", "background", "voip", "location", "complication", "fileprovider", "mdm", "liveactivity", "pushtotalk"}
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -110,9 +112,7 @@ class ApnsEmulator:
         return [r for r in self.requests if r.status == 200]
 
     async def start(self) -> str:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-        context.set_alpn_protocols(["h2"])
+        context = server_context(self.ca, ["h2"])
         if self.client_ca is not None:
             context.verify_mode = ssl.CERT_OPTIONAL
             self.client_ca.configure_trust(context)

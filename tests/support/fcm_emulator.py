@@ -20,13 +20,14 @@ from __future__ import annotations
 import collections
 import re
 import secrets
-import ssl
 import time
 
 import jwt
 import msgspec
 import trustme
 from aiohttp import web
+
+from tests.support.push_tls import server_context
 
 CANONICAL = {
     400: "INVALID_ARGUMENT",
@@ -73,6 +74,7 @@ class FcmEmulator:
         self.scripted: dict[str, collections.deque] = collections.defaultdict(collections.deque)
         self.token_script: collections.deque = collections.deque()  # statuses for /token
         self.token_requests = 0
+        self.assertions: list[str] = []  # every assertion posted to /token
         self.messages: list[dict] = []  # every send request body, with the answer's status
         self.url = ""
         self._runner: web.AppRunner | None = None
@@ -93,8 +95,7 @@ class FcmEmulator:
         app = web.Application()
         app.router.add_post("/token", self._token)
         app.router.add_post("/v1/projects/{project}/messages:send", self._send)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.ca.issue_cert("127.0.0.1").configure_cert(context)
+        context = server_context(self.ca)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=context)
@@ -115,6 +116,7 @@ class FcmEmulator:
             status = self.token_script.popleft()
             return web.json_response({"error": "scripted"}, status=status)
         form = await request.post()
+        self.assertions.append(form.get("assertion", ""))
         if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
             return web.json_response({"error": "unsupported_grant_type"}, status=400)
         try:

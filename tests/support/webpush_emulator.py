@@ -18,7 +18,6 @@ import base64
 import collections
 import os
 import secrets
-import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -28,6 +27,8 @@ import trustme
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.support.push_tls import server_context
 
 
 def _b64(data: bytes) -> str:
@@ -75,8 +76,7 @@ class WebPushEmulator:
         app = web.Application()
         app.router.add_post("/push/{id}", self._push)
         app.router.add_get("/push/{id}", self._unifiedpush_probe)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.ca.issue_cert("127.0.0.1").configure_cert(context)
+        context = server_context(self.ca)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=context)
