@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 import msgspec
+from hpack import NeverIndexedHeaderTuple
 
 from gateway import logs
 from gateway.config import ApnsCredentials
@@ -149,7 +150,9 @@ class ApnsProvider:
             ("apns-topic", topic),
             ("apns-priority", "5" if push_type == "background" else "10"),
             ("apns-expiration", str(max(int(notification.expires_at), 1))),
-            ("apns-id", str(uuid.uuid4())),
+            # Unique per request: not indexed, so that the provider token stays in the
+            # HPACK table and goes as a one-byte index instead of 200 bytes.
+            NeverIndexedHeaderTuple("apns-id", str(uuid.uuid4())),
         ]
         if notification.collapse_id:
             collapse = notification.collapse_id

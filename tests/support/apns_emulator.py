@@ -63,6 +63,7 @@ class _Conn:
     token: str | None = None
     token_since: float = 0.0
     authorized: bool = False
+    claims: dict | None = None  # of `token`, once verified
     client_cert: bool = False
     streams: dict = field(default_factory=dict)
 
@@ -237,6 +238,12 @@ class ApnsEmulator:
         if not authorization or not authorization.startswith("bearer "):
             return 403, "MissingProviderToken", {}
         token = authorization.removeprefix("bearer ")
+        now = self.clock()
+        if token == conn.token and conn.claims is not None:
+            # verified on this connection already (APNs caches a token per connection)
+            if now - conn.claims["iat"] > 3600:
+                return 403, "ExpiredProviderToken", {}
+            return None
         try:
             header = jwt.get_unverified_header(token)
             team, public_pem = self.keys[header.get("kid", "")]
@@ -248,7 +255,6 @@ class ApnsEmulator:
             )
         except (jwt.PyJWTError, KeyError):
             return 403, "InvalidProviderToken", {}
-        now = self.clock()
         if claims["iss"] != team or (conn.team is not None and conn.team != team):
             return 403, "InvalidProviderToken", {}
         if now - claims["iat"] > 3600:
@@ -257,7 +263,7 @@ class ApnsEmulator:
             if conn.token is not None and now - conn.token_since < 20 * 60:
                 return 429, "TooManyProviderTokenUpdates", {}
             conn.token, conn.token_since = token, now
-        conn.team = team
+        conn.team, conn.claims = team, claims
         return None
 
 
