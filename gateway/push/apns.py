@@ -184,7 +184,7 @@ class ApnsProvider:
         if result.outcome != "delivered":
             log.info(
                 "APNs refused a push",
-                token=shorten_token(token),
+                device=shorten_token(token),
                 apns_id=response.headers.get("apns-id", ""),
                 status=response.status,
                 reason=result.reason,

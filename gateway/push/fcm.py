@@ -212,7 +212,7 @@ class FcmProvider:
             return PushResult("retry_later", f"FCM unreachable: {exc or type(exc).__name__}")
         result = classify(status, answer, wait)
         if result.outcome != "delivered":
-            log.info("FCM refused a push", token=shorten_token(target.token), status=status, reason=result.reason)
+            log.info("FCM refused a push", device=shorten_token(target.token), status=status, reason=result.reason)
         return result
 
     async def renew_auth(self) -> None:

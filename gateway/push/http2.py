@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import ssl
 from typing import NamedTuple
 from urllib.parse import urlsplit
@@ -43,6 +44,10 @@ from hpack import NeverIndexedHeaderTuple
 from gateway.errors import TransientError
 
 Headers = list[tuple[str, str]]
+
+# hpack logs every header it encodes or decodes at debug level: device tokens in paths,
+# provider tokens. A gateway run with level=debug must not write those anywhere.
+logging.getLogger("hpack").setLevel(logging.WARNING)
 
 
 class Response(NamedTuple):

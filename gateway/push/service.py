@@ -286,7 +286,7 @@ class PushService:
             "push target is dead, removing it",
             instance=instance_id,
             provider=target.provider,
-            token=shorten_token(target.token or target.endpoint),
+            device=shorten_token(target.token or target.endpoint),
             reason=reason,
         )
         try:

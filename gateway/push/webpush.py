@@ -179,10 +179,11 @@ class WebPushProvider:
                 await response.read()
                 status, wait = response.status, retry_after(response.headers.get("Retry-After"))
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            return PushResult("retry_later", f"push service unreachable: {exc or type(exc).__name__}")
+            # the error's text may hold the endpoint, a capability URL: name the error only
+            return PushResult("retry_later", f"push service unreachable: {type(exc).__name__}")
         result = classify(status, wait)
         if result.outcome != "delivered":
-            log.info("Web Push refused a push", endpoint=shorten_token(endpoint), status=status)
+            log.info("Web Push refused a push", subscription=shorten_token(endpoint), status=status)
         return result
 
     async def renew_auth(self) -> None:

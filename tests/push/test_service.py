@@ -373,3 +373,33 @@ async def test_a_send_waiting_for_a_slot_gives_up_when_its_call_ends(make_env):
         assert (await slow)[0].delivered
     finally:
         await close(env)
+
+
+# --- logs --------------------------------------------------------------------------------
+
+
+async def test_logs_never_hold_a_full_token_even_at_debug_level(env, caplog):
+    import logging
+
+    from gateway.logs import TextFormatter
+
+    caplog.set_level(logging.DEBUG)
+    env.apns.register(VOIP, BUNDLE + ".voip")
+    env.apns.script(VOIP, (500, "InternalServerError"), (403, "ExpiredProviderToken"))
+    env.fcm.register(FCM_TOKEN)
+    env.fcm.script(FCM_TOKEN, (503, "UNAVAILABLE"), (404, "UNREGISTERED"))
+    sub = env.webpush.subscribe()
+    env.webpush.script(sub[0], 429, 410)
+    targets = [
+        apns_target(VOIP),
+        PushTarget("fcm", "call", token=FCM_TOKEN),
+        PushTarget("webpush", "call", endpoint=sub[0], p256dh=sub[1], auth=sub[2]),
+    ]
+    record = await env.create(*targets)
+    deliveries = await env.push.notify(record, env.call())
+    assert [d.result.outcome for d in deliveries] == ["delivered", "dead_target", "dead_target"]
+    text = "\n".join(TextFormatter().format(r) for r in caplog.records)
+    assert "refused" in text and "dead" in text  # the logs did speak
+    bearer = env.apns.requests[-1].headers["authorization"].removeprefix("bearer ")
+    for secret in (VOIP, FCM_TOKEN, sub[0], sub[0].rsplit("/", 1)[1], sub[2], bearer):
+        assert secret not in text
