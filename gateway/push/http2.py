@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import ssl
 from typing import NamedTuple
 from urllib.parse import urlsplit
@@ -89,11 +90,24 @@ class Http2Connection(asyncio.Protocol):
         self._settings = asyncio.get_running_loop().create_future()
         self.draining = False
         self.goaway_reason: bytes | None = None  # APNs puts {"reason": ...} there
+        self._last_activity = asyncio.get_running_loop().time()
+        self._keepalive: asyncio.Task | None = None
+        self._ping_ack: asyncio.Future | None = None
+        self.pings = 0  # PINGs sent (tests, stats)
 
     @classmethod
     async def open(
-        cls, host: str, port: int, ssl_context: ssl.SSLContext | None, *, timeout: float = 10.0, max_streams: int = 100
+        cls,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext | None,
+        *,
+        timeout: float = 10.0,
+        max_streams: int = 100,
+        ping_after: float | None = None,
     ) -> Http2Connection:
+        """Connect and wait for the server's SETTINGS. With `ping_after`, a connection idle
+        that long is checked with a PING and closed if no ACK comes within `timeout`."""
         loop = asyncio.get_running_loop()
         authority = host if port == 443 else f"{host}:{port}"
         conn = cls(authority, max_streams)
@@ -104,7 +118,29 @@ class Http2Connection(asyncio.Protocol):
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             conn.close()
             raise TransientError(f"cannot connect to {authority}: {exc or type(exc).__name__}") from None
+        if ping_after:
+            conn._keepalive = asyncio.ensure_future(conn._keep_alive(ping_after, timeout))
         return conn
+
+    async def _keep_alive(self, idle_limit: float, timeout: float) -> None:
+        # A connection that middleboxes dropped silently would otherwise be found dead by
+        # the next push -- a call's push -- after a whole request timeout.
+        loop = asyncio.get_running_loop()
+        while self.usable:
+            idle = loop.time() - self._last_activity
+            if idle < idle_limit:
+                await asyncio.sleep(idle_limit - idle)
+                continue
+            self._ping_ack = loop.create_future()
+            self._h2.ping(os.urandom(8))
+            self._flush()
+            self.pings += 1
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._ping_ack
+            except TimeoutError:
+                self._transport.abort()  # the pool opens a new one when next needed
+                return
 
     # --- state ---------------------------------------------------------------------------
 
@@ -121,6 +157,8 @@ class Http2Connection(asyncio.Protocol):
         return len(self._streams)
 
     def close(self) -> None:
+        if self._keepalive is not None and self._keepalive is not asyncio.current_task():
+            self._keepalive.cancel()
         if self._transport is not None and not self._transport.is_closing():
             try:
                 self._h2.close_connection()
@@ -140,6 +178,7 @@ class Http2Connection(asyncio.Protocol):
 
     async def request(self, method: str, path: str, headers: Headers, body: bytes, timeout: float) -> Response:
         await self._slot()
+        self._last_activity = asyncio.get_running_loop().time()
         # A per-device path would only churn the HPACK dynamic table: never index it.
         request_headers = [
             (":method", method),
@@ -241,6 +280,8 @@ class Http2Connection(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.draining = True
+        if self._keepalive is not None and self._keepalive is not asyncio.current_task():
+            self._keepalive.cancel()
         error = TransientError(f"connection to {self._authority} lost")
         for stream_id in list(self._streams):
             self._finish(stream_id, error)
@@ -250,6 +291,7 @@ class Http2Connection(asyncio.Protocol):
             self._settings.exception()  # retrieved: nobody may be waiting any more
 
     def data_received(self, data: bytes) -> None:
+        self._last_activity = asyncio.get_running_loop().time()
         try:
             events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
@@ -289,6 +331,9 @@ class Http2Connection(asyncio.Protocol):
             self._wake_waiters()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self._on_goaway(event)
+        elif isinstance(event, h2.events.PingAckReceived):
+            if self._ping_ack is not None and not self._ping_ack.done():
+                self._ping_ack.set_result(None)
 
     def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
         self.draining = True
@@ -318,6 +363,7 @@ class Http2Pool:
         size: int = 1,
         connect_timeout: float = 10.0,
         max_streams: int = 100,
+        ping_after: float | None = 600.0,
     ):
         parts = urlsplit(url)
         if parts.scheme != "https" or not parts.hostname:
@@ -327,6 +373,7 @@ class Http2Pool:
         self._ssl = ssl_context
         self._connect_timeout = connect_timeout
         self._max_streams = max_streams
+        self._ping_after = ping_after
         self._slots: list[Http2Connection | None] = [None] * size
         self._opening: list[asyncio.Task | None] = [None] * size
         self._next = 0
@@ -369,7 +416,12 @@ class Http2Pool:
     async def _connect(self, index: int) -> Http2Connection:
         try:
             conn = await Http2Connection.open(
-                self.host, self.port, self._ssl, timeout=self._connect_timeout, max_streams=self._max_streams
+                self.host,
+                self.port,
+                self._ssl,
+                timeout=self._connect_timeout,
+                max_streams=self._max_streams,
+                ping_after=self._ping_after,
             )
         finally:
             self._opening[index] = None

@@ -140,3 +140,21 @@ async def test_recycle_drains_and_opens_a_new_connection(apns, pool, headers):
 def test_only_https_urls():
     with pytest.raises(ValueError, match="https"):
         Http2Pool("http://127.0.0.1:80", tls_context())
+
+
+async def test_an_idle_connection_is_pinged_and_a_silent_one_replaced(apns, ca_file, headers):
+    apns.register(TOKEN, BUNDLE)
+    pool = Http2Pool(apns.url, tls_context(ca_file, alpn=["h2"]), ping_after=0.1, connect_timeout=0.2)
+    try:
+        assert (await send(pool, headers)).status == 200
+        await asyncio.sleep(0.45)
+        conn = pool.connections[0]
+        assert conn.pings >= 2 and apns.pings == conn.pings  # answered: the connection stays
+        apns.mute = True  # the path dies without a FIN, as behind a NAT that forgot us
+        await asyncio.sleep(0.5)
+        assert pool.connections == []
+        apns.mute = False
+        assert (await send(pool, headers)).status == 200
+        assert pool.connects == 2
+    finally:
+        await pool.close()

@@ -95,6 +95,8 @@ class ApnsEmulator:
         self.hold: asyncio.Event | None = None  # when set to an unset Event, answers wait for it
         self.in_flight = 0
         self.max_in_flight = 0
+        self.pings = 0
+        self.mute = False  # when set, incoming bytes are ignored (a silently dead path)
         self.connections: list[_Conn] = []
         self._server: asyncio.AbstractServer | None = None
         self.url = ""
@@ -289,6 +291,8 @@ class _Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
+        if self.emulator.mute:
+            return
         try:
             events = conn.h2.receive_data(data)
         except Exception:
@@ -306,4 +310,6 @@ class _Protocol(asyncio.Protocol):
                 asyncio.ensure_future(self.emulator._answer(conn, event.stream_id, headers, bytes(body)))
             elif isinstance(event, h2.events.StreamReset):
                 conn.streams.pop(event.stream_id, None)
+            elif isinstance(event, h2.events.PingReceived):
+                self.emulator.pings += 1  # h2 has queued the ACK
         conn.transport.write(conn.h2.data_to_send())
