@@ -14,7 +14,8 @@ run: build
 
 test: system-deps test-deps build
 	$(PY) -m pytest $(PYTEST_ARGS)
-	GATEWAY_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:randomly -m "not slow" tests/unit $(PYTEST_ARGS)
+	@echo "== the same suite on the pure-Python twins"
+	GATEWAY_NO_EXTENSIONS=1 $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 bench: system-deps test-deps build
 	$(PY) -m pytest bench --benchmark-only --benchmark-columns=min,median,ops -p no:cacheprovider

@@ -34,9 +34,9 @@ cdef enum:
     LEVELS = 6
     OVERFLOW = 384  # LEVELS * SLOTS
 
-cdef int64_t MAX_TICK = (<int64_t>1) << 62
-cdef double MAX_TICK_D = <double>((<int64_t>1) << 62)
-cdef int64_t NOT_ARMED = MAX_TICK + 1
+cdef int64_t MAX_TICK = (<int64_t>1) << 61
+cdef double MAX_TICK_D = <double>((<int64_t>1) << 61)
+cdef int64_t NOT_ARMED = MAX_TICK * 2  # above any tick, even one clamped past MAX_TICK
 cdef double MAX_ARM_DELAY = 86400.0
 
 
@@ -73,17 +73,11 @@ cdef class TimerHandle:
 
     def cancel(self):
         """Cancel the timer; idempotent, also on a fired or closed wheel's handle."""
-        cdef TimerHandle prev = self._prev
-        cdef TimerHandle nxt
-        cdef TimerWheel wheel
-        if prev is not None:
-            nxt = self._next
-            prev._next = nxt
-            nxt._prev = prev
-            self._prev = None
-            self._next = None
-            wheel = self._wheel
-            wheel._count -= 1
+        if self._prev is not None:
+            _unlink(self)
+            # the loop stays armed: one needless wake-up later is cheaper than a
+            # disarm and re-arm each time a lone timer is set and cancelled
+            self._wheel._count -= 1
         # drop the references at once: a cancelled timer must not keep its owner alive
         self._callback = None
         self._arg = None
@@ -98,6 +92,15 @@ cdef class TimerHandle:
         # never the arg: it may be a registration holding credentials
         name = getattr(self._callback, "__qualname__", type(self._callback).__name__)
         return f"<TimerHandle {state} when={self._when:.3f} callback={name}>"
+
+
+cdef inline void _unlink(TimerHandle handle):
+    cdef TimerHandle prev = handle._prev
+    cdef TimerHandle nxt = handle._next
+    prev._next = nxt
+    nxt._prev = prev
+    handle._prev = None
+    handle._next = None
 
 
 cdef TimerHandle _new_handle(TimerWheel wheel, double when, object callback, object arg):
@@ -226,12 +229,8 @@ cdef class TimerWheel:
             raise ValueError("cannot reschedule a cancelled timer; schedule a new one")
         if self._closed:
             raise RuntimeError("TimerWheel is closed")
-        cdef TimerHandle prev = h._prev
-        cdef TimerHandle nxt
-        if prev is not None:
-            nxt = h._next
-            prev._next = nxt
-            nxt._prev = prev
+        if h._prev is not None:
+            _unlink(h)
             self._count -= 1
         h._when = when
         self._schedule(h, when)
@@ -475,11 +474,7 @@ cdef class TimerWheel:
                 handle = firing._next
                 if handle is firing:
                     break
-                nxt = handle._next
-                firing._next = nxt
-                nxt._prev = firing
-                handle._prev = None
-                handle._next = None
+                _unlink(handle)
                 self._count -= 1
                 fired += 1
                 callback = handle._callback

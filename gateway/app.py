@@ -31,10 +31,9 @@ class Gateway:
         self.wheel = None
         self.instances = None
         self._runners: list[web.AppRunner] = []
-        self.device_api_url: str | None = None
 
     async def start(self) -> None:
-        from gateway.api.device import create_device_api
+        from gateway.api.device import create_device_api, start_device_api
         from gateway.instances import InstanceService
         from gateway.store import open_store
         from gateway.timers import TimerWheel
@@ -47,15 +46,9 @@ class Gateway:
         self.instances = InstanceService(config, self.store, self.wheel)
         await self.instances.start()
 
-        api = config.device_api
-        runner = web.AppRunner(create_device_api(config, self.instances), access_log=None)
-        await runner.setup()
-        self._runners.append(runner)
-        ssl_context = None if api.plain_http else self._device_api_tls()
-        await web.TCPSite(runner, api.host, api.port, ssl_context=ssl_context).start()
-        scheme = "http" if ssl_context is None else "https"
-        self.device_api_url = f"{scheme}://{api.host}:{api.port}"
-        log.info("device api listening", url=self.device_api_url)
+        ssl_context = None if config.device_api.plain_http else self._device_api_tls()
+        api = create_device_api(config, self.instances)
+        self._runners.append(await start_device_api(config, api, ssl_context))
         log.info(
             "gateway ready",
             version=__version__,

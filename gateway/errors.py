@@ -32,7 +32,10 @@ class PeerError(GatewayError):
 
 class ParseError(PeerError):
     """A malformed SIP message. `reason` is the phrase for the 400 response, when one can
-    be sent (a request whose Via and CSeq were readable)."""
+    be sent (a request whose Via and CSeq were readable). The parser sets `raw` to the
+    offending bytes when it knows them (for `gateway.sip.message.reply_fields`)."""
+
+    raw: bytes | None = None
 
 
 class ApiError(PeerError):

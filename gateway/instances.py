@@ -25,28 +25,29 @@ Conflicts (raised as `ApiError(409, "conflict")`): a create for an (app, aor, de
 previous create is still in flight, and any request on an instance whose erasure is in
 progress.
 
-This module depends on the store, the timer wheel, the config and the errors; never on the
-API, SIP or push modules.
+This module depends on the store, the timer wheel (given, not imported), the config, the
+errors and the logs; never on the API, SIP or push modules.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 import secrets
 import time
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import msgspec
 
 from gateway.config import App, Config
 from gateway.errors import ApiError
+from gateway.logs import get_logger
 from gateway.store import Store
 from gateway.store.crypto import SecretBox, bearer_hash, digest_ha1, same_digest
 from gateway.store.records import InstanceRecord, PushTarget
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 EventKind = Literal[
     "created", "updated", "mode_changed", "state_changed", "expiring", "expired", "erased"
@@ -102,24 +103,28 @@ class InstanceService:
 
     def _emit(self, kind: EventKind, instance_id: str, record=None, hours_left=None) -> None:
         event = InstanceEvent(kind, instance_id, record, hours_left)
-        log.debug("instance %s: %s", instance_id, kind)
+        log.debug("instance event", id=instance_id, kind=kind)
         for callback in list(self._subscribers):
             try:
                 result = callback(event)
                 if inspect.isawaitable(result):
                     self._spawn(result)
             except Exception:  # a subscriber's bug must not stop the others
-                log.exception("instance event subscriber %r failed on %s", callback, kind)
+                log.exception("instance event subscriber failed", subscriber=repr(callback), kind=kind)
 
     def _spawn(self, awaitable) -> None:
-        task = asyncio.ensure_future(awaitable)
+        task = asyncio.ensure_future(self._guarded(awaitable))
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(self._tasks.discard)
 
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("instance task failed", exc_info=task.exception())
+    @staticmethod
+    async def _guarded(awaitable) -> None:
+        try:
+            await awaitable
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # an expiry step or a subscriber's coroutine: log, go on
+            log.exception("instance task failed")
 
     # --- start and stop ------------------------------------------------------------------
 
@@ -128,7 +133,7 @@ class InstanceService:
         now = self.clock()
         for record in await self.store.list_instances():
             self._schedule(record.id, record.expires_at, now)
-        log.info("instance lifecycle started with %d instances", len(self._timers))
+        log.info("instance lifecycle started", instances=len(self._timers))
 
     async def stop(self) -> None:
         for handle in self._timers.values():
@@ -380,4 +385,4 @@ class InstanceService:
             await self._erase(instance_id)
         finally:
             self._erasing.discard(instance_id)
-        log.info("instance %s of app %s expired and erased", instance_id, record.app_id)
+        log.info("instance expired and erased", id=instance_id, app=record.app_id)

@@ -39,8 +39,8 @@ SLOTS = 1 << LEVEL_BITS
 MASK = SLOTS - 1
 LEVELS = 6
 OVERFLOW = LEVELS * SLOTS  # index of the overflow list among the slot heads
-MAX_TICK = 1 << 62  # far enough for any delay; keeps ticks in a C int64
-NOT_ARMED = MAX_TICK + 1
+MAX_TICK = 1 << 61  # far enough for any delay (46 million years at 1 ms)
+NOT_ARMED = MAX_TICK * 2  # above any tick, even one clamped past MAX_TICK
 # A due time further out than this is woken for at this distance and re-armed: some
 # loops overflow on huge delays, and one wake a day costs nothing.
 MAX_ARM_DELAY = 86400.0
@@ -76,18 +76,21 @@ class TimerHandle:
 
     def cancel(self) -> None:
         """Cancel the timer; idempotent, also on a fired or closed wheel's handle."""
-        prev = self._prev
-        if prev is not None:
-            nxt = self._next
-            prev._next = nxt
-            nxt._prev = prev
-            self._prev = self._next = None
+        if self._prev is not None:
+            self._unlink()
             # the loop stays armed: one needless wake-up later is cheaper than a
             # disarm and re-arm each time a lone timer is set and cancelled
             self._wheel._count -= 1
         # drop the references at once: a cancelled timer must not keep its owner alive
         self._callback = None
         self._arg = None
+
+    def _unlink(self) -> None:
+        prev = self._prev
+        nxt = self._next
+        prev._next = nxt
+        nxt._prev = prev
+        self._prev = self._next = None
 
     def __repr__(self) -> str:
         state = "pending" if self._prev is not None else (
@@ -145,13 +148,15 @@ class TimerWheel:
 
     def call_later(self, delay, callback, arg=None) -> TimerHandle:
         """Call `callback(arg)` after `delay` seconds."""
-        return self.call_at(self._now() + self._check_time(delay), callback, arg)
+        return self.call_at(self._now() + math.ldexp(delay, 0), callback, arg)
 
     def call_at(self, when, callback, arg=None) -> TimerHandle:
         """Call `callback(arg)` at `when`, on the loop's clock."""
         if not callable(callback):
             raise TypeError(f"timer callback must be callable, got {type(callback).__name__}")
-        when = self._check_time(when)
+        when = math.ldexp(when, 0)  # see _check_time()
+        if when != when:
+            raise ValueError("a time must not be NaN")
         if self._current < 0:
             self._now()
         if self._closed:
@@ -177,11 +182,8 @@ class TimerWheel:
             raise ValueError("cannot reschedule a cancelled timer; schedule a new one")
         if self._closed:
             raise RuntimeError("TimerWheel is closed")
-        prev = handle._prev
-        if prev is not None:
-            nxt = handle._next
-            prev._next = nxt
-            nxt._prev = prev
+        if handle._prev is not None:
+            handle._unlink()
             self._count -= 1
         handle._when = when
         self._schedule(handle, when)
@@ -284,7 +286,8 @@ class TimerWheel:
     # --- the wheel -------------------------------------------------------------------
 
     def _schedule(self, handle: TimerHandle, when: float) -> None:
-        tick = self._tick_ceil(when)
+        q = when / self._resolution  # _tick_ceil() inlined: the hot path of call_at()
+        tick = math.ceil(q) if 0.0 < q < MAX_TICK else _clamp_tick(q, math.ceil)
         current = self._current
         if tick <= current:  # that tick is already processed: the next one
             tick = current + 1
@@ -422,10 +425,7 @@ class TimerWheel:
                 handle = firing._next
                 if handle is firing:
                     break
-                nxt = handle._next
-                firing._next = nxt
-                nxt._prev = firing
-                handle._prev = handle._next = None
+                handle._unlink()
                 self._count -= 1
                 fired += 1
                 callback = handle._callback

@@ -16,15 +16,15 @@ busy; Retry-After). Anything unexpected is logged with its traceback and answere
 no detail. Which app a request counts against: the app whose API key it carries (create),
 or the instance's app.
 
-This module depends on the instance service, the config and the API schemas; the SIP and
-push parts are reached only through the service's events.
+This module depends on the instance service, the store's records and hashes, the config,
+the logs and the API schemas; the SIP and push parts are reached only through the
+service's events.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import logging
 import ssl
 
 import msgspec
@@ -36,11 +36,12 @@ from gateway.api.ratelimit import AppRateLimit
 from gateway.config import Config, api_key_hash, is_loopback, read_api_key_hashes
 from gateway.errors import ApiError, ConfigError, TransientError
 from gateway.instances import InstanceService
+from gateway.logs import get_logger
 from gateway.redact import shorten_token
 from gateway.store.crypto import same_digest
 from gateway.store.records import InstanceRecord, PushTarget
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 JSON = "application/json"
 _encoder = msgspec.json.Encoder()
@@ -66,7 +67,7 @@ class RateLimited(ApiError):
 
 
 #: the DeviceApi behind an application (for the wiring and the tests)
-DEVICE_API: web.AppKey["DeviceApi"] = web.AppKey("device_api")
+DEVICE_API: web.AppKey[DeviceApi] = web.AppKey("device_api")
 
 # --- the error envelope ------------------------------------------------------------------
 
@@ -94,12 +95,12 @@ async def error_envelope(request: web.Request, handler) -> web.StreamResponse:
         return error_response(exc.status, code, exc.reason, headers)
     except TransientError as exc:
         retry = str(max(1, round(exc.retry_after or 1)))
-        log.warning("device API %s %s: %s", request.method, request.path, exc)
+        log.warning("device api store busy", method=request.method, path=request.path, error=str(exc))
         return error_response(503, "unavailable", "try again later", {"Retry-After": retry})
     except asyncio.CancelledError:
         raise
     except Exception:
-        log.exception("device API %s %s failed", request.method, request.path)
+        log.exception("device api request failed", method=request.method, path=request.path)
         return error_response(500, "internal", "internal error")
 
 
@@ -135,7 +136,7 @@ def json_response(struct, status: int = 200) -> web.Response:
 
 
 def _utc(ts: float | None) -> dt.datetime | None:
-    return None if ts is None else dt.datetime.fromtimestamp(ts, dt.timezone.utc)
+    return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC)
 
 
 def push_targets(push: list[schemas.PushTargetIn]) -> list[PushTarget]:
@@ -242,12 +243,12 @@ class DeviceApi:
             push=push_targets(body.push),
         )
         log.info(
-            "instance %s created for app %s, device %s, aor %s, push %s",
-            record.id,
-            app.id,
-            body.device_id,
-            account.aor,
-            ", ".join(f"{t.provider}:{shorten_token(t.token or t.endpoint)}" for t in record.push),
+            "instance created",
+            id=record.id,
+            app=app.id,
+            device=body.device_id,
+            aor=account.aor,
+            push=", ".join(_loggable(target) for target in record.push),
         )
         created = schemas.CreatedInstance(
             id=record.id,
@@ -270,11 +271,12 @@ class DeviceApi:
             providers = app.providers() if app else set()
             schemas.check_push_providers(body.push, providers, record.app_id)
             push = push_targets(body.push)
+        account = body.account or schemas.AccountUpdate()  # UNSET is falsy
         record = await self.instances.update(
             record.id,
-            password=None if body.password is msgspec.UNSET else body.password,
+            password=None if account.password is msgspec.UNSET else account.password,
             push=push,
-            display_name=None if body.display_name is msgspec.UNSET else body.display_name,
+            display_name=None if account.display_name is msgspec.UNSET else account.display_name,
         )
         return await self._status(record)
 
@@ -290,7 +292,7 @@ class DeviceApi:
     async def delete(self, request: web.Request) -> web.Response:
         record = await self._instance(request)
         await self.instances.erase(record.id)
-        log.info("instance %s erased on request of its app", record.id)
+        log.info("instance erased", id=record.id, by="app")
         return web.Response(status=204)
 
     async def openapi(self, request: web.Request) -> web.Response:
@@ -313,6 +315,15 @@ class DeviceApi:
             username=instance_id,
             transports=[schemas.Transport(transport=t, port=p) for t, p in ports if p],
         )
+
+
+def _loggable(target: PushTarget) -> str:
+    """A push target for the log: the provider and a shortened token. For Web Push the
+    push service's host is shown (it is not secret) and the path, which is, shortened."""
+    if target.endpoint:
+        host, _, path = target.endpoint.removeprefix("https://").partition("/")
+        return f"webpush:{host}/{shorten_token(path)}"
+    return f"{target.provider}:{shorten_token(target.token)}"
 
 
 def _host_part(hostport: str) -> str:
@@ -352,17 +363,6 @@ def create_device_api(config: Config, instances: InstanceService) -> web.Applica
     return app
 
 
-def server_ssl_context(cert_file: str, key_file: str) -> ssl.SSLContext:
-    """A TLS server context (TLS 1.2 or later) from PEM files; ConfigError naming them."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(cert_file, key_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"device_api: cannot load {cert_file} / {key_file}: {exc}") from None
-    return context
-
-
 async def start_device_api(
     config: Config, app: web.Application, ssl_context: ssl.SSLContext | None
 ) -> web.AppRunner:
@@ -381,10 +381,6 @@ async def start_device_api(
         raise ConfigError(
             f"device_api: cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
         ) from None
-    log.info(
-        "device API listening on %s://%s:%d",
-        "https" if ssl_context else "http",
-        settings.host,
-        settings.port,
-    )
+    scheme = "https" if ssl_context else "http"
+    log.info("device api listening", url=f"{scheme}://{settings.host}:{settings.port}")
     return runner

@@ -20,7 +20,8 @@ _ERRORS = {
     "400": "A bad body; the message starts with the path of the field at fault.",
     "401": "Missing or wrong bearer token.",
     "404": "No such instance (erased, expired or replaced).",
-    "409": "A create for the same app, aor and device is in flight, or the instance is being erased.",
+    "409": "The instance is being erased.",
+    "409 create": "A create for the same app, aor and device is still in flight.",
     "413": "The body is larger than the configured max_body_bytes.",
     "415": "The body is not application/json.",
     "429": "Over the app's rate limit; see Retry-After.",
@@ -31,7 +32,7 @@ _ERRORS = {
 ROUTES = [
     ("post", "/v1/instances", "Create an instance, or replace the one of the same app, aor "
      "and device", "app_key", schemas.CreateInstance, "201", schemas.CreatedInstance,
-     ("400", "401", "409", "413", "415", "429")),
+     ("400", "401", "409 create", "413", "415", "429")),
     ("get", "/v1/instances/{id}", "The instance's state", "secret", None, "200",
      schemas.InstanceStatus, ("401", "404", "429")),
     ("patch", "/v1/instances/{id}", "Change the password, push targets or display name",
@@ -76,7 +77,7 @@ def build() -> dict:
             ok["content"] = {"application/json": {"schema": {"type": "object"}}}
         operation["responses"][status] = ok
         for code in errors:
-            operation["responses"][code] = {
+            operation["responses"][code.split()[0]] = {
                 "description": _ERRORS[code],
                 "content": _content(schemas.ErrorBody),
             }

@@ -23,8 +23,12 @@ from gateway.errors import ApiError
 
 # --- field types -------------------------------------------------------------------------
 
-_SIP_URI = r"^sips?:[^\s<>\"]+$"
-_HTTPS_URL = r"^https://[^\s]+$"
+# ASCII ranges rather than negated classes: RFC 3261 URIs are ASCII (anything else is
+# %-escaped), and the regex engine checks a range faster than a "not whitespace" class.
+# The SIP class is printable ASCII without space, '"', '<' and '>'.
+_SIP_URI = r"^sips?:[!#-;=?-~]+$"
+_SIP_URI_OR_EMPTY = r"^(sips?:[!#-;=?-~]+)?$"
+_HTTPS_URL = r"^https://[!-~]+$"
 _B64URL = r"^[A-Za-z0-9_-]+=*$"
 
 SipUri = Annotated[
@@ -38,7 +42,7 @@ SipUri = Annotated[
 ]
 OptionalSipUri = Annotated[
     str,
-    Meta(max_length=512, pattern=r"^(sips?:[^\s<>\"]+)?$", description="A SIP URI, or empty."),
+    Meta(max_length=512, pattern=_SIP_URI_OR_EMPTY, description="A SIP URI, or empty."),
 ]
 DeviceId = Annotated[
     str, Meta(min_length=1, max_length=200, description="The app's stable id for this device.")
@@ -74,27 +78,51 @@ class WebPushKeys(Body):
 
 
 class WebPushSubscription(Body):
-    """A browser PushSubscription (or UnifiedPush endpoint) as the app got it."""
+    """A browser PushSubscription as `PushSubscription.toJSON()` gives it (or a
+    UnifiedPush endpoint with its keys)."""
 
     endpoint: HttpsUrl
     keys: WebPushKeys
+    # toJSON() carries it; the gateway has no use for it (a dead subscription shows as 404/410)
+    expiration_time: int | float | None = msgspec.field(default=None, name="expirationTime")
 
 
 class PushTargetIn(Body):
-    """Where to wake the device. `token` is a string for APNs and FCM, the subscription
-    object for Web Push."""
+    """Where to wake the device. APNs and FCM: `token` is the device token. Web Push: the
+    subscription either as `token` (the PushSubscription object) or flat as `endpoint`,
+    `p256dh` and `auth`; after decoding, `token` always holds the subscription."""
 
     provider: Provider
-    token: Token | WebPushSubscription
+    token: Token | WebPushSubscription | None = None
+    endpoint: HttpsUrl | None = None
+    p256dh: B64Url | None = None
+    auth: B64Url | None = None
     usage: Usage = "call"
     environment: Environment = "production"  # APNs only: sandbox or production gateway
     topic: Annotated[str, Meta(max_length=256)] = ""  # APNs: the bundle id; "" = the app's
 
     def __post_init__(self):
-        if self.provider == "webpush" and isinstance(self.token, str):
+        flat = self.endpoint is not None or self.p256dh is not None or self.auth is not None
+        if self.provider != "webpush":
+            if flat:
+                raise ValueError(f"{self._flat_given()}: only for webpush targets")
+            if type(self.token) is not str:
+                raise ValueError(f"token: an {self.provider} target needs its token as a string")
+        elif type(self.token) is str:
             raise ValueError("token: a webpush target needs {endpoint, keys: {p256dh, auth}}")
-        if self.provider != "webpush" and not isinstance(self.token, str):
-            raise ValueError(f"token: an {self.provider} token is a string")
+        elif self.token is not None:
+            if flat:
+                raise ValueError(f"{self._flat_given()}: give the subscription once, as token or flat")
+        else:
+            for name in ("endpoint", "p256dh", "auth"):
+                if getattr(self, name) is None:
+                    raise ValueError(f"{name}: a webpush target needs endpoint, p256dh and auth")
+            keys = WebPushKeys(p256dh=self.p256dh, auth=self.auth)
+            self.token = WebPushSubscription(endpoint=self.endpoint, keys=keys)
+            self.endpoint = self.p256dh = self.auth = None
+
+    def _flat_given(self) -> str:
+        return next(n for n in ("endpoint", "p256dh", "auth") if getattr(self, n) is not None)
 
 
 PushTargets = Annotated[list[PushTargetIn], Meta(min_length=1, max_length=16)]
@@ -122,12 +150,16 @@ class CreateInstance(Body):
         _need_call_target(self.push)
 
 
-class UpdateInstance(Body):
-    """PATCH: only the fields present change."""
-
+class AccountUpdate(Body):
     password: Password | UnsetType = UNSET
-    push: PushTargets | UnsetType = UNSET
     display_name: DisplayName | UnsetType = UNSET
+
+
+class UpdateInstance(Body):
+    """PATCH, in the shape of the create body: only the fields present change."""
+
+    account: AccountUpdate | UnsetType = UNSET
+    push: PushTargets | UnsetType = UNSET
 
     def __post_init__(self):
         if self.push is not UNSET:
@@ -194,14 +226,14 @@ class ErrorBody(Struct, kw_only=True):
 # --- decoding ----------------------------------------------------------------------------
 
 _decoders: dict[type, msgspec.json.Decoder] = {}
-_OWN_PATH = re.compile(r"([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)*): (.+)", re.S)
+_OWN_PATH = re.compile(r"([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*): (.+)", re.DOTALL)
 _PATTERN_MEANINGS = {
     _SIP_URI: "must be a sip: or sips: URI",
-    r"^(sips?:[^\s<>\"]+)?$": "must be a sip: or sips: URI, or empty",
+    _SIP_URI_OR_EMPTY: "must be a sip: or sips: URI, or empty",
     _HTTPS_URL: "must be an https:// URL",
     _B64URL: "must be base64url",
 }
-_UNKNOWN = re.compile(r"Object contains unknown field `(.*)`", re.S)
+_UNKNOWN = re.compile(r"Object contains unknown field `(.*)`", re.DOTALL)
 
 
 def decode(body: bytes, kind: type[Struct]) -> Struct:

@@ -21,13 +21,14 @@ Depends on the store's own modules and `gateway.errors` only.
 from __future__ import annotations
 
 import os
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from gateway.errors import ConfigError
 from gateway.store.crypto import SecretBox, bearer_hash, digest_ha1, same_digest
 from gateway.store.records import InstanceRecord, PushTarget
 
 
+@runtime_checkable
 class Store(Protocol):
     """What the gateway needs from a store. Records are values: changing one returned by
     a read changes nothing stored; `update_instance` does."""
@@ -71,6 +72,9 @@ class Store(Protocol):
 
     def sync_list(self, limit: int | None = None) -> list[InstanceRecord]:
         """Like list_instances, without a loop (for the CLI); works on an unopened store."""
+
+    def sync_get(self, instance_id: str) -> InstanceRecord | None:
+        """Like get_instance, without a loop (for the CLI)."""
 
     def sync_count(self) -> int:
         """Like count_instances, without a loop (for the CLI)."""

@@ -72,12 +72,14 @@ class SecretBox:
                     f"the key file {path} is readable or writable by group or others "
                     f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}"
                 )
-            key = os.read(fd, KEY_SIZE + 1)
+            key = b""
+            if st.st_size == KEY_SIZE:
+                key = os.read(fd, KEY_SIZE)
         finally:
             os.close(fd)
-        if len(key) != KEY_SIZE:
+        if st.st_size != KEY_SIZE or len(key) != KEY_SIZE:
             raise ConfigError(
-                f"the key file {path} holds {len(key)} bytes, an AES-256 key is {KEY_SIZE} "
+                f"the key file {path} holds {st.st_size} bytes, an AES-256 key is {KEY_SIZE} "
                 f"(a truncated or foreign file; restore it or the stored passwords cannot be read)"
             )
         return cls(key, path)
@@ -108,7 +110,7 @@ def _create_key_file(path: str) -> bytes | None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, mode=0o700, exist_ok=True)
     key = os.urandom(KEY_SIZE)
-    tmp = f"{path}.{os.getpid()}.tmp"
+    tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:

@@ -65,6 +65,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE UNIQUE INDEX instances_owner ON instances (app_id, aor, device_id)",
             # The expiry sweep and the listings walk instances by expiry time.
             "CREATE INDEX instances_expiry ON instances (expires_at)",
+            # Facts about the store itself, e.g. a value sealed with its key, to tell at
+            # start whether the key file is the one the database was written with.
+            "CREATE TABLE store_meta (name TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL)",
         ),
     ),
     Migration(

@@ -36,6 +36,19 @@ class PushTarget(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     environment: Environment | None = None
     topic: str | None = None
 
+    def __repr__(self) -> str:
+        # Logs must not carry full push tokens or Web Push keys: enough to tell them apart.
+        where = f"token={_abbrev(self.token)}" if self.token else f"endpoint={_abbrev(self.endpoint)}"
+        return f"PushTarget(provider={self.provider!r}, usage={self.usage!r}, {where})"
+
+    __str__ = __repr__
+
+
+def _abbrev(value: str | None) -> str:
+    if value is None:
+        return "None"
+    return repr(value[:8] + "…") if len(value) > 8 else repr(value)
+
 
 class InstanceRecord(msgspec.Struct, forbid_unknown_fields=True):
     """One stored instance. Times are Unix epoch seconds (`time.time()`).

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+from openapi_spec_validator import validate
+
 from gateway.store.crypto import digest_ha1
 
 from .harness import APP_KEY, PASSWORD, app_auth, create_body
@@ -102,8 +104,7 @@ async def test_patch_changes_password_push_and_display_name(gw):
     inst = await gw.create()
     before = await gw.store.get_instance(inst["id"])
     patch = {
-        "password": "new-secret-pw-99",
-        "display_name": "Alice B.",
+        "account": {"password": "new-secret-pw-99", "display_name": "Alice B."},
         "push": [{"provider": "fcm", "token": "fcm-token-xyz-123456"}],
     }
     resp = await gw.client.patch(f"/v1/instances/{inst['id']}", json=patch, headers=bearer(inst["secret"]))
@@ -160,6 +161,7 @@ async def test_openapi_document_lists_every_route(gw):
     assert resp.status == 200
     doc = json.loads(await resp.read())
     assert doc["openapi"].startswith("3.1")
+    validate(doc)  # a valid OpenAPI 3.1 document, $refs resolved
     routes = {
         (route.method.lower(), route.resource.canonical)
         for route in gw.client.server.app.router.routes()
@@ -184,3 +186,24 @@ async def test_openapi_document_lists_every_route(gw):
     create = doc["components"]["schemas"]["CreateInstance"]
     assert create["additionalProperties"] is False
     assert APP_KEY not in json.dumps(doc)
+
+
+async def test_webpush_subscription_as_toJSON_gives_it_or_flat(gw):
+    subscription = {  # what PushSubscription.toJSON() gives in a browser
+        "endpoint": "https://push.example.org/send/one",
+        "expirationTime": None,
+        "keys": {"p256dh": "B" * 87, "auth": "c" * 22},
+    }
+    flat = {"endpoint": "https://push.example.org/send/two", "p256dh": "D" * 87, "auth": "e" * 22}
+    body = create_body()
+    body["push"] = [
+        {"provider": "webpush", "usage": "call", "token": subscription},
+        {"provider": "webpush", "usage": "other", **flat},
+    ]
+    resp = await gw.client.post("/v1/instances", json=body, headers=app_auth())
+    assert resp.status == 201, await resp.text()
+    record = await gw.store.get_instance((await resp.json())["id"])
+    assert [(t.usage, t.endpoint, t.p256dh, t.auth, t.token) for t in record.push] == [
+        ("call", "https://push.example.org/send/one", "B" * 87, "c" * 22, None),
+        ("other", "https://push.example.org/send/two", "D" * 87, "e" * 22, None),
+    ]

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 
 import pytest
 
-from .harness import APP_KEY, OTHER_KEY, app_auth, create_body, make_config, start_gateway, stop_gateway
+from .harness import (
+    APP_KEY,
+    OTHER_KEY,
+    app_auth,
+    create_body,
+    make_config,
+    start_gateway,
+    stop_gateway,
+)
 
 
 async def error_of(resp, status: int) -> dict:
@@ -51,8 +60,12 @@ async def test_bad_json_is_400(gw):
         (lambda b: b["push"][0].update(usage="other"), "push: at least one target needs usage 'call'"),
         (lambda b: b["push"][0].update(
             token={"endpoint": "https://x/y", "keys": {"p256dh": "B" * 87, "auth": "c" * 22}}),
-         "push[0].token: an apns token is a string"),
+         "push[0].token: an apns target needs its token as a string"),
         (lambda b: b["push"][1].update(token="x" * 30), "push[1].token: a webpush target needs"),
+        (lambda b: b["push"][1].update(endpoint="https://x/y"), "push[1].endpoint: give the subscription once"),
+        (lambda b: b["push"][0].update(p256dh="B" * 87), "push[0].p256dh: only for webpush targets"),
+        (lambda b: b["push"][1].update(token=None, endpoint="https://x/y", auth="c" * 22),
+         "push[1].p256dh: a webpush target needs endpoint, p256dh and auth"),
         (lambda b: b["push"][1]["token"].update(endpoint="http://push.example.org/x"),
          "push[1].token.endpoint: must be an https:// URL"),
         (lambda b: b["push"][1]["token"]["keys"].pop("auth"), "push[1].token.keys.auth: required field missing"),
@@ -78,10 +91,12 @@ async def test_patch_and_mode_bodies_are_checked_too(gw):
     inst = await gw.create()
     auth = {"Authorization": f"Bearer {inst['secret']}"}
     url = f"/v1/instances/{inst['id']}"
-    err = await error_of(await gw.client.patch(url, json={"password": ""}, headers=auth), 400)
-    assert err["message"].startswith("password: Expected `str` of length >= 1")
-    err = await error_of(await gw.client.patch(url, json={"aor": "sip:x@y"}, headers=auth), 400)
-    assert err["message"] == "aor: unknown field"
+    err = await error_of(await gw.client.patch(url, json={"account": {"password": ""}}, headers=auth), 400)
+    assert err["message"].startswith("account.password: Expected `str` of length >= 1")
+    err = await error_of(await gw.client.patch(url, json={"account": {"aor": "sip:x@y"}}, headers=auth), 400)
+    assert err["message"] == "account.aor: unknown field"
+    err = await error_of(await gw.client.patch(url, json={"password": "x"}, headers=auth), 400)
+    assert err["message"] == "password: unknown field"
     err = await error_of(await gw.client.put(url + "/mode", json={"mode": "sleep"}, headers=auth), 400)
     assert err["message"].startswith("mode: Invalid enum value 'sleep'")
     err = await error_of(await gw.client.put(url + "/mode", json=["foreground"], headers=auth), 400)
@@ -110,7 +125,7 @@ async def test_instance_endpoints_need_the_instance_secret(gw):
     url = f"/v1/instances/{inst['id']}"
     for headers in ({}, app_auth(), {"Authorization": f"Bearer {other['secret']}"},
                     {"Authorization": f"Bearer {inst['secret']}x"}):
-        for method, path, body in (("GET", url, None), ("PATCH", url, {"display_name": "x"}),
+        for method, path, body in (("GET", url, None), ("PATCH", url, {"account": {"display_name": "x"}}),
                                    ("PUT", url + "/mode", {"mode": "foreground"}),
                                    ("POST", url + "/refresh", None), ("DELETE", url, None)):
             resp = await gw.client.request(method, path, json=body, headers=headers)
@@ -183,7 +198,7 @@ async def test_request_on_an_instance_being_erased_is_409(gw):
     gw.service.store = gated
     deleting = asyncio.create_task(gw.client.delete(url, headers=auth))
     await gated.entered.wait()
-    await error_of(await gw.client.patch(url, json={"display_name": "x"}, headers=auth), 409)
+    await error_of(await gw.client.patch(url, json={"account": {"display_name": "x"}}, headers=auth), 409)
     await error_of(await gw.client.delete(url, headers=auth), 409)
     gated.gate.set()
     assert (await deleting).status == 204
@@ -255,3 +270,20 @@ async def test_an_unexpected_failure_is_a_bare_500(gw, caplog):
     assert err == {"code": "internal", "message": "internal error"}
     assert "Traceback" in caplog.text  # logged here, not sent
     assert APP_KEY not in caplog.text
+
+
+# --- 503: the store cannot write just now -------------------------------------------------
+
+
+async def test_a_store_that_cannot_write_is_503_with_retry_after(gw):
+    blocker = sqlite3.connect(gw.config.store.path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+        resp = await post_create(gw, create_body())
+        err = await error_of(resp, 503)
+        assert err == {"code": "unavailable", "message": "try again later"}
+        assert int(resp.headers["Retry-After"]) >= 1
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert (await post_create(gw, create_body())).status == 201

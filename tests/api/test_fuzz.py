@@ -118,7 +118,8 @@ async def test_fuzz_instance_requests(gw, body, target):
 
 @FUZZ
 @given(patch=st.fixed_dictionaries(
-    {}, optional={"password": wild_text, "display_name": wild_text,
+    {}, optional={"account": st.fixed_dictionaries(
+                      {}, optional={"password": wild_text, "display_name": wild_text}),
                   "push": st.lists(st.fixed_dictionaries(
                       {"provider": st.sampled_from(["apns", "fcm"]), "token": wild_text},
                       optional={"usage": st.sampled_from(["call", "other"]), "topic": wild_text}),

@@ -11,7 +11,8 @@ import msgspec
 import pytest
 import trustme
 
-from gateway.api.device import create_device_api, server_ssl_context, start_device_api
+from gateway.api.device import create_device_api, start_device_api
+from gateway.tls import server_context as server_ssl_context
 from gateway.config import parse
 from gateway.errors import ConfigError
 from gateway.instances import InstanceService

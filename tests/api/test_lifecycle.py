@@ -215,7 +215,7 @@ async def test_delete_and_new_password_leave_no_trace_on_disk(gw):
     old_ct = (await gw.store.get_instance(inst["id"])).password_ct
     assert old_ct in disk_bytes(gw.config.store.path)
 
-    resp = await gw.client.patch(f"/v1/instances/{inst['id']}", json={"password": "second-pw-77"}, headers=auth)
+    resp = await gw.client.patch(f"/v1/instances/{inst['id']}", json={"account": {"password": "second-pw-77"}}, headers=auth)
     assert resp.status == 200
     new_ct = (await gw.store.get_instance(inst["id"])).password_ct
     data = disk_bytes(gw.config.store.path)

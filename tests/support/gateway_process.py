@@ -79,6 +79,7 @@ class GatewayProcess:
 
     def start(self, timeout: float = 20.0) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        seen = len(self.log())  # the log is appended to: look only past earlier runs
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "--config", str(self.config), "run"],
             env=env,
@@ -90,7 +91,7 @@ class GatewayProcess:
             if self.proc.poll() is not None:
                 output = self.proc.stdout.read().decode(errors="replace")
                 raise RuntimeError(f"gateway exited with {self.proc.returncode}: {output}\n{self.log()}")
-            if self.log_path.exists() and "gateway ready" in self.log():
+            if "gateway ready" in self.log()[seen:]:
                 return
             time.sleep(0.05)
         self.stop()

@@ -1,0 +1,345 @@
+"""The SIP message model shared by both parser twins, and its serializer.
+
+`Request` and `Response` hold the start line, the `Headers` and the body. The parser fills
+in eagerly only what routing needs (top Via branch, Call-ID, CSeq, From/To tags,
+Content-Length); everything else (`via`, `from_`, `contacts`, challenges, the Request-URI)
+is parsed from the header text on first access and may raise `ParseError` then.
+`check()` parses all of it at once.
+
+For the UAC side:
+
+    req = Request("REGISTER", "sip:example.com", headers=[("Via", "..."), ("From", ...)])
+    req.headers.set("Expires", "600"); req.body = b""; wire = req.encode()
+
+`encode()` writes the start line, the fields in order and a Content-Length matching the
+body. `redacted()` renders a message for logs without credentials or push tokens.
+
+Depends on `gateway.errors` and the grammar, URI and field modules; never on a parser.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+import msgspec
+
+from gateway.sip.fields import (
+    Challenge,
+    CSeq,
+    Headers,
+    Via,
+    check_date,
+    header_tag,
+    parse_cseq,
+    via_branch,
+)
+from gateway.sip.grammar import bad, split_list
+from gateway.sip.uri import NameAddr, SipUri
+
+__all__ = [
+    "Request", "Response", "Message", "Headers", "SipUri", "NameAddr", "Via", "CSeq",
+    "Challenge", "ParseLimits", "Keepalive", "KEEPALIVE_PING", "KEEPALIVE_PONG", "redacted",
+]
+
+SIP_VERSION = "SIP/2.0"
+
+
+class ParseLimits(msgspec.Struct, frozen=True):
+    """Limits the parser enforces before looking at a message's content."""
+
+    #: bytes in one message (start line, headers and body); RFC 3261's UDP maximum
+    max_message_size: int = 65535
+    #: header fields in one message
+    max_headers: int = 128
+
+
+DEFAULT_LIMITS = ParseLimits()
+
+
+class Keepalive(enum.Enum):
+    """A keepalive between messages on a stream (RFC 5626 3.5.1): a double CRLF "ping"
+    asks for a single CRLF "pong"."""
+
+    PING = b"\r\n\r\n"
+    PONG = b"\r\n"
+
+
+KEEPALIVE_PING = Keepalive.PING
+KEEPALIVE_PONG = Keepalive.PONG
+
+_MISSING = object()
+
+
+class Message:
+    """What requests and responses share: header fields and the body."""
+
+    __slots__ = ("headers", "body")
+
+    def __init__(self, headers=(), body: bytes = b""):
+        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+        self.body = bytes(body)
+
+    # -- raw access ------------------------------------------------------------------------
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name, default)
+
+    def get_all(self, name: str) -> list[str]:
+        return self.headers.get_all(name)
+
+    def _cached(self, key: str, compute):
+        cache = self.headers._cache
+        value = cache.get(key, _MISSING)
+        if value is _MISSING:
+            value = cache[key] = compute()
+        return value
+
+    def _single(self, name: str) -> str:
+        values = self.headers.fields(name)
+        if not values:
+            raise bad(f"missing {name}")
+        if len(values) > 1:
+            raise bad(f"more than one {name}")
+        return values[0]
+
+    # -- what routing needs (filled in by the parser) ---------------------------------------
+    @property
+    def call_id(self) -> str:
+        return self._cached("call_id", lambda: self._single("Call-ID"))
+
+    @property
+    def cseq(self) -> CSeq:
+        return self._cached("cseq", lambda: parse_cseq(self._single("CSeq")))
+
+    @property
+    def branch(self) -> str | None:
+        """The branch of the top Via (the transaction id), None when absent."""
+        return self._cached("branch", self._top_branch)
+
+    def _top_branch(self):
+        value = self.headers.get("Via")
+        return None if value is None else via_branch(value)
+
+    @property
+    def from_tag(self) -> str | None:
+        return self._cached("from_tag", lambda: self._tag("From"))
+
+    @property
+    def to_tag(self) -> str | None:
+        return self._cached("to_tag", lambda: self._tag("To"))
+
+    def _tag(self, name: str):
+        return header_tag(self._single(name), name)
+
+    @property
+    def content_length(self) -> int:
+        """The Content-Length field if present (as parsed), else the body's length."""
+        return self._cached("content_length", self._content_length)
+
+    def _content_length(self) -> int:
+        values = self.headers.fields("Content-Length")
+        if not values:
+            return len(self.body)
+        if len(values) > 1:
+            raise bad("more than one Content-Length")
+        if not values[0].isascii() or not values[0].isdigit():
+            raise bad("malformed Content-Length")
+        return int(values[0])
+
+    # -- parsed on first access -----------------------------------------------------------
+    @property
+    def via(self) -> list[Via]:
+        return self._cached("via", lambda: [Via.parse(v) for v in self._elements("Via")])
+
+    @property
+    def from_(self) -> NameAddr:
+        return self._cached("from", lambda: NameAddr.parse(self._single("From"), "From"))
+
+    @property
+    def to(self) -> NameAddr:
+        return self._cached("to", lambda: NameAddr.parse(self._single("To"), "To"))
+
+    @property
+    def contacts(self) -> list[NameAddr]:
+        """Every Contact binding (`Contact: *` gives one wildcard NameAddr)."""
+        return self._cached("contacts", lambda: self._name_addrs("Contact"))
+
+    @property
+    def routes(self) -> list[NameAddr]:
+        return self._cached("routes", lambda: self._name_addrs("Route"))
+
+    @property
+    def record_routes(self) -> list[NameAddr]:
+        return self._cached("record_routes", lambda: self._name_addrs("Record-Route"))
+
+    @property
+    def max_forwards(self) -> int | None:
+        return self._cached("max_forwards", lambda: self._number("Max-Forwards", 255))
+
+    @property
+    def expires(self) -> int | None:
+        """The Expires header field (seconds), None when absent."""
+        return self._cached("expires", lambda: self._number("Expires", 0xFFFFFFFF))
+
+    @property
+    def content_type(self) -> str | None:
+        return self.headers.get("Content-Type")
+
+    @property
+    def www_authenticate(self) -> list[Challenge]:
+        return self._cached("www_authenticate", lambda: self._challenges("WWW-Authenticate"))
+
+    @property
+    def proxy_authenticate(self) -> list[Challenge]:
+        return self._cached("proxy_authenticate",
+                            lambda: self._challenges("Proxy-Authenticate"))
+
+    def _elements(self, name: str) -> list[str]:
+        parts = [p for v in self.headers.fields(name) for p in split_list(v, name)]
+        if any(not p for p in parts):
+            raise bad(f"empty element in {name}")
+        return parts
+
+    def _name_addrs(self, name: str) -> list[NameAddr]:
+        items = [NameAddr.parse(p, name) for p in self._elements(name)]
+        if name == "Contact" and any(c.wildcard for c in items) and len(items) > 1:
+            raise bad("Contact * mixed with other contacts")
+        return items
+
+    def _number(self, name: str, maximum: int) -> int | None:
+        values = self.headers.fields(name)
+        if not values:
+            return None
+        value = self._single(name)
+        if not value.isascii() or not value.isdigit() or int(value) > maximum:
+            raise bad(f"malformed {name}")
+        return int(value)
+
+    def _challenges(self, name: str) -> list[Challenge]:
+        return [c for v in self.headers.fields(name) for c in Challenge.parse_all(v, name)]
+
+    def check(self) -> None:
+        """Parse every field the model knows, raising `ParseError` on the first bad one."""
+        _ = (self.call_id, self.cseq, self.branch, self.from_tag, self.to_tag,
+             self.content_length, self.via, self.from_, self.to, self.contacts, self.routes,
+             self.record_routes, self.max_forwards, self.expires, self.www_authenticate,
+             self.proxy_authenticate)
+        for contact in self.contacts:
+            _ = contact.expires, contact.q
+        for value in self.headers.fields("Date"):
+            check_date(value)
+
+    # -- serializer -----------------------------------------------------------------------
+    def _start_line(self) -> str:
+        raise NotImplementedError
+
+    def encode(self) -> bytes:
+        """The message on the wire, with a Content-Length matching the body (where the
+        field was, else last)."""
+        lines = [self._start_line()]
+        length = None
+        for key, name, value in self.headers._fields:
+            if key != "content-length":
+                lines.append(f"{name}: {value}")
+            elif length is None:
+                length = f"Content-Length: {len(self.body)}"
+                lines.append(length)
+        if length is None:
+            lines.append(f"Content-Length: {len(self.body)}")
+        head = "\r\n".join(lines) + "\r\n\r\n"
+        return head.encode("utf-8", "surrogateescape") + self.body
+
+
+class Request(Message):
+    """A SIP request. `uri` is parsed on first access; `uri_text` is the raw text."""
+
+    __slots__ = ("method", "_uri", "_uri_text")
+
+    def __init__(self, method: str, uri: SipUri | str, headers=(), body: bytes = b""):
+        super().__init__(headers, body)
+        self.method = method
+        self.uri = uri
+
+    @property
+    def uri(self) -> SipUri:
+        if self._uri is None:
+            self._uri = SipUri.parse(self._uri_text, "Request-URI")
+        return self._uri
+
+    @uri.setter
+    def uri(self, value: SipUri | str) -> None:
+        if isinstance(value, SipUri):
+            self._uri, self._uri_text = value, None
+        else:
+            self._uri, self._uri_text = None, str(value)
+
+    @property
+    def uri_text(self) -> str:
+        return self._uri_text if self._uri is None else str(self._uri)
+
+    def _start_line(self) -> str:
+        return f"{self.method} {self.uri_text} {SIP_VERSION}"
+
+    def check(self) -> None:
+        _ = self.uri
+        super().check()
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri_text}>"
+
+
+class Response(Message):
+    """A SIP response."""
+
+    __slots__ = ("status", "reason")
+
+    def __init__(self, status: int, reason: str = "", headers=(), body: bytes = b""):
+        super().__init__(headers, body)
+        self.status = status
+        self.reason = reason
+
+    def _start_line(self) -> str:
+        return f"{SIP_VERSION} {self.status} {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"
+
+
+def _parsed_request(method: str, uri_text: str, headers: Headers, body: bytes) -> Request:
+    """How both parser twins build a request without re-validating what they parsed."""
+    msg = Request.__new__(Request)
+    msg.headers, msg.body = headers, body
+    msg.method, msg._uri, msg._uri_text = method, None, uri_text
+    return msg
+
+
+def _parsed_response(status: int, reason: str, headers: Headers, body: bytes) -> Response:
+    msg = Response.__new__(Response)
+    msg.headers, msg.body = headers, body
+    msg.status, msg.reason = status, reason
+    return msg
+
+
+# -- logs -------------------------------------------------------------------------------
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization"})
+_URI_PASSWORD = re.compile(r"(\b(?:sips?):[^:@;>\s]+:)[^@;>\s]+@", re.I)
+_PUSH_TOKEN = re.compile(r"(\bpn-prid=|\bpn-tok=)([^;>\s,\"]{6})[^;>\s,\"]*", re.I)
+_DIGEST_RESPONSE = re.compile(r'(\bresponse\s*=\s*)("[^"]*"|[^\s,]+)', re.I)
+
+
+def _scrub(text: str) -> str:
+    text = _URI_PASSWORD.sub(r"\1<redacted>@", text)
+    return _PUSH_TOKEN.sub(r"\1\2...", text)
+
+
+def redacted(message: Message) -> str:
+    """The message as text for logs: digest responses, URI passwords and push tokens
+    masked, the body replaced by its length."""
+    lines = [_scrub(message._start_line())]
+    for key, name, value in message.headers._fields:
+        if key in _SECRET_HEADERS:
+            value = _DIGEST_RESPONSE.sub(r'\1"<redacted>"', value)
+        lines.append(f"{name}: {_scrub(value)}")
+    if message.body:
+        lines.append(f"<body: {len(message.body)} bytes>")
+    return "\r\n".join(lines)

@@ -1,0 +1,492 @@
+"""SIP transactions (RFC 3261 section 17, with the RFC 6026 Accepted states).
+
+`TransactionLayer(user, wheel, settings)` is the transport layer's user: it matches what
+arrives to transactions (17.1.3 for responses: branch + CSeq method; 17.2.3 for requests:
+branch + sent-by + method, ACK going to its INVITE) and hands the rest up:
+    user.request_received(request, server_transaction)   a new request (CANCEL too:
+                                                          `transaction.cancels` is the
+                                                          INVITE transaction it matches)
+    user.ack_received(ack, flow)                          an ACK of no transaction (2xx)
+    user.response_received(response, flow)                a stray response (2xx retransmits)
+    user.flow_failed(flow, reason)                        passed on from the transport
+`layer.request(request, flow)` starts a ClientTransaction; `await tx.final` gives the
+final response or raises TransactionTimeout / TransportError. Timers A to K (and L, M)
+run on the timer wheel, with T1, T2, T4 from `TimerSettings`; retransmissions happen on
+unreliable flows only.
+
+Depends on the message model (`gateway.sip.message`), flows (anything with `send`,
+`reliable`, `owner.response_flow`), a timer wheel and `gateway.errors`. Nothing above.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import Any, Callable, Protocol
+
+import msgspec
+
+from gateway.errors import ConfigError, ParseError, TransactionTimeout, TransportError
+from gateway.sip import message as sipmsg
+
+log = logging.getLogger(__name__)
+
+MAGIC_COOKIE = "z9hG4bK"
+
+
+class TimerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    t1: float = 0.5    # round-trip estimate
+    t2: float = 4.0    # longest interval between non-INVITE retransmissions
+    t4: float = 5.0    # how long a message may linger in the network
+    timer_d: float = 32.0  # how long an INVITE client absorbs final retransmissions (UDP)
+    #: an INVITE server transaction answers 100 Trying after this long unless the TU has
+    #: answered already (RFC 3261 17.2.1: 200 ms); negative: never
+    trying_after: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not 0 < self.t1 <= self.t2:
+            raise ConfigError("sip.timers: need 0 < t1 <= t2")
+        if self.t4 <= 0 or self.timer_d < 0:
+            raise ConfigError("sip.timers: t4 must be positive and timer_d not negative")
+
+
+class TransactionUser(Protocol):
+    def request_received(self, request: Any, transaction: "ServerTransaction") -> None: ...
+    def ack_received(self, ack: Any, flow: Any) -> None: ...
+    def response_received(self, response: Any, flow: Any) -> None: ...
+    def flow_failed(self, flow: Any, reason: Exception) -> None: ...
+
+
+def new_branch() -> str:
+    """A fresh RFC 3261 branch (magic cookie + 80 random bits)."""
+    return MAGIC_COOKIE + secrets.token_hex(10)
+
+
+# ---- client transactions (17.1) -----------------------------------------------------------
+
+class _Transaction:
+    """What both kinds share: a flow to send on, and ending on a transport error."""
+
+    __slots__ = ()
+
+    def _send(self, data: bytes) -> bool:
+        try:
+            self.flow.send(data)
+        except TransportError as exc:  # 17.1.4 / 17.2.4: tell the TU, end the transaction
+            self._terminate(exc)
+            return False
+        return True
+
+
+class ClientTransaction(_Transaction):
+    """INVITE (17.1.1) or non-INVITE (17.1.2) client transaction on one flow.
+
+    `final` is a future: the final response, or TransactionTimeout (timer B/F) or
+    TransportError. `on_response(response)`, when given, sees every response passed up,
+    provisional ones and INVITE 2xx retransmissions included.
+    """
+
+    __slots__ = ("layer", "request", "flow", "key", "method", "state", "final",
+                 "on_response", "_wire", "_interval", "_retransmit", "_timeout", "_end",
+                 "_ack", "retransmissions")
+
+    def __init__(self, layer: "TransactionLayer", request: Any, flow: Any,
+                 on_response: Callable[[Any], None] | None = None):
+        self.layer = layer
+        self.request = request
+        self.flow = flow
+        self.method = request.method
+        self.key = (request.via[0].branch, self.method)
+        self.state = "calling" if self.method == "INVITE" else "trying"
+        self.final: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.on_response = on_response
+        self._wire = request.encode()
+        self._interval = layer.settings.t1
+        self._retransmit = self._timeout = self._end = None
+        self._ack: bytes | None = None
+        self.retransmissions = 0
+
+    def start(self) -> None:
+        wheel, t1 = self.layer.wheel, self.layer.settings.t1
+        if not self.flow.reliable:  # timer A / timer E
+            self._retransmit = wheel.call_later(t1, _client_retransmit, self)
+        self._timeout = wheel.call_later(64 * t1, _client_timeout, self)  # timer B / F
+        self._send(self._wire)
+
+    def receive(self, response: Any) -> None:
+        status = response.status
+        if self.method == "INVITE":
+            self._receive_invite(response, status)
+        else:
+            self._receive_non_invite(response, status)
+
+    def _receive_non_invite(self, response, status) -> None:
+        if self.state not in ("trying", "proceeding"):
+            return  # completed: a retransmitted final response, absorbed
+        if status < 200:
+            self.state = "proceeding"
+            self._pass_up(response)
+            return
+        self.state = "completed"
+        _cancel(self._retransmit, self._timeout)
+        self._pass_up(response)
+        self._linger(self.layer.settings.t4)  # timer K
+
+    def _receive_invite(self, response, status) -> None:
+        if self.state in ("calling", "proceeding"):
+            _cancel(self._retransmit)
+            if status < 200:
+                self.state = "proceeding"
+                _cancel(self._timeout)  # timer B only matters while calling
+                self._pass_up(response)
+            elif status < 300:
+                # RFC 6026 Accepted: keep matching the 2xx retransmissions for 64*T1
+                self.state = "accepted"
+                _cancel(self._timeout)
+                self._pass_up(response)
+                self._end = self.layer.wheel.call_later(64 * self.layer.settings.t1,
+                                                        _client_end, self)  # timer M
+            else:
+                self.state = "completed"
+                _cancel(self._timeout)
+                self._ack = build_ack(self.request, response).encode()
+                self._send(self._ack)
+                self._pass_up(response)
+                self._linger(self.layer.settings.timer_d)  # timer D
+        elif self.state == "accepted" and 200 <= status < 300:
+            self._pass_up(response)  # the TU acknowledges each 2xx retransmission
+        elif self.state == "completed" and status >= 300 and self._ack is not None:
+            self._send(self._ack)  # our ACK got lost: send it again
+
+    def _pass_up(self, response: Any) -> None:
+        if status_is_final(response) and not self.final.done():
+            self.final.set_result(response)
+        if self.on_response is not None:
+            try:
+                self.on_response(response)
+            except Exception:  # noqa: BLE001
+                log.exception("on_response of %s failed", self.key)
+
+    def _linger(self, delay: float) -> None:
+        if self.flow.reliable or delay <= 0:
+            self._terminate(None)
+        else:
+            self._end = self.layer.wheel.call_later(delay, _client_end, self)
+
+    def _terminate(self, error: Exception | None) -> None:
+        if self.state == "terminated":
+            return
+        self.state = "terminated"
+        _cancel(self._retransmit, self._timeout, self._end)
+        self.layer._client_done(self)
+        if error is not None and not self.final.done():
+            self.final.set_exception(error)
+            self.final.exception()  # retrieved even when nobody awaits it
+
+    def flow_failed(self, reason: Exception) -> None:
+        self._terminate(TransportError(f"{self.method} transaction: flow failed: {reason}"))
+
+
+def _client_retransmit(tx: ClientTransaction) -> None:
+    """Timer A (INVITE: doubles without bound) or timer E (non-INVITE: doubles up to T2,
+    T2 flat once a provisional response arrived)."""
+    tx._retransmit = None
+    if tx.state not in ("calling", "trying", "proceeding"):
+        return
+    if not tx._send(tx._wire):
+        return
+    tx.retransmissions += 1
+    t2 = tx.layer.settings.t2
+    if tx.method == "INVITE":
+        tx._interval *= 2
+    elif tx.state == "proceeding":
+        tx._interval = t2
+    else:
+        tx._interval = min(2 * tx._interval, t2)
+    tx._retransmit = tx.layer.wheel.call_later(tx._interval, _client_retransmit, tx)
+
+
+def _client_timeout(tx: ClientTransaction) -> None:
+    """Timer B or F: no final response in 64*T1."""
+    tx._timeout = None
+    if tx.state in ("calling", "trying", "proceeding"):
+        which = "B" if tx.method == "INVITE" else "F"
+        tx._terminate(TransactionTimeout(
+            f"{tx.method} got no final response (timer {which}, "
+            f"{64 * tx.layer.settings.t1:g}s)"))
+
+
+def _client_end(tx: ClientTransaction) -> None:
+    tx._end = None
+    tx._terminate(None)
+
+
+# ---- server transactions (17.2) -----------------------------------------------------------
+
+class ServerTransaction(_Transaction):
+    """INVITE (17.2.1) or non-INVITE (17.2.2) server transaction. The TU answers with
+    `respond(response)`; the transaction sends it, retransmits it as the timers say and
+    absorbs retransmitted requests. `on_failure(reason)`, when set, hears of timer H
+    (no ACK) and of transport errors."""
+
+    __slots__ = ("layer", "request", "flow", "key", "method", "state", "last_response",
+                 "cancels", "on_failure", "_wire", "_interval", "_retransmit", "_timeout",
+                 "_end", "_trying")
+
+    def __init__(self, layer: "TransactionLayer", request: Any, flow: Any, key: tuple):
+        self.layer = layer
+        self.request = request
+        self.flow = flow
+        self.key = key
+        self.method = request.method
+        self.state = "proceeding" if self.method == "INVITE" else "trying"
+        self.last_response = None
+        self.cancels: ServerTransaction | None = None
+        self.on_failure: Callable[[Exception], None] | None = None
+        self._wire: bytes | None = None
+        self._interval = layer.settings.t1
+        self._retransmit = self._timeout = self._end = self._trying = None
+        if self.method == "INVITE":
+            if layer.settings.trying_after >= 0:
+                self._trying = layer.wheel.call_later(layer.settings.trying_after,
+                                                      _server_trying, self)
+        else:
+            # the client gives up after 64*T1 (timer F); a TU that never answers must not
+            # leave the transaction behind for ever
+            self._timeout = layer.wheel.call_later(64 * layer.settings.t1,
+                                                   _server_unanswered, self)
+
+    def respond(self, response: Any) -> None:
+        """Send a response from the TU. Raises TransportError if it cannot be sent."""
+        if self.state in ("completed", "confirmed", "accepted", "terminated"):
+            raise TransportError(f"{self.method} transaction already answered finally")
+        _cancel(self._trying)
+        self._trying = None
+        status = response.status
+        self.last_response = response
+        self._wire = response.encode()
+        settings, wheel = self.layer.settings, self.layer.wheel
+        if status < 200:
+            if self.method != "INVITE":
+                self.state = "proceeding"
+        elif self.method != "INVITE":
+            self.state = "completed"
+            _cancel(self._timeout)
+            self._timeout = None
+            self._linger(64 * settings.t1)  # timer J
+        elif status < 300:
+            # RFC 6026 Accepted: absorb INVITE retransmissions; the TU retransmits the 2xx
+            self.state = "accepted"
+            self._end = wheel.call_later(64 * settings.t1, _server_end, self)  # timer L
+        else:
+            self.state = "completed"
+            if not self.flow.reliable:
+                self._retransmit = wheel.call_later(settings.t1, _server_retransmit, self)  # G
+            self._timeout = wheel.call_later(64 * settings.t1, _server_no_ack, self)  # H
+        if not self._send(self._wire):
+            raise TransportError(f"could not send {status} for {self.method}")
+
+    def retransmitted(self, request: Any) -> None:
+        """The same request again (or the ACK of our non-2xx final response)."""
+        if request.method == "ACK":
+            if self.state == "completed":
+                self.state = "confirmed"
+                _cancel(self._retransmit, self._timeout)
+                self._retransmit = self._timeout = None
+                self._linger(self.layer.settings.t4)  # timer I
+            return
+        if self.state in ("proceeding", "completed") and self._wire is not None:
+            self._send(self._wire)  # the last response (provisional or final) again
+
+    def _linger(self, delay: float) -> None:
+        if self.flow.reliable:
+            self._terminate(None)
+        else:
+            self._end = self.layer.wheel.call_later(delay, _server_end, self)
+
+    def _terminate(self, error: Exception | None) -> None:
+        if self.state == "terminated":
+            return
+        self.state = "terminated"
+        _cancel(self._retransmit, self._timeout, self._end, self._trying)
+        self.layer._server_done(self)
+        if error is not None and self.on_failure is not None:
+            try:
+                self.on_failure(error)
+            except Exception:  # noqa: BLE001
+                log.exception("on_failure of %s failed", self.key)
+
+
+def _server_trying(tx: ServerTransaction) -> None:
+    tx._trying = None
+    if tx.state == "proceeding" and tx.last_response is None:
+        try:
+            tx.respond(build_response(tx.request, 100, "Trying"))
+        except TransportError:
+            pass  # _send already ended the transaction
+
+
+def _server_retransmit(tx: ServerTransaction) -> None:
+    """Timer G: the non-2xx final response again, doubling up to T2, until the ACK."""
+    tx._retransmit = None
+    if tx.state != "completed" or not tx._send(tx._wire):
+        return
+    tx._interval = min(2 * tx._interval, tx.layer.settings.t2)
+    tx._retransmit = tx.layer.wheel.call_later(tx._interval, _server_retransmit, tx)
+
+
+def _server_no_ack(tx: ServerTransaction) -> None:
+    """Timer H: the ACK never came."""
+    tx._timeout = None
+    if tx.state == "completed":
+        tx._terminate(TransactionTimeout("no ACK for the final response (timer H)"))
+
+
+def _server_unanswered(tx: ServerTransaction) -> None:
+    tx._timeout = None
+    if tx.state in ("trying", "proceeding"):
+        log.warning("%s %s got no final response from the TU in time", tx.method, tx.key[0])
+        tx._terminate(TransactionTimeout(f"{tx.method} left unanswered by the TU"))
+
+
+def _server_end(tx: ServerTransaction) -> None:
+    tx._end = None
+    tx._terminate(None)
+
+
+# ---- the layer ---------------------------------------------------------------------------
+
+class TransactionLayer:
+    """Matches messages to transactions; the transport layer's user. See the docstring."""
+
+    def __init__(self, user: TransactionUser, wheel: Any, settings: TimerSettings | None = None):
+        self.user = user
+        self.wheel = wheel
+        self.settings = settings or TimerSettings()
+        self.clients: dict[tuple, ClientTransaction] = {}
+        self.servers: dict[tuple, ServerTransaction] = {}
+
+    def request(self, request: Any, flow: Any,
+                on_response: Callable[[Any], None] | None = None) -> ClientTransaction:
+        """Start a client transaction for `request` (its top Via has a fresh branch, see
+        `new_branch`) on `flow`. ACK for a 2xx is no transaction: send it on the flow."""
+        if request.method == "ACK":
+            raise ValueError("an ACK is not sent through a client transaction")
+        tx = ClientTransaction(self, request, flow, on_response)
+        if tx.key in self.clients:
+            raise ValueError(f"branch {tx.key[0]} is already in use")
+        self.clients[tx.key] = tx
+        tx.start()
+        return tx
+
+    async def send(self, request: Any, flow: Any) -> Any:
+        """Send a request and wait for its final response."""
+        return await self.request(request, flow).final
+
+    # -- from the transport layer ---------------------------------------------------------
+
+    def message_received(self, message: Any, flow: Any) -> None:
+        try:
+            if isinstance(message, sipmsg.Response):
+                self._response(message, flow)
+            else:
+                self._request(message, flow)
+        except ParseError as exc:  # a field read lazily (Via, CSeq...) was malformed
+            log.info("dropping a malformed message from %r: %s", flow, exc)
+
+    def flow_failed(self, flow: Any, reason: Exception) -> None:
+        for tx in [tx for tx in self.clients.values() if tx.flow is flow]:
+            tx.flow_failed(reason)
+        for tx in [tx for tx in self.servers.values() if tx.flow is flow]:
+            tx._terminate(TransportError(f"flow failed: {reason}"))
+        self.user.flow_failed(flow, reason)
+
+    def _response(self, response: Any, flow: Any) -> None:
+        if not response.via:
+            log.info("dropping a response without Via from %r", flow)
+            return
+        tx = self.clients.get((response.via[0].branch, response.cseq[1]))
+        if tx is None:
+            self.user.response_received(response, flow)
+        else:
+            tx.receive(response)
+
+    def _request(self, request: Any, flow: Any) -> None:
+        key = server_key(request)
+        tx = self.servers.get(key)
+        if tx is not None:
+            tx.retransmitted(request)
+            return
+        if request.method == "ACK":
+            self.user.ack_received(request, flow)  # ACK of a 2xx: the TU's business
+            return
+        reply_flow = flow.owner.response_flow(request, flow) if hasattr(flow, "owner") else flow
+        tx = ServerTransaction(self, request, reply_flow, key)
+        if request.method == "CANCEL":
+            tx.cancels = self.servers.get(key[:-1] + ("INVITE",))
+        self.servers[key] = tx
+        self.user.request_received(request, tx)
+
+    def _client_done(self, tx: ClientTransaction) -> None:
+        if self.clients.get(tx.key) is tx:
+            del self.clients[tx.key]
+
+    def _server_done(self, tx: ServerTransaction) -> None:
+        if self.servers.get(tx.key) is tx:
+            del self.servers[tx.key]
+
+
+def server_key(request: Any) -> tuple:
+    """RFC 3261 17.2.3: branch + sent-by + method, ACK matching its INVITE. A request
+    without the magic cookie (RFC 2543 peers) is keyed by its dialog-ish identity."""
+    via = request.via[0]
+    method = "INVITE" if request.method == "ACK" else request.method
+    branch = via.branch or ""
+    if branch.startswith(MAGIC_COOKIE):
+        return (branch, via.host.lower(), via.port, method)
+    return ("rfc2543", request.call_id, request.cseq[0], request.from_.tag, via.host.lower(),
+            via.port, branch, method)
+
+
+def status_is_final(response: Any) -> bool:
+    return response.status >= 200
+
+
+def _cancel(*handles) -> None:
+    for handle in handles:
+        if handle is not None:
+            handle.cancel()
+
+
+# ---- messages the transactions make themselves ----------------------------------------
+
+def build_ack(request: Any, response: Any) -> Any:
+    """The ACK for a non-2xx final response (RFC 3261 17.1.1.3): the INVITE's Request-URI,
+    top Via, From, Call-ID, CSeq number and Route set, the response's To (with its tag)."""
+    return _same_transaction(request, "ACK", response.get("To"))
+
+
+def build_cancel(request: Any) -> Any:
+    """The CANCEL of a pending request (RFC 3261 9.1): same Request-URI, top Via (so the
+    same branch), From, To, Call-ID, CSeq number and Route set. Send it on the request's
+    flow through `TransactionLayer.request`, as its own transaction."""
+    return _same_transaction(request, "CANCEL", request.get("To"))
+
+
+def _same_transaction(request: Any, method: str, to: str) -> Any:
+    headers = [("Via", request.headers.get_all("Via")[0]), ("Max-Forwards", "70")]
+    headers += [("Route", route) for route in request.headers.fields("Route")]
+    headers += [("From", request.get("From")), ("To", to), ("Call-ID", request.call_id),
+                ("CSeq", f"{request.cseq.number} {method}")]
+    return sipmsg.Request(method, request.uri_text, headers)
+
+
+def build_response(request: Any, status: int, reason: str) -> Any:
+    """A response copying the request's Via, From, To, Call-ID and CSeq (8.2.6.2)."""
+    headers = [("Via", via) for via in request.headers.fields("Via")]
+    headers += [("From", request.get("From")), ("To", request.get("To")),
+                ("Call-ID", request.call_id), ("CSeq", request.get("CSeq"))]
+    if status == 100 and request.get("Timestamp") is not None:
+        headers.append(("Timestamp", request.get("Timestamp")))  # RFC 3261 8.2.6.1
+    return sipmsg.Response(status, reason, headers)

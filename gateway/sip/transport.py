@@ -1,0 +1,438 @@
+"""The SIP transport layer (RFC 3261 section 18) on asyncio/uvloop: UDP, TCP and TLS, as
+client and server, with shared flows.
+
+`TransportLayer(user, wheel, settings)` listens (`listen(...)`), opens or reuses flows
+(`connect(target)`), frames what arrives and hands it up:
+    user.message_received(message, flow)   a parsed Request or Response
+    user.flow_failed(flow, reason)         a flow broke (lost connection, missing pong)
+Outbound connections are shared: one per (host, port, transport, TLS server name, client
+certificate). Inbound requests get RFC 3261 18.2.1 / RFC 3581 treatment (`received`,
+`rport` on the top Via); responses tell the flow how the peer saw us (`flow.observed`).
+TLS verifies the server's certificate by default (system CAs or `tls_ca_file`); a
+registrar may ask for a client certificate (`TlsIdentity`). A limit caps the number of
+connections, and connections nobody uses close after the idle timeout.
+
+Depends on `gateway.sip.flow`, the parser (`gateway.sip.parsing`, for framing only) and
+`gateway.errors`. It knows nothing of transactions: those sit above and use the callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import ssl
+from typing import Any, Protocol
+
+import msgspec
+
+from gateway.errors import ConfigError, ParseError, TransportError
+from gateway.sip import parsing
+from gateway.sip.message import Request, redacted
+from gateway.sip.flow import PONG, Flow, trace
+from gateway.sip.inflight import InFlight
+
+log = logging.getLogger(__name__)
+
+TRANSPORTS = ("udp", "tcp", "tls")
+MAX_DATAGRAM = 65_507  # the largest UDP payload over IPv4
+
+
+class TransportSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    #: seconds between CRLF keepalives on held flows (0: none). RFC 5626 suggests 95-120
+    #: s for TCP; NATs in front of phones want less.
+    keepalive_interval: float = 30.0
+    #: seconds to wait for the CRLF pong (RFC 5626: 10), capped at half the interval
+    pong_timeout: float = 10.0
+    #: close connections and forget UDP flows nobody holds after this many quiet seconds
+    idle_timeout: float = 300.0
+    #: at most this many TCP/TLS connections, in and out together
+    max_connections: int = 10_000
+    connect_timeout: float = 5.0
+    #: a peer that leaves this much unsent data in our buffer is dropped
+    max_write_buffer: int = 1 << 20
+    tls_verify: bool = True
+    #: CA bundle for verifying servers (None: the system's)
+    tls_ca_file: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("keepalive_interval", "pong_timeout", "idle_timeout", "connect_timeout"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"transport.{name}: must not be negative")
+        if self.max_connections < 1:
+            raise ConfigError("transport.max_connections: must be at least 1")
+
+
+class TlsIdentity(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A certificate we present: a client certificate for a registrar, or the server
+    certificate of a TLS listener (`ca_file` then verifies client certificates)."""
+
+    cert_file: str
+    key_file: str | None = None
+    ca_file: str | None = None
+    require_client_cert: bool = False
+
+
+class TransportUser(Protocol):
+    def message_received(self, message: Any, flow: Flow) -> None: ...
+    def flow_failed(self, flow: Flow, reason: Exception) -> None: ...
+
+
+class _UdpSocket(asyncio.DatagramProtocol):
+    """One bound UDP socket; every UDP flow through it shares it."""
+
+    def __init__(self, layer: "TransportLayer"):
+        self.layer = layer
+        self.transport: asyncio.DatagramTransport | None = None
+        self.local: tuple = ()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.local = transport.get_extra_info("sockname")[:2]
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        self.layer._datagram(self, data, addr[:2])
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like; the transaction's timers handle the loss
+        log.debug("UDP %s: %s", self.local, exc)
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP or TLS connection, framed by the parser's StreamParser."""
+
+    def __init__(self, layer: "TransportLayer", transport_name: str, outbound_key=None,
+                 server_name: str | None = None):
+        self.layer = layer
+        self.name = transport_name
+        self.outbound_key = outbound_key
+        self.server_name = server_name
+        self.parser = parsing.StreamParser()
+        self.flow: Flow | None = None
+
+    def connection_made(self, transport) -> None:
+        self.flow = self.layer._connection_made(self, transport)
+
+    def data_received(self, data: bytes) -> None:
+        flow = self.flow
+        if flow is None or flow.closed:
+            return
+        flow.touch()
+        try:
+            items = self.parser.feed(data)
+        except ParseError as exc:
+            # the byte stream cannot be framed any more: nothing after this is trustworthy
+            flow.fail(TransportError(f"unparsable stream: {exc}"))
+            return
+        for item in items:
+            if item is parsing.KEEPALIVE_PONG or (
+                    item is parsing.KEEPALIVE_PING and flow.awaiting_pong):
+                # two pongs in two reads look like one ping split in two to the framer:
+                # while we wait for a pong, a "ping" is our pong
+                flow.pong_received()
+            elif item is parsing.KEEPALIVE_PING:
+                self.layer._write(flow, PONG)  # RFC 5626 4.4.1: answer the ping
+            else:
+                self.layer._deliver(item, flow)
+            if flow.closed:
+                return
+        if self.parser.failed:  # a bad message followed good ones in the same read
+            flow.fail(TransportError("unparsable stream"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.flow is not None and not self.flow.closed:
+            self.flow.fail(TransportError(f"connection lost: {exc or 'closed by peer'}"))
+
+
+class TransportLayer:
+    """Listeners, connectors and the table of flows. See the module docstring."""
+
+    def __init__(self, user: TransportUser, wheel: Any,
+                 settings: TransportSettings | None = None):
+        self.user = user
+        self.wheel = wheel
+        self.settings = settings or TransportSettings()
+        self._udp: list[_UdpSocket] = []
+        self._servers: list[tuple[asyncio.AbstractServer, str]] = []
+        self._outbound: dict[tuple, Flow] = {}      # shared connections we opened
+        self._connecting = InFlight("connect")
+        self._by_remote: dict[tuple, Flow] = {}     # (transport, remote) -> flow
+        self.connections = 0
+        self._ssl_contexts: dict[Any, ssl.SSLContext] = {}
+
+    # -- listening ------------------------------------------------------------------------
+
+    async def listen(self, transport: str, host: str, port: int = 0,
+                     tls: TlsIdentity | None = None) -> tuple:
+        """Listen on host:port (0: any free port); returns the bound address."""
+        loop = asyncio.get_running_loop()
+        if transport == "udp":
+            _, proto = await loop.create_datagram_endpoint(
+                lambda: _UdpSocket(self), local_addr=(host, port))
+            self._udp.append(proto)
+            return proto.local
+        if transport not in ("tcp", "tls"):
+            raise ConfigError(f"unknown SIP transport {transport!r}")
+        context = None
+        if transport == "tls":
+            if tls is None:
+                raise ConfigError("a TLS listener needs a certificate (TlsIdentity)")
+            context = self._server_context(tls)
+        server = await loop.create_server(lambda: _Connection(self, transport), host, port,
+                                          ssl=context, reuse_address=True)
+        self._servers.append((server, transport))
+        return server.sockets[0].getsockname()[:2]
+
+    def local_address(self, transport: str) -> tuple | None:
+        """Where we listen for a transport (for Via sent-by and Contact), if we do."""
+        if transport == "udp":
+            return self._udp[0].local if self._udp else None
+        for server, name in self._servers:
+            if name == transport:
+                return server.sockets[0].getsockname()[:2]
+        return None
+
+    # -- connecting -----------------------------------------------------------------------
+
+    async def connect(self, target: Any, identity: TlsIdentity | None = None) -> Flow:
+        """The flow to `target` (anything with .address .port .transport .server_name,
+        e.g. `gateway.sip.dns.Target`), shared with every other user of the same peer."""
+        transport = target.transport.lower()
+        if transport not in TRANSPORTS:
+            raise TransportError(f"unsupported SIP transport {transport!r}")
+        remote = (target.address, int(target.port))
+        if transport == "udp":
+            return await self._udp_flow(remote)
+        server_name = getattr(target, "server_name", None) or target.address
+        key = (target.address, remote[1], transport,
+               server_name if transport == "tls" else None,
+               identity.cert_file if identity and transport == "tls" else None)
+        flow = self._outbound.get(key)
+        if flow is not None and not flow.closed:
+            return flow
+        return await self._connecting.run(
+            key, lambda: self._open(key, remote, transport, server_name, identity))
+
+    async def _open(self, key, remote, transport, server_name, identity) -> Flow:
+        # connections being opened count too (this one is among them)
+        if self.connections + len(self._connecting) > self.settings.max_connections:
+            raise TransportError(f"connection limit ({self.settings.max_connections}) reached")
+        loop = asyncio.get_running_loop()
+        context = self._client_context(identity) if transport == "tls" else None
+        tls_args = {}
+        if context is not None:
+            tls_args = {"ssl": context, "server_hostname": server_name,
+                        "ssl_handshake_timeout": self.settings.connect_timeout}
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: _Connection(self, transport, key, server_name),
+                                       remote[0], remote[1], **tls_args),
+                self.settings.connect_timeout)
+        except asyncio.TimeoutError:
+            raise TransportError(f"{transport} connect to {remote} timed out") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise TransportError(f"{transport} connect to {remote}: {exc}") from exc
+        return conn.flow
+
+    async def _udp_flow(self, remote: tuple) -> Flow:
+        family = socket.AF_INET6 if ":" in remote[0] else socket.AF_INET
+        sock = next((s for s in self._udp if (":" in s.local[0]) == (family == socket.AF_INET6)),
+                    None)
+        if sock is None:  # client only: an ephemeral socket of the right family
+            await self.listen("udp", "::" if family == socket.AF_INET6 else "0.0.0.0")
+            sock = self._udp[-1]
+        return self._udp_flow_for(sock, remote)
+
+    def _udp_flow_for(self, sock: _UdpSocket, remote: tuple) -> Flow:
+        key = ("udp", sock.local, remote)
+        flow = self._by_remote.get(key)
+        if flow is None or flow.closed:
+            flow = Flow(self, "udp", sock.local, remote, key=key, outbound=False,
+                        connection=sock, keepalive_interval=self.settings.keepalive_interval,
+                        pong_timeout=self.settings.pong_timeout,
+                        idle_timeout=self.settings.idle_timeout)
+            self._by_remote[key] = flow
+        return flow
+
+    # -- what the connections and sockets report ---------------------------------------
+
+    def _connection_made(self, conn: _Connection, transport) -> Flow | None:
+        local = transport.get_extra_info("sockname")[:2]
+        remote = transport.get_extra_info("peername")[:2]
+        outbound = conn.outbound_key is not None
+        if not outbound and self.connections >= self.settings.max_connections:
+            log.warning("connection limit (%d) reached: refusing %s from %s",
+                        self.settings.max_connections, conn.name, remote)
+            transport.abort()
+            return None
+        key = conn.outbound_key or (conn.name, local, remote)
+        flow = Flow(self, conn.name, local, remote, key=key, outbound=outbound,
+                    server_name=conn.server_name, connection=transport,
+                    keepalive_interval=self.settings.keepalive_interval,
+                    pong_timeout=self.settings.pong_timeout,
+                    idle_timeout=self.settings.idle_timeout)
+        self.connections += 1
+        if outbound:
+            self._outbound[key] = flow
+        self._by_remote[(conn.name, local, remote)] = flow
+        log.debug("%r open", flow)
+        return flow
+
+    def _datagram(self, sock: _UdpSocket, data: bytes, remote: tuple) -> None:
+        if not data.strip(b"\r\n"):
+            return  # a CRLF keepalive from a NAT-minded peer: nothing to answer on UDP
+        try:
+            message = parsing.parse_message(data)
+        except ParseError as exc:
+            log.info("dropping unparsable datagram from %s: %s", remote, exc)
+            return
+        flow = self._udp_flow_for(sock, remote)
+        flow.touch()
+        self._deliver(message, flow)
+
+    def _deliver(self, message: Any, flow: Flow) -> None:
+        if trace.isEnabledFor(logging.DEBUG):
+            trace.debug("recv %s\n%s", flow, redacted(message))
+        if isinstance(message, Request):
+            stamp_via(message, flow.remote)
+        else:
+            observe_via(message, flow)
+        try:
+            self.user.message_received(message, flow)
+        except Exception:  # noqa: BLE001 - one bad message must not take the flow down
+            log.exception("handling a message from %r failed", flow)
+
+    def _write(self, flow: Flow, data: bytes) -> None:
+        conn = flow.connection
+        if flow.transport == "udp":
+            if len(data) > MAX_DATAGRAM:
+                # RFC 3261 18.1.1: such a request belongs on TCP; the TU picks the flow
+                raise TransportError(f"{len(data)} bytes do not fit in a UDP datagram")
+            conn.transport.sendto(data, flow.remote)
+            return
+        if conn.is_closing():
+            raise TransportError(f"{flow!r}: connection is closing")
+        conn.write(data)
+        if conn.get_write_buffer_size() > self.settings.max_write_buffer:
+            error = TransportError(f"{flow!r}: peer does not read (write buffer full)")
+            flow.fail(error)
+            raise error
+
+    def _forget(self, flow: Flow) -> None:
+        if self._by_remote.get(_remote_key(flow)) is flow:
+            del self._by_remote[_remote_key(flow)]
+        if flow.outbound and self._outbound.get(flow.key) is flow:
+            del self._outbound[flow.key]
+        if flow.reliable:
+            self.connections -= 1
+
+    def _flow_failed(self, flow: Flow, reason: Exception) -> None:
+        self._forget(flow)
+        try:
+            self.user.flow_failed(flow, reason)
+        except Exception:  # noqa: BLE001
+            log.exception("flow_failed handler for %r failed", flow)
+
+    def _flow_idle(self, flow: Flow) -> None:
+        self._forget(flow)
+
+    # -- TLS contexts ---------------------------------------------------------------------
+
+    def _client_context(self, identity: TlsIdentity | None) -> ssl.SSLContext:
+        cache_key = ("client", identity)
+        context = self._ssl_contexts.get(cache_key)
+        if context is None:
+            settings = self.settings
+            try:
+                context = ssl.create_default_context(cafile=settings.tls_ca_file)
+                if not settings.tls_verify:
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                if identity is not None:
+                    context.load_cert_chain(identity.cert_file, identity.key_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"TLS client settings: {exc}") from exc
+            self._ssl_contexts[cache_key] = context
+        return context
+
+    def _server_context(self, identity: TlsIdentity) -> ssl.SSLContext:
+        try:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=identity.ca_file)
+            context.load_cert_chain(identity.cert_file, identity.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"TLS listener certificate: {exc}") from exc
+        context.verify_mode = (ssl.CERT_REQUIRED if identity.require_client_cert
+                               else ssl.CERT_OPTIONAL if identity.ca_file else ssl.CERT_NONE)
+        return context
+
+    # -- responses (RFC 3261 18.2.2, RFC 3581) -------------------------------------------
+
+    def response_flow(self, request: Any, flow: Flow) -> Flow:
+        """Where the responses to `request` (received on `flow`) go: the same connection
+        for TCP/TLS; over UDP the source address when the client asked for rport (RFC
+        3581), else the source IP and the port of the Via's sent-by."""
+        if flow.reliable:
+            return flow
+        via = request.via[0]
+        if via.has_rport:
+            return flow
+        port = via.port or 5060
+        if port == flow.remote[1]:
+            return flow
+        return self._udp_flow_for(flow.connection, (flow.remote[0], port))
+
+    def flows(self) -> list[Flow]:
+        return [f for f in self._by_remote.values() if not f.closed]
+
+    async def close(self) -> None:
+        """Close every flow, listener and socket (graceful shutdown)."""
+        for flow in list(self._by_remote.values()) + list(self._outbound.values()):
+            flow.close()
+        for server, _ in self._servers:
+            server.close()
+        for sock in self._udp:
+            if sock.transport is not None:
+                sock.transport.close()
+        for server, _ in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+        self._udp.clear()
+
+
+def _remote_key(flow: Flow) -> tuple:
+    return (flow.transport, flow.local, flow.remote)
+
+
+def stamp_via(request: Any, source: tuple) -> None:
+    """RFC 3261 18.2.1 and RFC 3581: note on the top Via where the request really came
+    from, so that responses find their way back through NATs."""
+    via = request.via[0]
+    if via.has_rport:  # the client asked: tell it its source address and port
+        via.params["received"] = source[0]
+        via.params["rport"] = str(source[1])
+    elif _host_differs(via.host, source[0]):
+        via.params["received"] = source[0]
+    else:
+        return
+    # the wire form comes from the header fields: rewrite the Via list, top one changed
+    rest = request.headers.get_all("Via")[1:]
+    request.headers.set("Via", ", ".join([str(via)] + rest))
+
+
+def observe_via(response: Any, flow: Flow) -> None:
+    """Remember how the peer saw us (the received/rport it put on our Via)."""
+    via = response.via[0] if response.via else None
+    if via is not None and via.received:
+        try:
+            port = via.rport or flow.local[1]
+        except ParseError:
+            return
+        flow.observed = (via.received, port)
+
+
+def _host_differs(host: str, address: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")) != ipaddress.ip_address(address)
+    except ValueError:
+        return True  # a name in sent-by: always add received
