@@ -29,7 +29,7 @@ from hpack import NeverIndexedHeaderTuple
 
 from gateway import logs
 from gateway.config import ApnsCredentials
-from gateway.errors import PayloadTooLarge, TransientError
+from gateway.errors import ConfigError, PayloadTooLarge, TransientError
 from gateway.push import payloads
 from gateway.push.base import Notification, PushResult, delivered, retry_after, tls_context
 from gateway.push.http2 import Http2Pool
@@ -71,7 +71,12 @@ class ProviderToken:
         self.team_id = team_id
         self.refresh_after = refresh_after
         self._clock = clock
-        self._key = load_ec_p256_key(Path(key_file).read_bytes(), key_file)
+        try:
+            self._key = load_ec_p256_key(Path(key_file).read_bytes(), key_file)
+        except OSError as exc:
+            raise ConfigError(f"{key_file}: cannot read: {exc.strerror}") from None
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self._token: str | None = None
         self._issued_at = 0.0
         self.minted = 0  # how many tokens were made (tests, stats)
@@ -200,7 +205,7 @@ class ApnsProvider:
         else:
             try:
                 self._ssl = self._tls_context()
-            except (OSError, ValueError) as exc:
+            except ConfigError as exc:
                 log.error("APNs certificate unreadable, keeping the loaded one", error=str(exc))
         for environment, pool in list(self._pools.items()):
             pool.recycle()

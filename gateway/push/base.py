@@ -12,7 +12,7 @@ callbacks the instance lifecycle implements.
   (an instance left without a call target goes to state `off`).
 
 Also the TLS context and Retry-After parsing the three providers share. Depends on
-`gateway.store.records` (the stored `PushTarget`) and msgspec only.
+`gateway.store.records` (the stored `PushTarget`), `gateway.errors` and msgspec only.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
+from gateway.errors import ConfigError
 from gateway.store.records import PushTarget
 
 Outcome = Literal["delivered", "dead_target", "retry_later", "auth_failed", "rejected", "expired"]
@@ -122,10 +123,12 @@ def tls_context(ca_file: str = "", *, cert_file: str = "", alpn: list[str] | Non
     or an emulator's CA), an optional client certificate (APNs certificate auth)."""
     context = ssl.create_default_context()
     context.minimum_version = ssl.TLSVersion.TLSv1_2  # APNs requires 1.2 or later
-    if ca_file:
-        context.load_verify_locations(ca_file)
-    if cert_file:
-        context.load_cert_chain(cert_file)
+    for name, load in ((ca_file, context.load_verify_locations), (cert_file, context.load_cert_chain)):
+        if name:
+            try:
+                load(name)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"{name}: not a usable PEM file: {exc.strerror or exc}") from None
     if alpn:
         context.set_alpn_protocols(alpn)
     return context

@@ -40,6 +40,7 @@ import msgspec
 
 from gateway import logs
 from gateway.config import App, Config, Push
+from gateway.errors import ConfigError
 from gateway.push import payloads
 from gateway.push.base import Notification, PushOutcomes, PushProvider, PushResult
 from gateway.redact import shorten_token
@@ -224,7 +225,11 @@ class PushService:
         name = target.provider
         if name not in app.providers():
             return self._done(app, target, PushResult("rejected", f"app has no {name} credentials"), 0)
-        provider = self.provider(app, name)
+        try:
+            provider = self.provider(app, name)
+        except (ConfigError, ValueError, OSError) as exc:  # start() would have said so
+            self._alert(app, name, f"credentials unusable: {exc}")
+            return self._done(app, target, PushResult("rejected", "credentials unusable"), 0)
         limit = self.limit(app.id, name)
         key = (app.id, name)
         attempts = 0

@@ -403,3 +403,31 @@ async def test_logs_never_hold_a_full_token_even_at_debug_level(env, caplog):
     bearer = env.apns.requests[-1].headers["authorization"].removeprefix("bearer ")
     for secret in (VOIP, FCM_TOKEN, sub[0], sub[0].rsplit("/", 1)[1], sub[2], bearer):
         assert secret not in text
+
+
+# --- credentials that cannot be used -----------------------------------------------------
+
+
+async def test_unusable_credentials_fail_start_and_later_sends_alert_once(env, tmp_path):
+    from gateway.errors import ConfigError
+
+    broken = msgspec.structs.replace(env.app.apns, key_file=str(tmp_path / "missing.p8"))
+    env.app = msgspec.structs.replace(env.app, apns=broken)
+    env.push.config = msgspec.structs.replace(env.push.config, apps=[env.app])
+    with pytest.raises(ConfigError, match="missing.p8: cannot read"):
+        env.push.start()
+    record = await env.create(apns_target(VOIP), apns_target(ALERT, "other"))
+    for _ in range(2):
+        (delivery,) = await env.push.notify(record, env.call())
+        assert (delivery.result.outcome, delivery.result.reason) == ("rejected", "credentials unusable")
+    assert len(env.alerts) == 1 and "missing.p8" in env.alerts[0][2]
+
+
+def test_bad_ca_file_is_a_config_error(tmp_path):
+    from gateway.errors import ConfigError
+    from gateway.push.base import tls_context
+
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate")
+    with pytest.raises(ConfigError, match="ca.pem: not a usable PEM file"):
+        tls_context(str(bad))
