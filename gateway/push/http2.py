@@ -118,6 +118,11 @@ class Http2Connection(asyncio.Protocol):
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             conn.close()
             raise TransientError(f"cannot connect to {authority}: {exc or type(exc).__name__}") from None
+        ssl_object = conn._transport.get_extra_info("ssl_object")
+        alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        if alpn not in (None, "h2"):  # None: the server ignored ALPN; try HTTP/2 anyway
+            conn.close()
+            raise TransientError(f"{authority} does not speak HTTP/2 (ALPN chose {alpn})")
         if ping_after:
             conn._keepalive = asyncio.ensure_future(conn._keep_alive(ping_after, timeout))
         return conn

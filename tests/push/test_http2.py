@@ -158,3 +158,14 @@ async def test_an_idle_connection_is_pinged_and_a_silent_one_replaced(apns, ca_f
         assert pool.connects == 2
     finally:
         await pool.close()
+
+
+async def test_a_server_that_does_not_speak_http2_fails_fast(fcm, ca_file):
+    # The FCM emulator is an HTTP/1.1 server (aiohttp).
+    pool = Http2Pool(fcm.url, tls_context(ca_file, alpn=["h2"]), connect_timeout=5)
+    try:
+        async with asyncio.timeout(3):
+            with pytest.raises(TransientError, match="cannot connect"):
+                await pool.request("POST", "/token", [], b"x", timeout=1)
+    finally:
+        await pool.close()

@@ -431,3 +431,57 @@ def test_bad_ca_file_is_a_config_error(tmp_path):
     bad.write_text("not a certificate")
     with pytest.raises(ConfigError, match="ca.pem: not a usable PEM file"):
         tls_context(str(bad))
+
+
+# --- the same rules for every provider ---------------------------------------------------
+
+
+def one_target(env, provider):
+    """A working call target of `provider`, and a function that makes it fail with `kind`."""
+    if provider == "apns":
+        env.apns.register(VOIP, BUNDLE + ".voip")
+        fail = {
+            "dead": lambda: env.apns.unregistered.__setitem__(VOIP, 1),
+            "transient": lambda: env.apns.script(VOIP, *[(503, "ServiceUnavailable")] * 10),
+        }
+        return apns_target(VOIP), fail
+    if provider == "fcm":
+        env.fcm.register(FCM_TOKEN)
+        fail = {
+            "dead": lambda: env.fcm.unregistered.add(FCM_TOKEN),
+            "transient": lambda: env.fcm.script(FCM_TOKEN, *[(503, "UNAVAILABLE")] * 10),
+        }
+        return PushTarget("fcm", "call", token=FCM_TOKEN), fail
+    endpoint, p256dh, auth = env.webpush.subscribe()
+    fail = {
+        "dead": lambda: setattr(env.webpush.subscription(endpoint), "gone", 410),
+        "transient": lambda: env.webpush.script(endpoint, *[503] * 10),
+    }
+    return PushTarget("webpush", "call", endpoint=endpoint, p256dh=p256dh, auth=auth), fail
+
+
+PROVIDERS = ["apns", "fcm", "webpush"]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_each_provider_removes_a_dead_target_and_turns_the_instance_off(env, provider):
+    target, fail = one_target(env, provider)
+    record = await env.create(target)
+    assert (await env.push.notify(record, env.call()))[0].delivered
+    fail["dead"]()
+    (delivery,) = await env.push.notify(record, env.call())
+    assert delivery.result.outcome == "dead_target"
+    stored = await env.store.get_instance(record.id)
+    assert (stored.push, stored.state) == ([], "off")
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_each_provider_retries_transient_errors_a_bounded_number_of_times(env, provider):
+    target, fail = one_target(env, provider)
+    record = await env.create(target)
+    fail["transient"]()
+    (delivery,) = await env.push.notify(record, env.call(3600))
+    assert (delivery.result.outcome, delivery.result.status, delivery.attempts) == ("retry_later", 503, 5)
+    assert len(env.sleeps) == 4
+    (delivery,) = await env.push.notify(record, env.call(1.0))  # a short call: fewer tries
+    assert (delivery.result.outcome, delivery.attempts) == ("expired", 2)
