@@ -55,6 +55,8 @@ AUTH_REASONS = frozenset(
         "BadEnvironmentKeyIdInToken",
     }
 )
+# Refusals of what the operator configured (topic, key scope), not of this push.
+OPERATOR_REASONS = frozenset({"TopicDisallowed", "BadTopic", "MissingTopic", "Forbidden"})
 _HEX = re.compile(r"^[0-9A-Fa-f]+$")
 
 
@@ -238,4 +240,4 @@ def classify(status: int, body: bytes, retry_after_header: str | None = None) ->
         return PushResult("auth_failed", reason, status)
     if status == 429 or status >= 500:
         return PushResult("retry_later", reason, status, retry_after(retry_after_header))
-    return PushResult("rejected", reason, status)
+    return PushResult("rejected", reason, status, operator=reason in OPERATOR_REASONS)

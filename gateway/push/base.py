@@ -40,12 +40,15 @@ class PushResult(msgspec.Struct, frozen=True):
     - rejected: permanent for this notification (payload too large, bad request, config).
     - expired: the service gave up because the notification's useful life ran out.
     `reason` is the service's reason code (e.g. "Unregistered", "UNREGISTERED", "410").
+    `operator`: a rejection only the operator can fix (a topic the key may not use, a
+    Firebase project without its APNs key); the service raises an alert for it.
     """
 
     outcome: Outcome
     reason: str = ""
     status: int | None = None
     retry_after: float | None = None
+    operator: bool = False
 
 
 def delivered(reason: str = "", status: int | None = 200) -> PushResult:

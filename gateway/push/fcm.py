@@ -239,7 +239,8 @@ def classify(status: int, body: bytes, wait: float | None = None) -> PushResult:
     if status == 400 and code in ("INVALID_ARGUMENT", "") and _bad_token(error):
         return PushResult("dead_target", "INVALID_ARGUMENT (token)", status)
     if code in ("THIRD_PARTY_AUTH_ERROR", "APNS_AUTH_ERROR", "SENDER_ID_MISMATCH"):
-        return PushResult("rejected", reason, status)  # configured in Firebase, not ours to renew
+        # set up in the Firebase project, not ours to renew: the operator must look
+        return PushResult("rejected", reason, status, operator=True)
     if status in (401, 403):
         return PushResult("auth_failed", reason, status)
     if status == 429:  # Google: back off at least a minute unless told otherwise

@@ -13,7 +13,8 @@ target it:
   notification's useful life (a call push is worthless once the call stopped ringing);
 - on an auth failure renews the provider's credentials once (once per failure wave, not
   once per send) and retries; a second refusal raises an operator alert (log, counter,
-  `PushOutcomes.on_alert`);
+  `PushOutcomes.on_alert`), as does a rejection only the operator can fix (a topic the
+  APNs key may not use, a Firebase project without its APNs key), once per reason;
 - reports dead targets to `PushOutcomes.on_dead_target`, which removes them (and turns an
   instance without a call target off).
 
@@ -175,7 +176,7 @@ class PushService:
         self._providers: dict[tuple[str, str], PushProvider] = {}
         self._limits: dict[tuple[str, str], InFlightLimit] = {}
         self._auth_epoch: collections.Counter[tuple[str, str]] = collections.Counter()
-        self._alerted: dict[tuple[str, str], int] = {}
+        self._alerted: set[tuple[str, str, object]] = set()  # (app, provider, epoch or reason)
         self.counters: collections.Counter[tuple[str, ...]] = collections.Counter()
 
     # --- providers -----------------------------------------------------------------------
@@ -228,7 +229,7 @@ class PushService:
         try:
             provider = self.provider(app, name)
         except (ConfigError, ValueError, OSError) as exc:  # start() would have said so
-            self._alert(app, name, f"credentials unusable: {exc}")
+            self._alert(app, name, f"credentials unusable: {exc}", once_per="unusable")
             return self._done(app, target, PushResult("rejected", "credentials unusable"), 0)
         limit = self.limit(app.id, name)
         key = (app.id, name)
@@ -270,6 +271,8 @@ class PushService:
                 continue
             if last.outcome == "dead_target":
                 await self._dead(instance_id, target, last.reason)
+            if last.operator:
+                self._alert(app, name, last.reason, once_per=last.reason)
             if last.outcome != "retry_later":
                 return self._done(app, target, last, attempts)
             if attempts >= self.settings.max_attempts:
@@ -299,13 +302,15 @@ class PushService:
         except Exception:
             log.exception("removing a dead push target failed", instance=instance_id)
 
-    def _alert(self, app: App, name: str, reason: str) -> None:
-        key = (app.id, name)
-        if self._alerted.get(key) == self._auth_epoch[key]:
-            return  # one alert per failed renewal, not one per send
-        self._alerted[key] = self._auth_epoch[key]
+    def _alert(self, app: App, name: str, reason: str, once_per: object = None) -> None:
+        """Tell the operator, once per credential renewal (or once per `once_per` reason),
+        not once per send."""
+        key = (app.id, name, once_per if once_per is not None else self._auth_epoch[(app.id, name)])
+        if key in self._alerted:
+            return
+        self._alerted.add(key)
         self.counters[(app.id, name, "alerts")] += 1
-        log.error("push credentials refused after renewal: operator action needed", app=app.id, provider=name, reason=reason)
+        log.error("push service refuses the app's setup: operator action needed", app=app.id, provider=name, reason=reason)
         try:
             self.outcomes.on_alert(app.id, name, reason)
         except Exception:

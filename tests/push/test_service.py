@@ -485,3 +485,20 @@ async def test_each_provider_retries_transient_errors_a_bounded_number_of_times(
     assert len(env.sleeps) == 4
     (delivery,) = await env.push.notify(record, env.call(1.0))  # a short call: fewer tries
     assert (delivery.result.outcome, delivery.attempts) == ("expired", 2)
+
+
+async def test_rejections_only_the_operator_can_fix_raise_one_alert_per_reason(env):
+    env.apns.register(VOIP, BUNDLE + ".voip")
+    env.apns.script(VOIP, (400, "TopicDisallowed"), (400, "TopicDisallowed"), (400, "BadCollapseId"))
+    env.fcm.register(FCM_TOKEN)
+    env.fcm.script(FCM_TOKEN, (401, "THIRD_PARTY_AUTH_ERROR"))
+    record = await env.create(apns_target(VOIP), PushTarget("fcm", "call", token=FCM_TOKEN))
+    first = await env.push.notify(record, env.call())
+    assert [(d.result.outcome, d.result.reason, d.attempts) for d in first] == [
+        ("rejected", "TopicDisallowed", 1),
+        ("rejected", "THIRD_PARTY_AUTH_ERROR", 1),
+    ]
+    await env.push.notify(record, env.call())  # TopicDisallowed again, FCM delivers
+    await env.push.notify(record, env.call())  # BadCollapseId: our bug, not the operator's
+    assert sorted(env.alerts) == [("demo", "apns", "TopicDisallowed"), ("demo", "fcm", "THIRD_PARTY_AUTH_ERROR")]
+    assert len((await env.store.get_instance(record.id)).push) == 2  # nothing removed
