@@ -12,7 +12,8 @@ target it:
   jitter, honouring Retry-After, at most `push.max_attempts` times and never past the
   notification's useful life (a call push is worthless once the call stopped ringing);
 - on an auth failure renews the provider's credentials once (once per failure wave, not
-  once per send) and retries; a second refusal raises an operator alert (log, counter,
+  once per send, and at most every `RENEW_COOLDOWN` seconds) and retries; a second
+  refusal raises an operator alert (log, counter,
   `PushOutcomes.on_alert`), as does a rejection only the operator can fix (a topic the
   APNs key may not use, a Firebase project without its APNs key), once per reason;
 - reports dead targets to `PushOutcomes.on_dead_target`, which removes them (and turns an
@@ -50,6 +51,9 @@ from gateway.store.records import InstanceRecord, PushTarget
 log = logs.get_logger(__name__)
 
 DAY = 24 * 3600.0
+# Credentials refused again after a renewal are not renewed again for this long: each
+# APNs renewal opens new connections, and Apple treats connection churn as an attack.
+RENEW_COOLDOWN = 300.0
 
 ProviderFactory = Callable[[App, str, Push, Callable[[], float]], PushProvider]
 
@@ -176,6 +180,7 @@ class PushService:
         self._providers: dict[tuple[str, str], PushProvider] = {}
         self._limits: dict[tuple[str, str], InFlightLimit] = {}
         self._auth_epoch: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._renewed_at: dict[tuple[str, str], float] = {}
         self._alerted: set[tuple[str, str, object]] = set()  # (app, provider, epoch or reason)
         self.counters: collections.Counter[tuple[str, ...]] = collections.Counter()
 
@@ -259,12 +264,15 @@ class PushService:
                 limit.release()
 
             if last.outcome == "auth_failed":
-                if renewed:
+                fresh = self._auth_epoch[key] != epoch  # renewed by another send meanwhile
+                cooling = self._clock() - self._renewed_at.get(key, -RENEW_COOLDOWN) < RENEW_COOLDOWN
+                if renewed or (not fresh and cooling):
                     self._alert(app, name, last.reason)
                     return self._done(app, target, last, attempts)
                 renewed = True
-                if self._auth_epoch[key] == epoch:  # nobody renewed since this send began
+                if not fresh:
                     self._auth_epoch[key] += 1
+                    self._renewed_at[key] = self._clock()
                     self.counters[(app.id, name, "renewals")] += 1
                     log.warning("push credentials refused, renewing", app=app.id, provider=name, reason=last.reason)
                     await provider.renew_auth()

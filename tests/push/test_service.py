@@ -502,3 +502,19 @@ async def test_rejections_only_the_operator_can_fix_raise_one_alert_per_reason(e
     await env.push.notify(record, env.call())  # BadCollapseId: our bug, not the operator's
     assert sorted(env.alerts) == [("demo", "apns", "TopicDisallowed"), ("demo", "fcm", "THIRD_PARTY_AUTH_ERROR")]
     assert len((await env.store.get_instance(record.id)).push) == 2  # nothing removed
+
+
+async def test_broken_credentials_are_renewed_at_most_every_five_minutes(env):
+    env.apns.register(VOIP, BUNDLE + ".voip")
+    env.apns.clock = lambda: env.clock() + 7200
+    record = await env.create(apns_target(VOIP))
+    (first,) = await env.push.notify(record, env.call())
+    env.clock.advance(60)
+    (second,) = await env.push.notify(record, env.call())  # within the cool-down: no renewal
+    assert (first.attempts, second.attempts) == (2, 1)
+    assert env.push.counters[("demo", "apns", "renewals")] == 1 and len(env.alerts) == 1
+    assert len(env.apns.connections) == 2  # the renewal's new connection, no more churn
+    env.clock.advance(300)
+    (third,) = await env.push.notify(record, env.call())
+    assert third.attempts == 2 and env.push.counters[("demo", "apns", "renewals")] == 2
+    assert len(env.alerts) == 2  # still broken: said again, five minutes later
