@@ -39,6 +39,7 @@ log = logs.get_logger(__name__)
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 REFRESH_MARGIN = 300.0  # seconds before expiry at which a token is replaced
+REFUSAL_MEMORY = 60.0  # a refused assertion is not posted again before this, unless renewed
 MAX_TTL = 2_419_200  # FCM's limit: four weeks
 _URGENT = {"call", "missed_call", "message"}
 
@@ -96,14 +97,19 @@ class AccessToken:
         self._token: str | None = None
         self._expires_at = 0.0
         self._refreshing: asyncio.Future | None = None
+        self._refused_until = 0.0
         self.refreshes = 0  # tokens obtained (tests, stats)
 
     def invalidate(self) -> None:
         self._token = None
+        self._refused_until = 0.0
 
     async def value(self) -> str:
-        if self._token is not None and self._clock() < self._expires_at - REFRESH_MARGIN:
+        now = self._clock()
+        if self._token is not None and now < self._expires_at - REFRESH_MARGIN:
             return self._token
+        if now < self._refused_until:  # no token request per push while the key is refused
+            raise AuthRefused("token endpoint refused the assertion recently")
         if self._refreshing is None:
             self._refreshing = asyncio.ensure_future(self._refresh())
             self._refreshing.add_done_callback(self._refreshed)
@@ -130,6 +136,7 @@ class AccessToken:
         async with self._session().post(self.token_url, data=form) as response:
             body = await response.read()
             if response.status in (400, 401, 403):
+                self._refused_until = now + REFUSAL_MEMORY
                 raise AuthRefused(f"token endpoint answered {response.status}")
             if response.status != 200:
                 raise aiohttp.ClientResponseError(response.request_info, (), status=response.status)

@@ -169,3 +169,19 @@ def test_bad_service_account_files(tmp_path):
     garbage.write_text('{"type": "service_account"}')
     with pytest.raises(ConfigError, match="not a service account file"):
         load_service_account(str(garbage))
+
+
+async def test_a_refused_assertion_is_not_posted_again_for_a_minute(fcm, provider, clock):
+    fcm.register(TOKEN)
+    fcm.token_script.append(400)
+    target = PushTarget("fcm", "call", token=TOKEN)
+    for _ in range(3):
+        assert (await provider.send(target, call(clock))).outcome == "auth_failed"
+    assert fcm.token_requests == 1
+    clock.advance(61)
+    assert (await provider.send(target, call(clock))).outcome == "delivered"
+    fcm.token_script.append(400)
+    fcm.issued.clear()
+    await provider.renew_auth()  # a renewal always tries again
+    assert (await provider.send(target, call(clock))).outcome == "auth_failed"
+    assert fcm.token_requests == 3
