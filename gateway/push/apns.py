@@ -133,7 +133,6 @@ class ApnsProvider:
             )
         self._ssl = self._tls_context()
         self._pools: dict[str, Http2Pool] = {}
-        self._retired: list[Http2Pool] = []  # recycled pools, draining
 
     def _tls_context(self):
         cert_file = "" if self.token else self.credentials.cert_file
@@ -209,16 +208,13 @@ class ApnsProvider:
                 self._ssl = self._tls_context()
             except ConfigError as exc:
                 log.error("APNs certificate unreadable, keeping the loaded one", error=str(exc))
-        for environment, pool in list(self._pools.items()):
-            pool.recycle()
-            del self._pools[environment]
-            self._retired.append(pool)
+        for pool in self._pools.values():
+            pool.recycle(self._ssl)
 
     async def close(self) -> None:
-        for pool in [*self._pools.values(), *self._retired]:
+        for pool in self._pools.values():
             await pool.close()
         self._pools.clear()
-        self._retired = []
 
 
 class _Reason(msgspec.Struct):

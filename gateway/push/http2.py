@@ -380,6 +380,7 @@ class Http2Pool:
         self._max_streams = max_streams
         self._ping_after = ping_after
         self._slots: list[Http2Connection | None] = [None] * size
+        self._draining: list[Http2Connection] = []  # recycled, finishing their streams
         self._opening: list[asyncio.Task | None] = [None] * size
         self._next = 0
         self.connects = 0  # how many connections were opened (tests, stats)
@@ -434,14 +435,23 @@ class Http2Pool:
         self.connects += 1
         return conn
 
-    def recycle(self) -> None:
-        """Drain every connection; new requests go to new connections."""
+    def recycle(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        """Drain every connection; new requests go to new connections (made with
+        `ssl_context` when given, e.g. a replaced client certificate)."""
+        if ssl_context is not None:
+            self._ssl = ssl_context
+        self._draining = [c for c in self._draining if c.in_flight]
         for index, conn in enumerate(self._slots):
             if conn is not None:
                 conn.drain()
+                if conn.in_flight:
+                    self._draining.append(conn)
                 self._slots[index] = None
 
     async def close(self) -> None:
+        for conn in self._draining:
+            conn.close()
+        self._draining = []
         for index, conn in enumerate(self._slots):
             if conn is not None:
                 conn.close()
