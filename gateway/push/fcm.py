@@ -10,7 +10,9 @@
 - Errors come from `error.details[].errorCode` (Google's FcmError), falling back to the
   HTTP status when the body is not Google's JSON (an HTML 502 from the front end).
 
-Depends on aiohttp, `gateway.push` modules, `gateway.config`, `gateway.errors`, `gateway.logs`.
+Depends on aiohttp, cryptography, the other `gateway.push` modules,
+the config's credential Structs, the stored `PushTarget`, `gateway.errors`, `gateway.logs`
+and `gateway.redact`; never on the API, SIP or lifecycle modules.
 """
 
 from __future__ import annotations

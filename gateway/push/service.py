@@ -27,7 +27,8 @@ get anything but calls (iOS would kill the app, and APNs refuses the topic anywa
 `counters` counts outcomes per (app, provider, outcome) plus attempts, retries, renewals
 and alerts; the metrics module will export them.
 
-Depends on the providers, `gateway.config`, `gateway.store.records`, `gateway.logs`.
+Depends on the providers, `gateway.config`, `gateway.store.records`, `gateway.errors`,
+`gateway.logs` and `gateway.redact`; the lifecycle is reached only through `PushOutcomes`.
 """
 
 from __future__ import annotations

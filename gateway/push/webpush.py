@@ -12,7 +12,9 @@ without Google services.
 - `TTL` is the notification's remaining useful life; `Urgency` is high for calls;
   `Topic` (from the collapse id) lets a newer notification replace a pending one.
 
-Depends on aiohttp, cryptography, `gateway.push` modules, `gateway.config`, `gateway.logs`.
+Depends on aiohttp, cryptography, the other `gateway.push` modules,
+the config's credential Structs, the stored `PushTarget`, `gateway.errors`, `gateway.logs`
+and `gateway.redact`; never on the API, SIP or lifecycle modules.
 """
 
 from __future__ import annotations
