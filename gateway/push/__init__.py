@@ -14,7 +14,14 @@ the off state to the instance lifecycle. The modules:
 Nothing in this package imports the API or SIP layers.
 """
 
-from gateway.push.base import Notification, PushOutcomes, PushProvider, PushResult, has_call_target, remove_target
+from gateway.push.base import (
+    Notification,
+    PushOutcomes,
+    PushProvider,
+    PushResult,
+    has_call_target,
+    remove_target,
+)
 from gateway.push.outcomes import LifecycleOutcomes
 from gateway.push.service import Delivery, PushService, notification_for, targets_for
 

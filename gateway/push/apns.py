@@ -33,7 +33,13 @@ from gateway import logs
 from gateway.config import ApnsCredentials
 from gateway.errors import ConfigError, PayloadTooLarge, TransientError
 from gateway.push import payloads
-from gateway.push.base import Notification, PushResult, delivered, retry_after, tls_context
+from gateway.push.base import (
+    Notification,
+    PushResult,
+    delivered,
+    retry_after,
+    tls_context,
+)
 from gateway.push.http2 import Http2Pool
 from gateway.push.jwt import load_ec_p256_key, sign_es256
 from gateway.redact import shorten_token

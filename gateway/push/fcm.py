@@ -31,7 +31,13 @@ from gateway import logs
 from gateway.config import FcmCredentials
 from gateway.errors import ConfigError, PayloadTooLarge
 from gateway.push import payloads
-from gateway.push.base import Notification, PushResult, delivered, retry_after, tls_context
+from gateway.push.base import (
+    Notification,
+    PushResult,
+    delivered,
+    retry_after,
+    tls_context,
+)
 from gateway.push.jwt import sign_rs256
 from gateway.redact import shorten_token
 from gateway.store.records import PushTarget

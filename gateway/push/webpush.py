@@ -38,8 +38,20 @@ from gateway import logs
 from gateway.config import WebPushCredentials
 from gateway.errors import ConfigError, PayloadTooLarge
 from gateway.push import payloads
-from gateway.push.base import Notification, PushResult, delivered, retry_after, tls_context
-from gateway.push.jwt import b64url, b64url_decode, load_ec_p256_key, public_point, sign_es256
+from gateway.push.base import (
+    Notification,
+    PushResult,
+    delivered,
+    retry_after,
+    tls_context,
+)
+from gateway.push.jwt import (
+    b64url,
+    b64url_decode,
+    load_ec_p256_key,
+    public_point,
+    sign_es256,
+)
 from gateway.redact import shorten_token
 from gateway.store.records import PushTarget
 

@@ -14,7 +14,7 @@ from gateway.push.fcm import FcmProvider, classify, load_service_account
 from gateway.push.payloads import InstanceOffPush, MessagePush
 from gateway.store.records import PushTarget
 
-from .conftest import CLIENT_EMAIL, PROJECT, call_payload
+from .conftest import CLIENT_EMAIL, call_payload
 
 TOKEN = "fcm-registration-token-" + "x" * 120
 

@@ -8,7 +8,6 @@ import pytest
 from gateway.errors import PayloadTooLarge
 from gateway.push import payloads
 from gateway.push.payloads import (
-    CallPush,
     InstanceExpiringPush,
     InstanceOffPush,
     MessagePush,

@@ -122,8 +122,8 @@ async def test_malformed_subscriptions_never_reach_the_wire(webpush, provider, c
 
 
 def test_encryption_layout():
-    from cryptography.hazmat.primitives.asymmetric import ec
     import http_ece
+    from cryptography.hazmat.primitives.asymmetric import ec
 
     from gateway.push.jwt import b64url, public_point
 
