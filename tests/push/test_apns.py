@@ -124,6 +124,13 @@ async def test_certificate_auth(ca, ca_file, tmp_path, clock):
         emulator.register(VOIP_TOKEN, BUNDLE + ".voip")
         assert (await provider.send(PushTarget("apns", "call", token=VOIP_TOKEN), call(clock))).outcome == "delivered"
         assert "authorization" not in emulator.requests[0].headers
+        assert emulator.connections[0].client_names == ("com.example.phone",)
+        # the operator replaces the certificate: a renewal reads it and reconnects
+        client_ca.issue_cert("renewed.example.phone").private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+        await provider.renew_auth()
+        assert (await provider.send(PushTarget("apns", "call", token=VOIP_TOKEN), call(clock))).outcome == "delivered"
+        assert emulator.connections[-1].client_names == ("renewed.example.phone",)
+        assert emulator.requests[-1].connection == len(emulator.connections) - 1
         # without the certificate (and without a token) the emulator refuses, as APNs does
         bare = Http2Pool(emulator.url, tls_context(ca_file, alpn=["h2"]))
         headers = provider.headers(PushTarget("apns", "call", token=VOIP_TOKEN), call(clock), "voip")

@@ -65,6 +65,7 @@ class _Conn:
     authorized: bool = False
     claims: dict | None = None  # of `token`, once verified
     client_cert: bool = False
+    client_names: tuple = ()  # subject alternative names of the client certificate
     streams: dict = field(default_factory=dict)
 
 
@@ -278,7 +279,9 @@ class _Protocol(asyncio.Protocol):
         em = self.emulator
         config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
         conn = _Conn(len(em.connections), h2.connection.H2Connection(config), transport)
-        conn.client_cert = bool(transport.get_extra_info("peercert"))
+        peer = transport.get_extra_info("peercert") or {}
+        conn.client_cert = bool(peer)
+        conn.client_names = tuple(value for _, value in peer.get("subjectAltName", ()))
         # Token auth: one stream until a valid token has been seen, as APNs does.
         streams = em.max_streams if em.client_ca is not None else 1
         conn.h2.local_settings = h2.settings.Settings(
