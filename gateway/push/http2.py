@@ -18,6 +18,11 @@ long-lived TLS connections.
   retries a refused (unprocessed) stream on another connection, and can `recycle()` its
   connections (drain them and open new ones, e.g. after a credential change).
 
+Why our own client: httpx[http2] and aiohttp either do not speak HTTP/2 or hide what
+APNs needs controlled (the server's changing stream limit, GOAWAY with unprocessed
+streams, PINGs, one connection carrying hundreds of requests), and aioapns hard-codes
+Apple's hosts. h2 does the framing; this module is the few hundred lines around it.
+
 Every failure of the network or the server surfaces as a `TransientError`; timeouts reset
 the stream. Header values unique per request should be passed as
 `hpack.NeverIndexedHeaderTuple`, so that they do not push the ones that repeat (like a
