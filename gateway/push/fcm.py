@@ -158,11 +158,22 @@ class AccessToken:
         return self._token
 
 
+class _Violation(msgspec.Struct):
+    field: str = ""
+
+
+class _Detail(msgspec.Struct, rename="camel"):
+    """One of google.rpc.Status details: an FcmError or a BadRequest (others: all defaults)."""
+
+    error_code: str = ""
+    field_violations: list[_Violation] = []
+
+
 class _Error(msgspec.Struct):
     code: int = 0
     message: str = ""
     status: str = ""
-    details: list[dict] = []
+    details: list[_Detail] = []
 
 
 class _Envelope(msgspec.Struct):
@@ -247,7 +258,7 @@ def classify(status: int, body: bytes, wait: float | None = None) -> PushResult:
         error = msgspec.json.decode(body, type=_Envelope).error or _Error()
     except msgspec.DecodeError:
         error = _Error()  # not Google's JSON: an HTML error page from a front end
-    code = next((d.get("errorCode", "") for d in error.details if "errorCode" in d), "")
+    code = next((d.error_code for d in error.details if d.error_code), "")
     reason = code or error.status or str(status)
     if code == "UNREGISTERED" or status == 404:
         return PushResult("dead_target", reason, status)
@@ -266,8 +277,5 @@ def classify(status: int, body: bytes, wait: float | None = None) -> PushResult:
 
 
 def _bad_token(error: _Error) -> bool:
-    for detail in error.details:
-        for violation in detail.get("fieldViolations", []) or []:
-            if violation.get("field") == "message.token":
-                return True
-    return "registration token" in error.message
+    fields = {v.field for detail in error.details for v in detail.field_violations}
+    return "message.token" in fields or "registration token" in error.message
