@@ -518,3 +518,23 @@ async def test_broken_credentials_are_renewed_at_most_every_five_minutes(env):
     (third,) = await env.push.notify(record, env.call())
     assert third.attempts == 2 and env.push.counters[("demo", "apns", "renewals")] == 2
     assert len(env.alerts) == 2  # still broken: said again, five minutes later
+
+
+async def test_cancelling_a_push_frees_its_slot_and_stream(env):
+    env.apns.register(VOIP, BUNDLE + ".voip")
+    record = await env.create(apns_target(VOIP))
+    assert (await env.push.notify(record, env.call()))[0].delivered
+    env.apns.hold = asyncio.Event()
+    task = asyncio.ensure_future(env.push.notify(record, env.call()))
+    while env.apns.in_flight < 1:
+        await asyncio.sleep(0.01)
+    task.cancel()  # e.g. the caller hung up before the push went out
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    limit = env.push.limit("demo", "apns")
+    conn = env.push.provider(env.app, "apns").pool("production").connections[0]
+    assert (limit.in_flight, conn.in_flight) == (0, 0)
+    env.apns.hold.set()
+    env.apns.hold = None
+    assert (await env.push.notify(record, env.call()))[0].delivered
+    assert len(env.apns.connections) == 1
