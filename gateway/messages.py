@@ -126,3 +126,5 @@ class MessageIntake:
                               count=max(count, 1), body=body)
         await self.push.notify(record, payload)
 
+    async def close(self) -> None:
+        await self._tasks.close()

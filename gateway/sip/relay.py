@@ -420,6 +420,13 @@ class Dialogs:
         except (PeerError, TransportError) as exc:
             log.info("could not relay an ACK upstream: %s", exc)
 
+    async def close(self) -> None:
+        for dialog in self.table.values():
+            if dialog.timer is not None:
+                dialog.timer.cancel()
+        self.table.clear()
+        await self._tasks.close()
+
 
 def _reply(tx: Any, status: int, reason: str) -> None:
     if tx.state not in ("trying", "proceeding"):
