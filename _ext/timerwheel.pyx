@@ -26,6 +26,11 @@ cdef extern from *:
     int __builtin_ctzll(unsigned long long) nogil
     int __builtin_clzll(unsigned long long) nogil
 
+cdef extern from "Python.h":
+    void PyObject_GC_Track(object)
+    void PyObject_GC_UnTrack(object)
+    int PyObject_GC_IsTracked(object)
+
 
 cdef enum:
     LEVEL_BITS = 6
@@ -75,6 +80,7 @@ cdef class TimerHandle:
         """Cancel the timer; idempotent, also on a fired or closed wheel's handle."""
         if self._prev is not None:
             _unlink(self)
+            _track(self)
             # the loop stays armed: one needless wake-up later is cheaper than a
             # disarm and re-arm each time a lone timer is set and cancelled
             self._wheel._count -= 1
@@ -101,6 +107,21 @@ cdef inline void _unlink(TimerHandle handle):
     nxt._prev = prev
     handle._prev = None
     handle._next = None
+
+
+# A pending handle is kept alive by its wheel, and so is all it refers to: the cyclic
+# garbage collector has nothing to find there, and with a million timers its full
+# collections would walk every handle again and again (that cost more than scheduling
+# itself). So a handle is untracked while linked in the wheel and tracked again when it
+# leaves it (fired, cancelled, closed), when it may become part of an unreachable cycle.
+# The price: a wheel dropped with timers pending and without close() leaks them.
+cdef inline void _untrack(TimerHandle handle):
+    PyObject_GC_UnTrack(handle)
+
+
+cdef inline void _track(TimerHandle handle):
+    if not PyObject_GC_IsTracked(handle):
+        PyObject_GC_Track(handle)
 
 
 cdef TimerHandle _new_handle(TimerWheel wheel, double when, object callback, object arg):
@@ -265,6 +286,7 @@ cdef class TimerWheel:
                 node._next = None
                 node._callback = None
                 node._arg = None
+                _track(node)
                 node = nxt
             head._prev = head
             head._next = head
@@ -362,6 +384,7 @@ cdef class TimerWheel:
         handle._next = head
         last._next = handle
         head._prev = handle
+        _untrack(handle)
 
     cdef int64_t _next_event(self):
         """The smallest tick at which there is work (fire or cascade), or NOT_ARMED."""
@@ -475,6 +498,7 @@ cdef class TimerWheel:
                 if handle is firing:
                     break
                 _unlink(handle)
+                _track(handle)
                 self._count -= 1
                 fired += 1
                 callback = handle._callback

@@ -408,3 +408,24 @@ def test_neighbours_in_an_upper_slot_fire_at_their_own_ticks(wheel, clock, dista
         wheel.advance((base + offset) * RES + RES / 4)
         expected = [o for o in (0, 1, 2, 3, 64, 65) if o <= offset]
         assert sorted(log) == expected, offset
+
+
+def test_fired_timer_in_a_cycle_with_its_owner_is_collected(wheel, clock):
+    import gc
+    import weakref
+
+    class Flow:
+        def __init__(self):
+            self.keepalive = wheel.call_later(1, self.on_keepalive)
+
+        def on_keepalive(self, arg):
+            pass
+
+    flows = [Flow() for _ in range(3)]
+    refs = [weakref.ref(flow) for flow in flows]
+    flows[2].keepalive.cancel()
+    clock.now += 1
+    assert wheel.advance() == 2
+    del flows
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None, None]
