@@ -166,6 +166,7 @@ cdef class TimerWheel:
     cdef double _resolution
     cdef object _loop
     cdef object _clock
+    cdef object _time  # the clock, or the loop's bound time(): one lookup less per timer
     cdef object _armed
     cdef list _heads
     cdef TimerHandle _firing
@@ -190,6 +191,7 @@ cdef class TimerWheel:
         self._resolution = float(resolution)
         self._loop = loop
         self._clock = clock
+        self._time = clock if clock is not None else (None if loop is None else loop.time)
         self._heads = [_sentinel() for i in range(OVERFLOW + 1)]
         for i in range(OVERFLOW + 1):
             self._min[i] = 0
@@ -320,12 +322,10 @@ cdef class TimerWheel:
     # --- time ------------------------------------------------------------------------
 
     cdef double _now(self) except? -1.0:
-        if self._clock is not None:
-            return _check_time(self._clock())
-        loop = self._loop
-        if loop is None:
-            loop = self._bind()
-        return loop.time()
+        time = self._time
+        if time is None:
+            time = self._bind().time
+        return _check_time(time())
 
     cdef object _bind(self):
         try:
@@ -335,6 +335,7 @@ cdef class TimerWheel:
                 "TimerWheel needs a running event loop, or loop= or clock= at creation"
             ) from None
         self._loop = loop
+        self._time = loop.time
         if self._current < 0:
             self._current = self._tick_floor(loop.time())
         return loop
