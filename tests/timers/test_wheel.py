@@ -429,3 +429,19 @@ def test_fired_timer_in_a_cycle_with_its_owner_is_collected(wheel, clock):
     del flows
     gc.collect()
     assert [ref() for ref in refs] == [None, None, None]
+
+
+def test_close_from_a_callback_stops_the_rest(twin, clock):
+    wheel = twin.TimerWheel(clock=clock)
+    log = []
+
+    def closer(arg):
+        log.append("closer")
+        wheel.close()
+
+    wheel.call_later(1, closer)
+    later_same_tick = wheel.call_later(1, log.append, "same tick")
+    wheel.call_later(2, log.append, "later")
+    clock.now += 5
+    assert wheel.advance() == 1
+    assert log == ["closer"] and later_same_tick.cancelled() and len(wheel) == 0
