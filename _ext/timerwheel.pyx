@@ -6,7 +6,7 @@ or the pure-Python twin. The design is described once, in the Python twin's docs
 this file follows it line for line with C types, so the two fire the same timers at the
 same ticks in the same order (the tests check it on random schedules).
 
-A handle is a 80-byte object (two links, the callback, its argument, the wheel, the due
+A handle is an 80-byte object (two links, the callback, its argument, the wheel, the due
 time as a C double) and is the only per-timer allocation.
 
 May depend only on the standard library and on the Python twin (for the shared failure

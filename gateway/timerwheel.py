@@ -11,15 +11,17 @@ Design (the comments in the Cython twin refer to this description):
   wheel has advanced to that tick: never early, at most one resolution late.
 - LEVELS levels of 64 slots. A timer sits at the level of the highest 6-bit digit in
   which its tick differs from the wheel's current tick, in the slot named by that digit
-  (level 0: 10 ms slots spanning 0.64 s, level 1: 0.64 s slots spanning 41 s, level 2:
-  41 s slots spanning 44 min, level 3: 44 min slots spanning 47 h, ...). Ticks beyond the
+  (at 10 ms: level 0 has 10 ms slots spanning 0.64 s, level 1 0.64 s slots spanning 41 s,
+  level 2 41 s slots spanning 44 min, level 3 44 min slots spanning 47 h, level 4 47 h
+  slots spanning 124 days, level 5 124-day slots spanning 22 years). Ticks beyond the
   top level go to one overflow list. Every slot is a doubly linked list of handles, so
   schedule, cancel and reschedule are O(1).
 - Each slot remembers the smallest tick put into it (a lower bound once timers are
   cancelled). Upper slots are cascaded lazily, when the wheel reaches that smallest tick
   rather than when it enters the slot's range: the earliest timer of the slot then fires
-  at once and the others move down. A timer moves at most LEVELS times in its life and a
-  cancelled one never moves, so the only cascading cost is for timers that come due.
+  at once and the others move down. A timer moves down at most once per level and a
+  cancelled one never moves, so the only cascading cost is for timers that come due
+  (the overflow list, beyond 22 years, is re-sorted whenever its earliest comes due).
 - A bitmap per level finds the next non-empty slot without scanning, so the event-loop
   driver sleeps until exactly the next event: one `loop.call_at` at a time.
 - Callbacks get `callback(arg)`: no closure per timer. An exception in one is logged and
@@ -39,7 +41,7 @@ SLOTS = 1 << LEVEL_BITS
 MASK = SLOTS - 1
 LEVELS = 6
 OVERFLOW = LEVELS * SLOTS  # index of the overflow list among the slot heads
-MAX_TICK = 1 << 61  # far enough for any delay (46 million years at 1 ms)
+MAX_TICK = 1 << 61  # far enough for any delay (73 million years at 1 ms)
 NOT_ARMED = MAX_TICK * 2  # above any tick, even one clamped past MAX_TICK
 # A due time further out than this is woken for at this distance and re-armed: some
 # loops overflow on huge delays, and one wake a day costs nothing.
