@@ -39,17 +39,27 @@ def on_timer(arg):
     pass
 
 
-def best_of(rounds, fn, setup=None):
-    """Shortest wall time of `fn(*setup())` over `rounds`, with a full collection
-    before each so garbage from the previous round is not charged to the next."""
-    best = float("inf")
-    for _ in range(rounds):
-        args = setup() if setup else ()
+def interleaved(benchmark, rounds, subject, subject_args, baselines):
+    """Time `subject(*subject_args())` with pytest-benchmark for `rounds` rounds, and
+    before each round one round of every baseline (name -> (fn, args maker)), so a busy
+    machine weighs on both alike. Returns the subject's and each baseline's shortest
+    wall time. A full collection precedes every timed run, so garbage from the run
+    before is not charged to the next."""
+    best = {name: float("inf") for name in baselines}
+
+    def setup():
+        for name, (fn, make_args) in baselines.items():
+            args = make_args()
+            gc.collect()
+            start = time.perf_counter()
+            fn(*args)
+            best[name] = min(best[name], time.perf_counter() - start)
+        args = subject_args()
         gc.collect()
-        start = time.perf_counter()
-        fn(*args)
-        best = min(best, time.perf_counter() - start)
-    return best
+        return args, {}
+
+    benchmark.pedantic(subject, setup=setup, rounds=rounds, iterations=1)
+    return benchmark.stats.stats.min, best
 
 
 def report(benchmark, name, **figures):
@@ -68,20 +78,22 @@ def schedule_then_cancel(call_later):
 @pytest.mark.benchmark(group="timers-schedule-cancel")
 @pytest.mark.parametrize("twin", TWINS)
 def test_schedule_and_cancel_a_million(benchmark, twin):
-    baselines = {}
-    for name, new_loop in BASELINE_LOOPS.items():
-        loop = new_loop()
-        baselines[name] = best_of(2, schedule_then_cancel, lambda: (loop.call_later,))
-        loop.run_until_complete(asyncio.sleep(0))  # drop the cancelled handles
-        loop.close()
+    loops = {name: new_loop() for name, new_loop in BASELINE_LOOPS.items()}
 
-    loop = uvloop.new_event_loop()  # the gateway's loop, not running: nothing fires
-    wheel = twin.TimerWheel(loop=loop)
-    gc.collect()
-    benchmark.pedantic(schedule_then_cancel, args=(wheel.call_later,), rounds=3, iterations=1)
-    subject = benchmark.stats.stats.min
+    def baseline_args(loop):
+        loop.run_until_complete(asyncio.sleep(0))  # drop the last round's cancelled handles
+        return (loop.call_later,)
+
+    wheel_loop = uvloop.new_event_loop()  # the gateway's loop, not running: nothing fires
+    wheel = twin.TimerWheel(loop=wheel_loop)
+    subject, baselines = interleaved(
+        benchmark, 3, schedule_then_cancel, lambda: (wheel.call_later,),
+        {name: (schedule_then_cancel, lambda loop=loop: baseline_args(loop))
+         for name, loop in loops.items()},
+    )
     wheel.close()
-    loop.close()
+    for loop in (wheel_loop, *loops.values()):
+        loop.close()
     report(
         benchmark, f"schedule+cancel x{COUNT:,} [{twin.__name__}]",
         wheel_ns_per_pair=subject / COUNT * 1e9,
@@ -178,18 +190,11 @@ def wheel_timers(twin):
 @pytest.mark.benchmark(group="timers-fire")
 @pytest.mark.parametrize("twin", TWINS)
 def test_fire_a_million_due_timers(benchmark, twin):
-    baselines = {}
-    for name, new_loop in BASELINE_LOOPS.items():
-        baselines[name] = best_of(
-            2, lambda run: run.run(), lambda new_loop=new_loop: (FireRun(new_loop, loop_timers),)
-        )
-    def setup():
-        run = FireRun(uvloop.new_event_loop, wheel_timers(twin))
-        gc.collect()
-        return (run,), {}
-
-    benchmark.pedantic(FireRun.run, setup=setup, rounds=3, iterations=1)
-    elapsed = benchmark.stats.stats.min
+    elapsed, baselines = interleaved(
+        benchmark, 3, FireRun.run, lambda: (FireRun(uvloop.new_event_loop, wheel_timers(twin)),),
+        {name: (FireRun.run, lambda new_loop=new_loop: (FireRun(new_loop, loop_timers),))
+         for name, new_loop in BASELINE_LOOPS.items()},
+    )
     report(
         benchmark, f"fire x{COUNT:,} due timers [{twin.__name__}]",
         wheel_fired_per_second=COUNT / elapsed,
