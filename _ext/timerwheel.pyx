@@ -265,9 +265,10 @@ cdef class TimerWheel:
         cdef int64_t target = self._tick_floor(t)
         if self._current < 0:
             self._current = target
-        fired = self._advance_to(target)
-        self._rearm()
-        return fired
+        try:
+            return self._advance_to(target)
+        finally:
+            self._rearm()
 
     def next_due(self):
         """Time of the next event the wheel will wake for, or None when idle. It may be

@@ -200,9 +200,10 @@ class TimerWheel:
         target = self._tick_floor(self._check_time(now))
         if self._current < 0:
             self._current = target
-        fired = self._advance_to(target)
-        self._rearm()
-        return fired
+        try:
+            return self._advance_to(target)
+        finally:
+            self._rearm()
 
     def next_due(self):
         """Time of the next event the wheel will wake for, or None when idle. It may be

@@ -183,3 +183,21 @@ async def test_wall_clock_jumps_do_not_matter(twin, monkeypatch):
     await asyncio.sleep(0.2)
     assert len(fired) == 1 and 0.09 <= fired[0] < 1.0
     wheel.close()
+
+
+def test_interrupted_advance_still_rearms_the_loop(twin, counting_loop):
+    wheel = twin.TimerWheel(loop=counting_loop)
+    fired = []
+
+    def interrupt(arg):
+        raise KeyboardInterrupt
+
+    now = counting_loop.time()
+    wheel.call_at(now + 0.01, interrupt)
+    wheel.call_at(now + 0.01, fired.append, "survivor")
+    with pytest.raises(KeyboardInterrupt):
+        wheel.advance(now + 0.05)
+    assert counting_loop.live_timers() == 1  # the survivor still has a wake-up coming
+    counting_loop.run_until_complete(asyncio.sleep(0.1))
+    assert fired == ["survivor"]
+    wheel.close()
