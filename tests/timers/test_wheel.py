@@ -16,7 +16,9 @@ def recorder(clock, log):
     return fired
 
 
-def test_fires_in_due_order_never_early_and_without_delay(wheel, clock):
+@pytest.mark.parametrize("res", [0.001, RES, 0.25])
+def test_fires_in_due_order_never_early_and_without_delay(twin, clock, res):
+    wheel = twin.TimerWheel(clock=clock, resolution=res)
     rng = random.Random(7)
     log = []
     cb = recorder(clock, log)
@@ -31,8 +33,8 @@ def test_fires_in_due_order_never_early_and_without_delay(wheel, clock):
     previous = {}  # advance time -> the advance time before it
     last = start
     # advance one tick at a time through the first second, then in coarse jumps
-    for k in range(1, 101):
-        clock.now = start + k * RES
+    for k in range(1, math.ceil(1 / res) + 1):
+        clock.now = start + k * res
         previous[clock.now] = last
         last = clock.now
         wheel.advance()
@@ -44,12 +46,13 @@ def test_fires_in_due_order_never_early_and_without_delay(wheel, clock):
     assert sorted(i for i, _ in log) == list(range(5000))
     previous_tick = -1
     for i, fired_at in log:
-        tick = math.ceil(due[i] / RES)
+        tick = math.ceil(due[i] / res)
         # fired by the first advance whose clock reached the timer's tick
-        assert math.floor(fired_at / RES) >= tick, "fired early"
-        assert math.floor(previous[fired_at] / RES) < tick, "fired late"
+        assert math.floor(fired_at / res) >= tick, "fired early"
+        assert math.floor(previous[fired_at] / res) < tick, "fired late"
         assert tick >= previous_tick, "out of due order"
         previous_tick = tick
+    wheel.close()
 
 
 def test_same_tick_fires_in_schedule_order(wheel, clock):
