@@ -242,9 +242,12 @@ cdef class TimerWheel:
     def reschedule(self, handle, double delay):
         """Move a pending or fired timer to `delay` seconds from now, in O(1). Works from
         inside callbacks, also on the handle being fired."""
-        self.reschedule_at(handle, self._now() + _check_time(delay))
+        self._reschedule_at(handle, self._now() + _check_time(delay))
 
     def reschedule_at(self, handle, double when):
+        self._reschedule_at(handle, when)
+
+    cdef int _reschedule_at(self, handle, double when) except -1:
         self._own(handle)
         _check_time(when)
         cdef TimerHandle h = <TimerHandle>handle
@@ -257,6 +260,7 @@ cdef class TimerWheel:
             self._count -= 1
         h._when = when
         self._schedule(h, when)
+        return 0
 
     def advance(self, now=None):
         """Fire every timer due at `now` (default: the clock's or loop's time), in due
