@@ -201,3 +201,11 @@ def test_interrupted_advance_still_rearms_the_loop(twin, counting_loop):
     counting_loop.run_until_complete(asyncio.sleep(0.1))
     assert fired == ["survivor"]
     wheel.close()
+
+
+def test_a_far_timer_arms_the_loop_at_most_a_day_ahead(twin, counting_loop):
+    wheel = twin.TimerWheel(loop=counting_loop)
+    wheel.call_later(10 * 86400, print)
+    (armed,) = [h for h in counting_loop.wheel_handles if not h.cancelled()]
+    assert 86400 - 1 <= armed.when() - counting_loop.time() <= 86400
+    wheel.close()
