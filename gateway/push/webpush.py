@@ -178,8 +178,12 @@ class WebPushProvider:
 
     async def send(self, target: PushTarget, notification: Notification) -> PushResult:
         endpoint = target.endpoint or ""
-        if urlsplit(endpoint).scheme != "https":
-            return PushResult("dead_target", "endpoint is not https")
+        try:
+            parts = urlsplit(endpoint)
+        except ValueError:  # e.g. "https://[::1"
+            return PushResult("dead_target", "malformed endpoint")
+        if parts.scheme != "https" or not parts.hostname:
+            return PushResult("dead_target", "endpoint is not an https URL")
         try:
             plaintext = payloads.fit(notification.payload, payloads.encode_webpush)
         except PayloadTooLarge:

@@ -146,3 +146,10 @@ def test_vapid_key_is_created_private_and_then_reused(tmp_path):
 
     with pytest.raises(ConfigError, match="not a PEM private key"):
         load_or_create_vapid_key(str(path))
+
+
+@pytest.mark.parametrize("endpoint", ["https://[::1", "https:///push/x", "", "mailto:x@y"])
+async def test_malformed_endpoints_are_dead_not_errors(provider, clock, endpoint):
+    target = PushTarget("webpush", "call", endpoint=endpoint, p256dh="x", auth="y")
+    result = await provider.send(target, Notification(call_payload(clock() + 40), clock() + 40))
+    assert result.outcome == "dead_target"
