@@ -115,7 +115,8 @@ class Http2Connection(asyncio.Protocol):
         """Connect and wait for the server's SETTINGS. With `ping_after`, a connection idle
         that long is checked with a PING and closed if no ACK comes within `timeout`."""
         loop = asyncio.get_running_loop()
-        authority = host if port == 443 else f"{host}:{port}"
+        name = f"[{host}]" if ":" in host else host  # an IPv6 literal
+        authority = name if port == 443 else f"{name}:{port}"
         conn = cls(authority, max_streams)
         try:
             async with asyncio.timeout(timeout):
