@@ -22,19 +22,19 @@ import asyncio
 import statistics
 import time
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 import trustme
 import uvloop
 from cryptography.hazmat.primitives import serialization
-import h2.config
-import h2.connection
-import h2.events
 from cryptography.hazmat.primitives.asymmetric import ec
 from hpack import NeverIndexedHeaderTuple
 
 from gateway.config import ApnsCredentials
-from gateway.push.apns import ApnsProvider
 from gateway.push import payloads
+from gateway.push.apns import ApnsProvider
 from gateway.push.base import Notification, tls_context
 from gateway.push.payloads import CallPush
 from gateway.store.records import PushTarget
