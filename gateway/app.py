@@ -30,11 +30,14 @@ class Gateway:
         self.store = None
         self.wheel = None
         self.instances = None
+        self.push = None
         self._runners: list[web.AppRunner] = []
 
     async def start(self) -> None:
         from gateway.api.device import create_device_api, start_device_api
         from gateway.instances import InstanceService
+        from gateway.push.outcomes import LifecycleOutcomes
+        from gateway.push.service import PushService
         from gateway.store import open_store
         from gateway.timers import TimerWheel
 
@@ -45,6 +48,8 @@ class Gateway:
         self.wheel = TimerWheel(asyncio.get_running_loop())
         self.instances = InstanceService(config, self.store, self.wheel)
         await self.instances.start()
+        self.push = PushService(config, LifecycleOutcomes(self.instances))
+        self.push.start()
 
         ssl_context = None if config.device_api.plain_http else self._device_api_tls()
         api = create_device_api(config, self.instances)
@@ -76,6 +81,8 @@ class Gateway:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if self.push is not None:
+            await self.push.close()
         if self.instances is not None:
             await self.instances.stop()
         if self.wheel is not None:
