@@ -13,9 +13,9 @@ nothing else. Compiles with Cython 3 and 0.29.
 
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.string cimport memchr, memcmp
+from libc.string cimport memchr, memcmp, memcpy
 
 from gateway.errors import ParseError
 from gateway.sip.fields import CANONICAL, CSeq
@@ -333,10 +333,8 @@ cdef object parse_head(const char* buf, Py_ssize_t start, Py_ssize_t end, object
     else:
         method, uri = request_line(buf + start, sl_end - start)
 
-    if max_headers > 48:
-        fields = <Field*>PyMem_Malloc(sizeof(Field) * max_headers)
-        if fields == NULL:
-            raise MemoryError()
+    cdef int capacity = 48
+    cdef Field* grown
     try:
         # pass 1: the structure of the lines
         pos = sl_end + 2
@@ -362,6 +360,17 @@ cdef object parse_head(const char* buf, Py_ssize_t start, Py_ssize_t end, object
                         raise bad("malformed header name")
                 if count >= max_headers:
                     raise too_large("too many header fields")
+                if count == capacity:  # grow with the message, not with the limit
+                    capacity *= 2
+                    if fields == stack_fields:
+                        grown = <Field*>PyMem_Malloc(sizeof(Field) * capacity)
+                        if grown != NULL:
+                            memcpy(grown, stack_fields, sizeof(Field) * count)
+                    else:
+                        grown = <Field*>PyMem_Realloc(fields, sizeof(Field) * capacity)
+                    if grown == NULL:
+                        raise MemoryError()
+                    fields = grown
                 f = &fields[count]
                 f.name_start, f.name_end, f.value_start, f.end = pos, name_end, colon + 1, k
                 f.folded = False

@@ -53,6 +53,12 @@ class ParseLimits(msgspec.Struct, frozen=True):
     #: header fields in one message
     max_headers: int = 128
 
+    def __post_init__(self):
+        if not 1 <= self.max_message_size <= 0x7FFFFFFF:
+            raise ValueError("max_message_size must be between 1 and 2147483647")
+        if not 1 <= self.max_headers <= 65535:
+            raise ValueError("max_headers must be between 1 and 65535")
+
 
 DEFAULT_LIMITS = ParseLimits()
 

@@ -10,6 +10,7 @@ Depends only on `gateway.errors` and the grammar helpers.
 
 from __future__ import annotations
 
+import re
 import string
 
 from gateway.sip.grammar import (
@@ -31,6 +32,7 @@ _HOST_CHARS = frozenset(string.ascii_letters + string.digits + "-._")
 _IPV6_CHARS = frozenset(string.hexdigits + ":.")
 # characters that never appear unescaped in a URI on the wire
 _URI_FORBIDDEN = frozenset(' \t\r\n<>"')
+_QVALUE = re.compile(r"[01](\.[0-9]{0,3})?\Z")  # RFC 3261 25.1
 
 
 def scheme_end(text: str) -> int:
@@ -294,10 +296,9 @@ class NameAddr:
         value = self.params.get("q")
         if value is None:
             return None
-        try:
-            return float(value)
-        except ValueError:
-            raise bad("malformed q parameter") from None
+        if not _QVALUE.match(value) or float(value) > 1:
+            raise bad("malformed q parameter")
+        return float(value)
 
     def __str__(self) -> str:
         if self.wildcard:
