@@ -29,6 +29,7 @@ from gateway.sip.fields import (
     CSeq,
     Headers,
     Via,
+    canonical_name,
     check_date,
     header_tag,
     parse_cseq,
@@ -40,6 +41,7 @@ from gateway.sip.uri import NameAddr, SipUri
 __all__ = [
     "Request", "Response", "Message", "Headers", "SipUri", "NameAddr", "Via", "CSeq",
     "Challenge", "ParseLimits", "Keepalive", "KEEPALIVE_PING", "KEEPALIVE_PONG", "redacted",
+    "reply_fields",
 ]
 
 SIP_VERSION = "SIP/2.0"
@@ -324,6 +326,32 @@ def _parsed_response(status: int, reason: str, headers: Headers, body: bytes) ->
     msg.headers, msg.body = headers, body
     msg.status, msg.reason = status, reason
     return msg
+
+
+_REPLY_FIELDS = ("Via", "From", "To", "Call-ID", "CSeq")
+
+
+def reply_fields(raw: bytes | None) -> list[tuple[str, str]] | None:
+    """The fields a response to a malformed request copies (RFC 3261 8.2.6: Via, From,
+    To, Call-ID, CSeq), read leniently from the bytes `ParseError.raw` kept; None when
+    `raw` is not a request or lacks one of them, i.e. when no response can be sent."""
+    if not raw:
+        return None
+    head = raw.split(b"\r\n\r\n", 1)[0].decode("utf-8", "surrogateescape")
+    lines = head.split("\r\n")
+    if not lines[0] or lines[0].startswith("SIP/") or " " not in lines[0]:
+        return None
+    fields: list[list[str]] = []
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t") and fields:
+            fields[-1][1] += " " + line.strip(" \t")
+        elif ":" in line:
+            name, _, value = line.partition(":")
+            fields.append([canonical_name(name.strip(" \t")), value.strip(" \t")])
+    found = [(name, value) for name, value in fields if name in _REPLY_FIELDS and value]
+    if any(all(name != wanted for name, _ in found) for wanted in _REPLY_FIELDS):
+        return None
+    return found
 
 
 # -- logs -------------------------------------------------------------------------------
