@@ -142,12 +142,12 @@ class Message:
     @property
     def content_length(self) -> int:
         """The Content-Length field if present (as parsed), else the body's length."""
+        if "content-length" not in self.headers:
+            return len(self.body)  # not cached: the body may still change
         return self._cached("content_length", self._content_length)
 
     def _content_length(self) -> int:
         values = self.headers.fields("Content-Length")
-        if not values:
-            return len(self.body)
         if len(values) > 1:
             raise bad("more than one Content-Length")
         if not values[0].isascii() or not values[0].isdigit():
@@ -209,7 +209,8 @@ class Message:
         return parts
 
     def _name_addrs(self, name: str) -> list[NameAddr]:
-        items = [NameAddr.parse(p, name) for p in self._elements(name)]
+        items = [NameAddr.parse(p, name, wildcard_ok=name == "Contact")
+                 for p in self._elements(name)]
         if name == "Contact" and any(c.wildcard for c in items) and len(items) > 1:
             raise bad("Contact * mixed with other contacts")
         return items

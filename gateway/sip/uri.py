@@ -238,13 +238,14 @@ class NameAddr:
         self.wildcard = wildcard
 
     @classmethod
-    def parse(cls, text: str, what: str = "name-addr") -> NameAddr:
+    def parse(cls, text: str, what: str = "name-addr", *, wildcard_ok: bool = False) -> NameAddr:
+        """One value; `wildcard_ok` accepts the `*` of a REGISTER's Contact."""
         n = len(text)
         i = skip_ws(text, 0)
         if i >= n:
             raise bad(f"empty {what}")
         display = None
-        if text[i] == "*" and what == "Contact":
+        if text[i] == "*" and wildcard_ok:
             params, _ = scan_params(text, i + 1, what, stop_at_comma=False)
             return cls(None, None, params, wildcard=True)
         if text[i] == '"':

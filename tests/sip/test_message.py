@@ -65,7 +65,7 @@ def test_name_addr_forms():
     assert str(tokens) == "Alice Smith <sip:alice@example.com>"
     spec = NameAddr.parse("sip:alice@example.com;tag=9")  # addr-spec: ;tag is a header param
     assert spec.uri.params == {} and spec.tag == "9" and spec.display_name is None
-    star = NameAddr.parse("*", "Contact")
+    star = NameAddr.parse("*", "Contact", wildcard_ok=True)
     assert star.wildcard and star.uri is None and str(star) == "*"
     built = NameAddr("sip:bob@example.com", "Bob, the builder", {"expires": "60"})
     assert str(built) == '"Bob, the builder" <sip:bob@example.com>;expires=60'
@@ -74,7 +74,7 @@ def test_name_addr_forms():
 
 @pytest.mark.parametrize("text", [
     '"unterminated <sip:a@b>', "<sip:a@b", "Bell, Alexander <sip:a@b>", "< sip:a@b >",
-    "sip:a@b?x=1", "<sip:a@b>;;tag=1", "<sip:a@b>;tag=",
+    "sip:a@b?x=1", "<sip:a@b>;;tag=1", "<sip:a@b>;tag=", "*",
 ])
 def test_bad_name_addrs(text):
     with pytest.raises(ParseError):
