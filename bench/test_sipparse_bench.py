@@ -100,7 +100,7 @@ def per_call(fn, data: bytes, batch: int = 2000, rounds: int = 7) -> float:
 
 
 def test_inputs_are_what_they_claim():
-    for name, sip in MESSAGES.items():
+    for sip in MESSAGES.values():
         http = http_twin(sip)
         assert len(http) == len(sip)
         collected = parse_http(http)

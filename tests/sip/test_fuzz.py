@@ -61,10 +61,11 @@ def test_random_bytes(data):
 NAMES = ["Contact", "m", "Max-Forwards", "Expires", "Route", "Record-Route", "Subject",
          "WWW-Authenticate", "Proxy-Authenticate", "Date", "Allow", "X-A"]
 ODD_NAMES = ["Via", "From", "t", "Call-ID", "CSeq", "l", "Bad Name", "", "a:b", "X-Ü"]
-PIECES = ["sip:a@b", "<sip:a@b>", '"x y"', '"unterminated', ";tag=1", ";tag", ";;", ";branch=z9hG4bK1",
-          ",", " ", "\t", "=", "SIP/2.0/UDP h", "SIP / 2.0 / TCP [::1]:5060", "1 INVITE",
-          "2147483648 INVITE", "2147483647 INVITE", "INVITE", "0", "12", "-1", "\\", "<", ">", "@", "?x=1", ";rport", ";received=1.2.3.4",
-          "Digest realm=\"r\", nonce=\"n\"", "*", ";expires=60", "é", "\x00", "\r\n ", "\r\n\t"]
+PIECES = ["sip:a@b", "<sip:a@b>", '"x y"', '"unterminated', ";tag=1", ";tag", ";;",
+          ";branch=z9hG4bK1", ",", " ", "\t", "=", "SIP/2.0/UDP h", "SIP / 2.0 / TCP [::1]:5060",
+          "1 INVITE", "2147483648 INVITE", "2147483647 INVITE", "INVITE", "0", "12", "-1", "\\",
+          "<", ">", "@", "?x=1", ";rport", ";received=1.2.3.4", "Digest realm=\"r\", nonce=\"n\"",
+          "*", ";expires=60", "é", "\x00", "\r\n ", "\r\n\t"]
 START = ["INVITE sip:a@b SIP/2.0", "REGISTER sips:[::1]:5061;transport=tls SIP/2.0",
          "SIP/2.0 200 OK", "SIP/2.0 401 ", "SIP/2.0 180", "MESSAGE sip:u;x=y@h SIP/2.0"]
 BAD_START = ["SIP/2.0 99 x", "OPTIONS <sip:a@b> SIP/2.0", "BYE sip:a@b?x=y SIP/2.0",
@@ -190,7 +191,7 @@ def test_streams_cut_anywhere(messages, cuts, data):
         at = data.draw(st.integers(0, len(stream)))
         stream = stream[:at] + data.draw(st.sampled_from([b"\r", b"x", b"\r\n\r\n"])) + stream[at:]
     points = sorted({c % (len(stream) + 1) for c in cuts})
-    chunks = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)])]
+    chunks = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
     whole = stream_items(TWINS[0], [stream])
     chunked = [stream_items(twin, chunks) for twin in TWINS]
     assert all(c == chunked[0] for c in chunked)
@@ -235,7 +236,8 @@ EDGE_CASES = [
     ("From", "sip:a@b;tag=1,x", False), ("From", "<sip:a@b>;tag=\"1\"", True),
     ("From", "a <sip:a@b>>;tag=1", False), ("From", "<sip:a@b> tag=1", False),
     ("Via", "SIP/2.0/UDP h;branch=1,", True), ("Via", "SIP/2.0/UDP h,SIP/2.0/UDP g;branch=2", True),
-    ("Via", "SIP/2.0/UDP h;branch=\"x,y\"", True), ("Via", "SIP/2.0/UDP h; branch = 1 ;rport", True),
+    ("Via", "SIP/2.0/UDP h;branch=\"x,y\"", True),
+    ("Via", "SIP/2.0/UDP h; branch = 1 ;rport", True),
     ("Via", "SIP/2.0/UDP h;=1", False), ("Via", "SIP/2.0/UDP h;branch=1 x", False),
     ("Content-Length", "0003", True), ("Content-Length", "4", False),
     ("Content-Length", "99999999999999999999999", False), ("Content-Length", " 3 ", True),

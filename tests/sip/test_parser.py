@@ -40,7 +40,8 @@ OK_REGISTER = sip(
     "t: <sip:bob@example.com>;tag=b2",
     "i: c3@host",
     "CSeq: 2 REGISTER",
-    'm: "Desk, 1" <sip:bob@192.0.2.4;transport=udp>;expires=60, <sip:bob@[2001:db8::1]:5070>;expires=3600;q=0.5',
+    'm: "Desk, 1" <sip:bob@192.0.2.4;transport=udp>;expires=60, '
+    "<sip:bob@[2001:db8::1]:5070>;expires=3600;q=0.5",
     "m: sip:bob@192.0.2.9;expires=10",
     "l: 0",
 )
