@@ -160,6 +160,20 @@ class Message:
         return self._cached("via", lambda: [Via.parse(v) for v in self._elements("Via")])
 
     @property
+    def top_via(self) -> Via | None:
+        """The first Via value alone (where a response goes), without parsing the rest."""
+        return self._cached("top_via", self._top_via)
+
+    def _top_via(self) -> Via | None:
+        value = self.headers.get("Via")
+        if value is None:
+            return None
+        first = split_list(value, "Via")[0]
+        if not first:
+            raise bad("empty element in Via")
+        return Via.parse(first)
+
+    @property
     def from_(self) -> NameAddr:
         return self._cached("from", lambda: NameAddr.parse(self._single("From"), "From"))
 
@@ -230,9 +244,9 @@ class Message:
     def check(self) -> None:
         """Parse every field the model knows, raising `ParseError` on the first bad one."""
         _ = (self.call_id, self.cseq, self.branch, self.from_tag, self.to_tag,
-             self.content_length, self.via, self.from_, self.to, self.contacts, self.routes,
-             self.record_routes, self.max_forwards, self.expires, self.www_authenticate,
-             self.proxy_authenticate)
+             self.content_length, self.top_via, self.via, self.from_, self.to, self.contacts,
+             self.routes, self.record_routes, self.max_forwards, self.expires,
+             self.www_authenticate, self.proxy_authenticate)
         for contact in self.contacts:
             _ = contact.expires, contact.q
         for value in self.headers.fields("Date"):

@@ -74,6 +74,9 @@ def test_request_fields(twin):
 def test_response_compact_forms_and_contact_lists(twin):
     msg = twin.parse_message(OK_REGISTER)
     assert isinstance(msg, Response) and (msg.status, msg.reason) == (200, "OK")
+    top = msg.top_via
+    assert (top.host, top.port, top.received, top.rport) == (
+        "192.0.2.4", None, "198.51.100.7", 40000)
     assert [name for name, _ in msg.headers] == [
         "Via", "From", "To", "Call-ID", "CSeq", "Contact", "Contact", "Content-Length"]
     assert msg.via[0].received == "198.51.100.7" and msg.via[0].rport == 40000
