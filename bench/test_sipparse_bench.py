@@ -9,7 +9,7 @@ into Python (`httptools`), and with none (`httptools-bare`, the C floor: llhttp
 tokenizing only).
 
 Each group has the four implementations side by side. The `c` benchmark also times all
-of them in the same test (best of several batches) and stores the ratios in its
+of them in the same test (best of 25 interleaved batches) and stores the ratios in its
 extra_info (goals: py/c >= 10, c/httptools <= 1.5), printed with -s:
 
     python -m pytest bench/test_sipparse_bench.py --benchmark-only -s
@@ -87,15 +87,20 @@ def inputs(name: str, impl: str) -> bytes:
     return http_twin(MESSAGES[name]) if impl.startswith("httptools") else MESSAGES[name]
 
 
-def per_call(fn, data: bytes, batch: int = 2000, rounds: int = 7) -> float:
-    """Best time per call over `rounds` batches of `batch` calls."""
-    best = float("inf")
+def per_call(impls: dict, name: str, batch: int = 500, rounds: int = 25) -> dict:
+    """Best time per call of each implementation over `rounds` batches of `batch` calls.
+
+    The implementations take turns within each round, so that a noisy neighbour on the
+    machine slows them alike and the best rounds are comparable."""
+    best = dict.fromkeys(impls, float("inf"))
     for _ in range(rounds):
-        gc.collect()
-        start = time.perf_counter()
-        for _ in range(batch):
-            fn(data)
-        best = min(best, (time.perf_counter() - start) / batch)
+        for key, fn in impls.items():
+            data = inputs(name, key)
+            gc.collect()
+            start = time.perf_counter()
+            for _ in range(batch):
+                fn(data)
+            best[key] = min(best[key], (time.perf_counter() - start) / batch)
     return best
 
 
@@ -121,7 +126,7 @@ def test_parse(benchmark, name, impl):
     benchmark(impls[impl], data)
     if impl != "c":
         return
-    times = {key: per_call(fn, inputs(name, key)) for key, fn in impls.items()}
+    times = per_call(impls, name)
     figures = {
         "bytes": len(data),
         "c_us": times["c"] * 1e6,
