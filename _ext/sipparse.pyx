@@ -569,7 +569,7 @@ cdef class StreamParser:
 
     def feed(self, data):
         if self._error is not None:
-            raise self._error
+            raise self._error.with_traceback(None)  # no growing traceback
         self._buf += data
         items = []
         try:
