@@ -51,6 +51,8 @@ class Gateway:
         from gateway.api.admin import create_admin, start_admin
         from gateway.api.device import create_device_api, start_device_api
         from gateway.instances import InstanceService
+        from gateway.push.outcomes import LifecycleOutcomes
+        from gateway.push.service import PushService
         from gateway.store import open_store
         from gateway.timers import TimerWheel
 
@@ -66,7 +68,8 @@ class Gateway:
         self.states.load(await self.store.list_instances())
         self.instances.subscribe(self.states.on_event)
         await self.instances.start()
-        self._start_push()
+        self.push = PushService(config, LifecycleOutcomes(self.instances))
+        self.push.start()
         await self._start_registrations()
         await self._start_calls()
         self.probe = metrics.LoopProbe(loop, self.wheel)
@@ -97,14 +100,6 @@ class Gateway:
         self.registrations = RegistrationService(self.config, self.instances,
                                                  self.provider_face, self.wheel)
         await self.registrations.start()
-
-    def _start_push(self) -> None:
-        from gateway.push import PushService
-        from gateway.push.outcomes import LifecycleOutcomes
-
-        outcomes = LifecycleOutcomes(self.instances, alert=lambda app, provider, reason: None)
-        self.push = PushService(self.config, outcomes)
-        self.push.start()  # unusable credentials fail the start, not the first call
 
     async def _start_calls(self) -> None:
         """The device face (where woken phones register), incoming calls and messages."""

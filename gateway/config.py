@@ -164,6 +164,9 @@ class WebPushCredentials(Section):
 
     vapid_key_file: str  # PEM EC P-256 private key; created when missing
     vapid_subject: str = "mailto:operator@localhost"
+    # Host patterns (fnmatch, e.g. "*.push.example.net") endpoints must match; empty: any.
+    # Apps choose endpoints: this keeps the gateway from posting to hosts of your network.
+    allowed_hosts: list[str] = []
 
 
 class App(Section):

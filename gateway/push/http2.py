@@ -91,6 +91,7 @@ class Http2Connection(asyncio.Protocol):
         self._cap = max_streams
         self._streams: dict[int, _Stream] = {}
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
+        self._granted = 0  # slots reserved for woken waiters that have not run yet
         self._transport: asyncio.Transport | None = None
         self._settings = asyncio.get_running_loop().create_future()
         self.draining = False
@@ -114,7 +115,8 @@ class Http2Connection(asyncio.Protocol):
         """Connect and wait for the server's SETTINGS. With `ping_after`, a connection idle
         that long is checked with a PING and closed if no ACK comes within `timeout`."""
         loop = asyncio.get_running_loop()
-        authority = host if port == 443 else f"{host}:{port}"
+        name = f"[{host}]" if ":" in host else host  # an IPv6 literal
+        authority = name if port == 443 else f"{name}:{port}"
         conn = cls(authority, max_streams)
         try:
             async with asyncio.timeout(timeout):
@@ -217,8 +219,10 @@ class Http2Connection(asyncio.Protocol):
             raise
 
     async def _slot(self) -> None:
-        """Wait for a free stream; requests queue in order behind earlier waiters."""
-        if self.usable and len(self._streams) < self.limit and not self._waiters:
+        """Wait for a free stream; requests queue in order behind earlier waiters. A woken
+        waiter has its slot reserved (`_granted`) until it runs, so a burst of finished
+        streams wakes exactly as many waiters as there are slots."""
+        if self.usable and len(self._streams) + self._granted < self.limit and not self._waiters:
             return
         while True:
             if not self.usable:
@@ -228,20 +232,23 @@ class Http2Connection(asyncio.Protocol):
             try:
                 await waiter
             except asyncio.CancelledError:
-                if waiter.done():
-                    self._wake_waiters()  # pass the slot we were given on
+                if waiter.done():  # a slot was reserved for us: pass it on
+                    self._granted -= 1
+                    self._wake_waiters()
                 else:
                     self._waiters.remove(waiter)  # O(n), but only when cancelled
                 raise
-            if self.usable and len(self._streams) < self.limit:
-                return
+            self._granted -= 1
+            if self.usable and len(self._streams) + self._granted < self.limit:
+                return  # else the server lowered its limit meanwhile: queue again
 
     def _wake_waiters(self) -> None:
-        free = self.limit - len(self._streams)
+        free = self.limit - len(self._streams) - self._granted
         while self._waiters and (free > 0 or not self.usable):
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                self._granted += 1
                 free -= 1
 
     def _send_body(self, stream_id: int, stream: _Stream) -> None:

@@ -51,15 +51,15 @@ class LifecycleOutcomes:
     async def _remove(self, instance_id: str, target: PushTarget, reason: str) -> None:
         try:
             record = await self.instances.get(instance_id)
+            remaining = remove_target(record.push, target)
+            if len(remaining) == len(record.push):
+                return  # already removed by an earlier report
+            await self.instances.update(instance_id, push=remaining)
+            if not has_call_target(remaining) and record.state != "off":
+                log.info("instance turned off: its last call target died", instance=instance_id, reason=reason)
+                await self.instances.set_state(instance_id, "off", last_error=NO_CALL_TARGET)
         except ApiError:
-            return  # erased meanwhile: nothing to remove
-        remaining = remove_target(record.push, target)
-        if len(remaining) == len(record.push):
-            return  # already removed by an earlier report
-        await self.instances.update(instance_id, push=remaining)
-        if not has_call_target(remaining) and record.state != "off":
-            log.info("instance turned off: its last call target died", instance=instance_id, reason=reason)
-            await self.instances.set_state(instance_id, "off", last_error=NO_CALL_TARGET)
+            return  # erased, or being erased, meanwhile (404, 409): nothing left to change
 
     def on_alert(self, app_id: str, provider: str, reason: str) -> None:
         if self._alert is not None:

@@ -20,6 +20,7 @@ and `gateway.redact`; never on the API, SIP or lifecycle modules.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import hashlib
 import hmac
 import os
@@ -149,6 +150,7 @@ class WebPushProvider:
         clock: Callable[[], float] = time.time,
     ):
         self.vapid = Vapid(load_or_create_vapid_key(credentials.vapid_key_file), credentials.vapid_subject, clock)
+        self.allowed_hosts = [pattern.lower() for pattern in credentials.allowed_hosts]
         self._ssl = tls_context(ca_file)
         self._max_connections = max_connections
         self._timeout = timeout
@@ -178,8 +180,14 @@ class WebPushProvider:
 
     async def send(self, target: PushTarget, notification: Notification) -> PushResult:
         endpoint = target.endpoint or ""
-        if urlsplit(endpoint).scheme != "https":
-            return PushResult("dead_target", "endpoint is not https")
+        try:
+            parts = urlsplit(endpoint)
+        except ValueError:  # e.g. "https://[::1"
+            return PushResult("dead_target", "malformed endpoint")
+        if parts.scheme != "https" or not parts.hostname:
+            return PushResult("dead_target", "endpoint is not an https URL")
+        if self.allowed_hosts and not any(fnmatch.fnmatchcase(parts.hostname, p) for p in self.allowed_hosts):
+            return PushResult("rejected", "endpoint host not allowed")
         try:
             plaintext = payloads.fit(notification.payload, payloads.encode_webpush)
         except PayloadTooLarge:

@@ -41,3 +41,19 @@ def test_fcm_classify_never_raises(status, body):
 def test_webpush_classify(status):
     result = webpush.classify(status)
     assert (result.outcome == "delivered") == (status in (200, 201, 202))
+
+
+@given(retry_headers)
+def test_retry_after_is_seconds_or_none(header):
+    from gateway.push.base import retry_after
+
+    value = retry_after(header)
+    assert value is None or value >= 0
+
+
+def test_retry_after_forms():
+    from gateway.push.base import retry_after
+
+    assert retry_after("120") == 120.0
+    assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
+    assert retry_after("²") is None and retry_after("soon") is None and retry_after(None) is None

@@ -169,3 +169,19 @@ async def test_a_server_that_does_not_speak_http2_fails_fast(fcm, ca_file):
                 await pool.request("POST", "/token", [], b"x", timeout=1)
     finally:
         await pool.close()
+
+
+async def test_waiting_requests_get_streams_in_the_order_they_came(apns, pool, headers):
+    apns.register(TOKEN, BUNDLE)
+    assert (await send(pool, headers)).status == 200
+    apns.max_streams = 3
+    pool.connections[0].close()  # the next connection gets the 3-stream limit at once
+    tokens = [f"{i:064x}" for i in range(30)]
+    for token in tokens:
+        apns.register(token, BUNDLE)
+    apns.delay = 0.002  # answers come back in bursts while 27 requests wait
+    answers = await asyncio.gather(
+        *(pool.request("POST", f"/3/device/{t}", headers, b'{"aps":{}}', timeout=5) for t in tokens)
+    )
+    assert [a.status for a in answers] == [200] * 30
+    assert apns.arrivals[-30:] == tokens and apns.max_in_flight == 3

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.errors import PayloadTooLarge
 from gateway.push import payloads
@@ -107,3 +109,25 @@ def test_fit_drops_a_message_body_that_does_not_fit():
     assert payloads.decode(payloads.fit(small, payloads.encode_webpush)).body == "hi"
     with pytest.raises(PayloadTooLarge):  # nothing else is dropped
         payloads.fit(call_payload(1.0, caller_name="x" * 5000), payloads.encode_webpush)
+
+
+@settings(max_examples=200)
+@given(st.text(max_size=6000), st.text(max_size=200), st.one_of(st.none(), st.text(max_size=3000)))
+def test_encoders_fit_their_limit_or_say_too_large(caller, sender, body):
+    candidates = [
+        call_payload(1.0, caller_name=caller),
+        MessagePush(instance="i", sender=sender, message_id="m", body=body),
+    ]
+    encoders = [
+        (lambda p: payloads.encode_apns(p, "alert"), 4096),
+        (lambda p: payloads.encode_apns(p, "voip"), 5120),
+        (lambda p: msgspec.json.encode(payloads.fcm_data(p)), 4096),
+        (payloads.encode_webpush, 3993),
+    ]
+    for payload in candidates:
+        for encode, limit in encoders:
+            try:
+                data = payloads.fit(payload, encode)
+            except PayloadTooLarge:
+                continue
+            assert len(data) <= limit

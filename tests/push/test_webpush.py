@@ -146,3 +146,23 @@ def test_vapid_key_is_created_private_and_then_reused(tmp_path):
 
     with pytest.raises(ConfigError, match="not a PEM private key"):
         load_or_create_vapid_key(str(path))
+
+
+@pytest.mark.parametrize("endpoint", ["https://[::1", "https:///push/x", "", "mailto:x@y"])
+async def test_malformed_endpoints_are_dead_not_errors(provider, clock, endpoint):
+    target = PushTarget("webpush", "call", endpoint=endpoint, p256dh="x", auth="y")
+    result = await provider.send(target, Notification(call_payload(clock() + 40), clock() + 40))
+    assert result.outcome == "dead_target"
+
+
+async def test_endpoints_outside_the_allowed_hosts_are_never_contacted(webpush, webpush_credentials, ca_file, clock):
+    sub = webpush.subscribe()
+    note = Notification(call_payload(clock() + 40), clock() + 40)
+    for patterns, outcome in ((["*.push.example.net"], "rejected"), (["127.0.0.*", "*.example.net"], "delivered")):
+        creds = msgspec.structs.replace(webpush_credentials, allowed_hosts=patterns)
+        provider = WebPushProvider(creds, ca_file=ca_file, clock=clock)
+        try:
+            assert (await provider.send(target(sub), note)).outcome == outcome
+        finally:
+            await provider.close()
+    assert len(webpush.requests) == 1

@@ -92,6 +92,7 @@ class ApnsEmulator:
         self.unregistered: dict[str, int] = {}  # token -> ms timestamp
         self.scripted: dict[str, collections.deque] = collections.defaultdict(collections.deque)
         self.requests: list[Received] = []
+        self.arrivals: list[str] = []  # device tokens in the order their requests arrived
         self.delay = 0.0
         self.hold: asyncio.Event | None = None  # when set to an unset Event, answers wait for it
         self.in_flight = 0
@@ -310,6 +311,7 @@ class _Protocol(asyncio.Protocol):
                     conn.streams[event.stream_id][1].extend(event.data)
             elif isinstance(event, h2.events.StreamEnded):
                 headers, body = conn.streams.pop(event.stream_id, ([], b""))
+                self.emulator.arrivals.append(dict(headers).get(":path", "").removeprefix("/3/device/"))
                 asyncio.ensure_future(self.emulator._answer(conn, event.stream_id, headers, bytes(body)))
             elif isinstance(event, h2.events.StreamReset):
                 conn.streams.pop(event.stream_id, None)
