@@ -23,6 +23,14 @@ plain_http = true
 host = "127.0.0.1"
 port = 0
 bearer_token_file = "{token_file}"
+[sip.provider_face]
+udp_port = 0
+tcp_port = 0
+tls_port = 0
+[sip.device_face]
+udp_port = 0
+tcp_port = 0
+tls_port = 0
 [store]
 path = "{tmp}/state/gw.db"
 key_file = "{tmp}/state/store.key"
@@ -37,11 +45,21 @@ vapid_key_file = "{tmp}/state/vapid.pem"
 """
 
 
+def _apns_certificate(path) -> None:
+    """A client certificate and key in one PEM, as APNs certificate auth reads it (the
+    gateway builds its push providers at start and refuses unusable credentials)."""
+    import trustme
+
+    cert = trustme.CA().issue_cert("net.example.phone")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(path))
+
+
 def make_config(tmp_path, *, token: bool = True) -> gwconfig.Config:
     token_file = ""
     if token:
         token_file = tmp_path / "admin.token"
         token_file.write_text(ADMIN_TOKEN + "\n")
+    _apns_certificate(tmp_path / "apns.pem")
     text = CONFIG.format(tmp=tmp_path, token_file=token_file, key_hash=gwconfig.api_key_hash(APP_KEY))
     return gwconfig.parse(text, "observability.toml")
 
