@@ -194,7 +194,7 @@ class CallService:
             if not self.dialogs.from_provider(request, tx):
                 _reply(tx, 481)
         elif method in ("INVITE", "MESSAGE"):
-            self._tasks.spawn(self._incoming(request, tx, time.perf_counter()))
+            self._incoming(request, tx, time.perf_counter())
         else:
             _reply(tx, 405, extra=(("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE"),))
 
@@ -209,7 +209,9 @@ class CallService:
         _reply(tx, 200, "OK")
         relay.cancel(request)
 
-    async def _incoming(self, request: Any, tx: Any, arrived: float) -> None:
+    def _incoming(self, request: Any, tx: Any, arrived: float) -> None:
+        """A new INVITE or MESSAGE. The hot path stays synchronous (no task before the
+        push's own) unless a registrar's name must be resolved first."""
         try:
             token = request.uri.user or ""
         except ParseError:
@@ -220,16 +222,25 @@ class CallService:
         if record is None:
             _reply(tx, self.settings.unknown_status)
             return
-        if not await self._allowed(record, tx.flow):
+        verdict = self._allowed_now(record, tx.flow)
+        if verdict is None:
+            self._tasks.spawn(self._resolve_then(record, request, tx, arrived))
+        else:
+            self._admit(verdict, record, request, tx, arrived)
+
+    async def _resolve_then(self, record, request, tx, arrived: float) -> None:
+        self._admit(await self._allowed(record, tx.flow), record, request, tx, arrived)
+
+    def _admit(self, allowed: bool, record: InstanceRecord, request: Any, tx: Any,
+               arrived: float) -> None:
+        if not allowed:
             log.warning("refused a request from a stranger", method=request.method,
                         source=f"{tx.flow.remote[0]}:{tx.flow.remote[1]}", instance=record.id)
             _reply(tx, 403)
-            return
-        if record.mode == "foreground":
+        elif record.mode == "foreground":
             _reply(tx, self.settings.foreground_status)
-            return
-        if request.method == "MESSAGE":
-            await self._message(record, request, tx)
+        elif request.method == "MESSAGE":
+            self._tasks.spawn(self._message(record, request, tx))
         else:
             self._invite(record, request, tx, arrived)
 

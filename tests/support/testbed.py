@@ -46,6 +46,9 @@ port = {api_port}
 plain_http = true
 rate_per_app = 100000.0
 rate_burst = 100000
+[admin]
+host = "127.0.0.1"
+port = {admin_port}
 [sip]
 tls_ca_file = "{kam_ca}"
 device_realm = "gateway.test"
@@ -108,10 +111,11 @@ def write_ec_key(path: Path) -> bytes:
 
 class Testbed:
     def __init__(self, tmp_path: Path, *, t1: float = 10.0, t2: float = 10.0,
-                 max_body: int = 4194304, log_level: str = "info", kam_children: int = 2):
+                 max_body: int = 4194304, log_level: str = "info", kam_children: int = 2,
+                 kam_shm_mb: int = 64):
         self.tmp = Path(tmp_path)
         self.t1, self.t2, self.max_body, self.log_level = t1, t2, max_body, log_level
-        self.kam = AuthRegistrar(self.tmp / "kamailio", children=kam_children)
+        self.kam = AuthRegistrar(self.tmp / "kamailio", children=kam_children, shm_mb=kam_shm_mb)
         self.ca = trustme.CA()
         self.push_ca = self.tmp / "push-ca.pem"
         self.ca.cert_pem.write_to_path(str(self.push_ca))
@@ -122,11 +126,15 @@ class Testbed:
         self.session: aiohttp.ClientSession | None = None
         self.base = ""
 
-    async def start(self) -> "Testbed":
+    async def start(self, apns_url: str = "", push_ca: str = "") -> "Testbed":
+        """Start everything; with `apns_url` (and its CA in `push_ca`) the gateway pushes to
+        an emulator running elsewhere (tests/support/apns_remote.py) instead."""
         await asyncio.to_thread(self.kam.start)
-        url = await self.apns.start()
+        url = apns_url or await self.apns.start()
+        if push_ca:
+            self.push_ca = Path(push_ca)
         text = CONFIG.format(
-            tmp=self.tmp, api_port=free_port(), kam_ca=self.kam.ca_file,
+            tmp=self.tmp, api_port=free_port(), admin_port=free_port(), kam_ca=self.kam.ca_file,
             udp_port=free_port(socket.SOCK_DGRAM), tcp_port=free_port(),
             dev_udp=free_port(socket.SOCK_DGRAM), dev_tcp=free_port(), dev_tls=free_port(),
             t1=self.t1, t2=self.t2, max_body=self.max_body, push_ca=self.push_ca,
@@ -159,8 +167,9 @@ class Testbed:
 
     # -- instances ----------------------------------------------------------------------
 
-    async def create_instance(self, user: str, transport: str = "udp", wait: bool = True) -> dict:
-        voip, alert = secrets.token_hex(32), secrets.token_hex(32)
+    async def create_instance(self, user: str, transport: str = "udp", wait: bool = True,
+                              tokens: tuple[str, str] | None = None) -> dict:
+        voip, alert = tokens or (secrets.token_hex(32), secrets.token_hex(32))
         self.apns.register(voip, BUNDLE + ".voip")
         self.apns.register(alert, BUNDLE)
         body = {
