@@ -11,7 +11,7 @@ from gateway import metrics
 
 from .conftest import register_bob, wake_device
 
-pytestmark = pytest.mark.kamailio
+pytestmark = [pytest.mark.kamailio, pytest.mark.slow]
 
 
 @pytest.mark.parametrize("transport,hangup_by", [("udp", "bob"), ("tls", "device"), ("tcp", "bob")])

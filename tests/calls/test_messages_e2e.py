@@ -14,7 +14,7 @@ from tests.support.store_files import disk_bytes, raw_connection
 
 from .conftest import register_bob
 
-pytestmark = pytest.mark.kamailio
+pytestmark = [pytest.mark.kamailio, pytest.mark.slow]
 
 
 async def test_message_stored_pushed_fetched_acked_and_gone(bed, phones):

@@ -14,7 +14,7 @@ from gateway import metrics
 
 from .conftest import register_bob, wake_device
 
-pytestmark = pytest.mark.kamailio
+pytestmark = [pytest.mark.kamailio, pytest.mark.slow]
 
 
 async def test_caller_hangs_up_before_the_answer(bed, phones):
