@@ -194,8 +194,11 @@ def provider_face(config: Config, wheel):
     from gateway.sip.transport import TransportSettings
 
     sip = config.sip
+    # a MESSAGE body up to the configured limit (plus its header section) must be framed
+    # whole on TCP/TLS, so that it gets its 413 (or is stored) rather than a 513
     transport = TransportSettings(keepalive_interval=sip.keepalive_interval,
-                                  tls_verify=sip.tls_verify, tls_ca_file=sip.tls_ca_file or None)
+                                  tls_verify=sip.tls_verify, tls_ca_file=sip.tls_ca_file or None,
+                                  max_stream_message=max(65535, config.messages.max_body_bytes + 65536))
     timers = TimerSettings(t1=sip.t1, t2=sip.t2, t4=sip.t4)
     dns = DnsSettings()
     if sip.dns_server:

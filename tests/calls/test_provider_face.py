@@ -134,3 +134,23 @@ async def test_max_forwards_zero_is_refused_at_forwarding(bed, phones, proxy_sta
     assert final.status == 483
     await asyncio.sleep(0.3)
     assert device.find("incoming_call") is None
+
+
+async def test_large_message_over_tcp_stored_or_413(bed):
+    """Bodies past the UDP size arrive whole over TCP: up to the limit they are stored,
+    over it they get 413 (not the transport's 513)."""
+    testbed = await bed(max_body=200_000)
+    alice = await testbed.create_instance("alice")
+    stack = Stack()
+    try:
+        flow = await stack.transport.connect(
+            Target("127.0.0.1", testbed.config.sip.provider_face.tcp_port, "tcp", None))
+        for size, expected in ((150_000, 200), (250_000, 413)):
+            request = invite(stack, flow, alice, "MESSAGE", b"y" * size)
+            request.headers.add("Content-Type", "text/plain")
+            assert (await stack.transactions.send(request, flow)).status == expected
+    finally:
+        await stack.close()
+    code, listing = await testbed.api("GET", alice, "/messages")
+    [stored] = listing["messages"]
+    assert len(stored["body"]) == 150_000
