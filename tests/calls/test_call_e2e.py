@@ -47,3 +47,37 @@ async def test_push_wakes_the_device_and_the_call_is_relayed(bed, phones, transp
     assert metrics.CALLS.total(outcome="answered") == answered_before + 1
     assert len(testbed.pushes("call", alice)) == 1
     assert not testbed.pushes("missed_call", alice)
+
+
+async def test_in_dialog_requests_both_ways(bed, phones):
+    """re-INVITE (hold, unhold) and UPDATE from either side cross the gateway."""
+    testbed = await bed(t1=10.0)
+    alice = await testbed.create_instance("alice")
+    phone = await phones()
+    await register_bob(phone, testbed)
+    await phone.send("call", account="bob", to=f"sip:alice@{testbed.kam.domain}")
+    await testbed.wait_push("call", alice)
+    device = await phones()
+    await wake_device(device, testbed, alice, "udp")
+    await phone.expect("call_state", account="bob", state="CONFIRMED")
+    await device.expect("call_state", account="device", state="CONFIRMED")
+
+    await phone.send("hold", account="bob")  # re-INVITE provider side -> device
+    await device.expect("media_state", account="device", status="remote_hold")
+    await phone.expect("media_state", account="bob", status="local_hold")
+    device.events.clear()
+    await phone.send("unhold", account="bob")
+    await device.expect("media_state", account="device", status="active")
+    phone.events.clear()
+    device.events.clear()
+    await device.send("hold", account="device")  # re-INVITE device -> provider side
+    await phone.expect("media_state", account="bob", status="remote_hold")
+    phone.events.clear()
+    await device.send("unhold", account="device")
+    await phone.expect("media_state", account="bob", status="active")
+    device.events.clear()
+    await device.send("update", account="device")  # UPDATE device -> provider side
+    await device.expect("media_state", account="device", status="active")
+    assert phone.find("call_state", state="DISCONNECTED") is None
+    await phone.send("hangup", account="bob")
+    await device.expect("call_state", account="device", state="DISCONNECTED")

@@ -15,8 +15,8 @@ side is `Phone`:
     await phone.stop()
 
 Commands are JSON lines (`{"cmd": ..., ...}`); events come back as JSON lines
-(`{"event": "reg_state" | "incoming_call" | "call_state" | "message" | "im_status" |
-"error", ...}`). Media uses the null audio device.
+(`{"event": "reg_state" | "incoming_call" | "call_state" | "media_state" | "message" |
+"im_status" | "error", ...}`); "hold", "unhold" and "update" send a re-INVITE or UPDATE. Media uses the null audio device.
 """
 
 from __future__ import annotations
@@ -131,6 +131,15 @@ def main() -> None:  # pragma: no cover - runs in the child
                 if account is not None and account.call is self:
                     account.call = None
 
+        def onCallMediaState(self, prm):
+            info = self.getInfo()
+            names = {pj.PJSUA_CALL_MEDIA_ACTIVE: "active", pj.PJSUA_CALL_MEDIA_LOCAL_HOLD: "local_hold",
+                     pj.PJSUA_CALL_MEDIA_REMOTE_HOLD: "remote_hold", pj.PJSUA_CALL_MEDIA_NONE: "none",
+                     pj.PJSUA_CALL_MEDIA_ERROR: "error"}
+            for media in info.media:
+                if media.type == pj.PJMEDIA_TYPE_AUDIO:
+                    _emit(event="media_state", account=self.name, status=names.get(media.status, str(media.status)))
+
     class Account(pj.Account):
         def __init__(self, name, auto_answer):
             super().__init__()
@@ -233,6 +242,14 @@ def main() -> None:  # pragma: no cover - runs in the child
                 op = pj.CallOpParam()
                 op.statusCode = int(cmd.get("code", 603))
                 call.hangup(op)
+        elif kind == "hold":
+            accounts[cmd["account"]].call.setHold(pj.CallOpParam(True))
+        elif kind == "unhold":
+            op = pj.CallOpParam(True)
+            op.opt.flag = pj.PJSUA_CALL_UNHOLD
+            accounts[cmd["account"]].call.reinvite(op)
+        elif kind == "update":
+            accounts[cmd["account"]].call.update(pj.CallOpParam(True))
         elif kind == "message":
             account = accounts[cmd["account"]]
             bcfg = pj.BuddyConfig()
