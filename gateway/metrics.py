@@ -229,7 +229,7 @@ def sip_response(direction: str, transport: str, status: int) -> None:
 
 def sip_sent(transport: str, data: bytes) -> None:
     """A message leaving on a flow, as bytes: its method or status class from the start line."""
-    if data[:8] == b"SIP/2.0 ":
+    if data.startswith(b"SIP/2.0 "):
         _SIP_RESP[("out", transport, _STATUS_CLASS_BYTES.get(data[8:9], "other"))] += 1
     else:
         _SIP_REQ[("out", transport, _METHOD_BYTES.get(data[:data.find(b" ")], "other"))] += 1
