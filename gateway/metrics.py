@@ -61,11 +61,18 @@ DIRECTIONS = ("in", "out")
 TRANSPORTS = ("udp", "tcp", "tls")
 SIDES = ("client", "server")
 STATES = ("idle", "registering", "registered", "error", "unauthorized", "off")
+#: per REGISTER transaction: 2xx with bindings (registered) or for expires=0 (unregistered);
+#: a 401/407 answered with credentials next (challenged); credentials refused (unauthorized:
+#: 401/407 after credentials, 403); any other final error (rejected, 423 included); timer F
+#: (timeout); no flow or a broken one (transport_error)
 REGISTER_OUTCOMES = ("registered", "unregistered", "challenged", "unauthorized", "rejected",
                      "timeout", "transport_error")
 PROVIDERS = ("apns", "fcm", "webpush")
+#: as `gateway.push`: `Notification.kind` and `PushResult.outcome`
 PUSH_KINDS = ("call", "missed_call", "message", "instance_expiring", "instance_off")
 PUSH_OUTCOMES = ("delivered", "dead_target", "retry_later", "auth_failed", "rejected", "expired")
+#: answered by the woken device; CANCEL before it answered; CANCEL with Reason "call
+#: completed elsewhere"; the call timers ran out (480); the device declined
 CALL_OUTCOMES = ("answered", "cancelled", "answered_elsewhere", "no_answer", "rejected")
 
 # --- buckets, in seconds, fitting each figure ----------------------------------------------
