@@ -6,7 +6,8 @@ How a part records (import the module, call a function; nothing to set up):
     metrics.registration_sent()                          # a REGISTER transaction started
     metrics.registration_result("registered", rtt)       # its outcome, RTT in seconds
     metrics.push_result("apns", "call", "delivered", seconds)
-    metrics.push_retry("fcm"); metrics.push_auth_renewal("fcm"); metrics.push_alert("fcm")
+    metrics.push_attempt("fcm"); metrics.push_retry("fcm")
+    metrics.push_auth_renewal("fcm"); metrics.push_alert("fcm")
     metrics.invite_to_push(seconds)                      # INVITE received -> push accepted
     metrics.call_received(); metrics.call_ended("cancelled")
     metrics.message_stored(); metrics.message_fetched(); metrics.message_expired()
@@ -197,6 +198,8 @@ PUSHES = Tally("pushes_total", "Push deliveries by provider, kind and final outc
                ("provider", "kind", "outcome"), (PROVIDERS, PUSH_KINDS, PUSH_OUTCOMES))
 PUSH_DURATION = Timing("push_duration_seconds", "Push delivery time, retries included", PUSH_BUCKETS,
                        ("provider",), (PROVIDERS,))
+PUSH_ATTEMPTS = Tally("push_attempts_total", "Requests made to push services (first tries and retries)",
+                      ("provider",), (PROVIDERS,))
 PUSH_RETRIES = Tally("push_retries_total", "Push attempts retried after a transient failure",
                      ("provider",), (PROVIDERS,))
 PUSH_RENEWALS = Tally("push_auth_renewals_total", "Push credentials renewed after a refusal",
@@ -284,6 +287,10 @@ def push_result(provider: str, kind: str, outcome: str, seconds: float | None = 
     PUSHES.inc((provider, kind, outcome))
     if seconds is not None:
         PUSH_DURATION.observe(seconds, (provider,))
+
+
+def push_attempt(provider: str) -> None:
+    PUSH_ATTEMPTS.inc((provider,))
 
 
 def push_retry(provider: str) -> None:
