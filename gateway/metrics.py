@@ -215,7 +215,8 @@ MESSAGES_FETCHED = Tally("messages_fetched_total", "Stored messages fetched by t
 MESSAGES_EXPIRED = Tally("messages_expired_total", "Stored messages erased unfetched")
 STORE_WRITES = Timing("store_write_duration_seconds", "A store write from call to durable commit", DISK_BUCKETS)
 LOOP_LAG = Timing("event_loop_lag_seconds", "How late a probe timer of the event loop ran", LAG_BUCKETS)
-TIMER_LATENESS = Timing("timer_lateness_seconds", "How late a probe timer of the timer wheel fired", LAG_BUCKETS)
+TIMER_LATENESS = Timing("timer_lateness_seconds", "How late a probe timer of the timer wheel fired (up to one 10 ms tick is by design)",
+                        LAG_BUCKETS)
 
 # lookups that fold network-supplied values into the fixed sets
 _METHOD = {m: m for m in METHODS}
