@@ -5,6 +5,7 @@ listeners, and `/metrics` read with prometheus-client's own parser."""
 from __future__ import annotations
 
 import aiohttp
+import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import config as gwconfig
@@ -38,6 +39,9 @@ vapid_key_file = "{tmp}/state/vapid.pem"
 
 
 def make_config(tmp_path, *, token: bool = True) -> gwconfig.Config:
+    # an APNs client certificate the push service can load at start (never used to send)
+    identity = trustme.CA().issue_cert("apns-client.test")
+    identity.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "apns.pem"))
     token_file = ""
     if token:
         token_file = tmp_path / "admin.token"
