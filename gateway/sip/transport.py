@@ -139,6 +139,7 @@ class _Connection(asyncio.Protocol):
             reply = error_reply(exc)
             if reply is not None:
                 self.layer._write(flow, reply)
+                metrics.sip_sent(self.name, reply)
             flow.fail(TransportError(f"unparsable stream: {exc}"))
             return
         for item in items:
@@ -310,6 +311,7 @@ class TransportLayer:
                      "answered" if reply else "dropped")
             if reply is not None and sock.transport is not None:
                 sock.transport.sendto(reply, remote)
+                metrics.sip_sent("udp", reply)
             return
         flow = self._udp_flow_for(sock, remote)
         flow.touch()
@@ -346,6 +348,7 @@ class TransportLayer:
                      "answered" if reply else "dropped")
             if reply is not None:
                 self._write(flow, reply)
+                metrics.sip_sent(flow.transport, reply)
         except Exception:  # noqa: BLE001 - one bad message must not take the flow down
             log.exception("handling a message from %r failed", flow)
 

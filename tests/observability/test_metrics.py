@@ -161,3 +161,12 @@ async def test_wheel_size_is_read_at_scrape_time():
         assert scrape(registry)[("sippush_timer_wheel_timers", ())] == 2
     finally:
         wheel.close()
+
+
+def test_the_operator_doc_lists_every_metric():
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "observability.md").read_text()
+    for name in [r.name for r in metrics.RECORDERS] + ["sippush_build_info", "sippush_instances",
+                                                       "sippush_timer_wheel_timers", "sippush_sip_flows_open"]:
+        assert f"`{name}`" in doc, name

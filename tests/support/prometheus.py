@@ -15,16 +15,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import aiohttp
+
+from tests.support.processes import log_tail, stop_group
 
 
 def prometheus_binary() -> str | None:
@@ -108,23 +108,11 @@ class Prometheus:
         return body["data"]["result"]
 
     def log_tail(self, size: int = 4000) -> str:
-        try:
-            return self.log_file.read_bytes()[-size:].decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return log_tail(self.log_file, size)
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
-        except ProcessLookupError:
-            pass
+        stop_group(process, grace=10.0)
 
     def __enter__(self) -> "Prometheus":
         return self.start()
