@@ -32,11 +32,14 @@ class Gateway:
         self.instances = None
         self.provider_face = None
         self.registrations = None
+        self.push = None
         self._runners: list[web.AppRunner] = []
 
     async def start(self) -> None:
         from gateway.api.device import create_device_api, start_device_api
         from gateway.instances import InstanceService
+        from gateway.push.outcomes import LifecycleOutcomes
+        from gateway.push.service import PushService
         from gateway.store import open_store
         from gateway.timers import TimerWheel
 
@@ -47,6 +50,8 @@ class Gateway:
         self.wheel = TimerWheel(asyncio.get_running_loop())
         self.instances = InstanceService(config, self.store, self.wheel)
         await self.instances.start()
+        self.push = PushService(config, LifecycleOutcomes(self.instances))
+        self.push.start()
         await self._start_registrations()
 
         ssl_context = None if config.device_api.plain_http else self._device_api_tls()
@@ -109,6 +114,8 @@ class Gateway:
             await self.registrations.stop()
         if self.provider_face is not None:
             await self.provider_face.close()
+        if self.push is not None:
+            await self.push.close()
         if self.instances is not None:
             await self.instances.stop()
         if self.wheel is not None:

@@ -80,3 +80,12 @@ class AuthError(PeerError):
 
     status = 401
     reason = "Unauthorized"
+
+
+class PayloadTooLarge(GatewayError, ValueError):
+    """A push payload does not fit the push service's size limit."""
+
+    def __init__(self, size: int, limit: int, service: str):
+        super().__init__(f"{service} payload of {size} bytes exceeds the limit of {limit}")
+        self.size = size
+        self.limit = limit
