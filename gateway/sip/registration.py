@@ -42,8 +42,9 @@ import msgspec
 
 from gateway.errors import (AuthError, ConfigError, ParseError, PeerError, TransientError)
 from gateway.sip.digest import DigestClient
-from gateway.sip.dns import send_with_failover
-from gateway.sip.message import Request, SipUri
+from gateway.sip.dns import DEFAULT_PORT, Target, is_ip, send_with_failover
+from gateway.sip.message import SipUri
+from gateway.sip.parsing import parse_message
 from gateway.sip.pacing import Pacer
 from gateway.sip.transaction import new_branch
 from gateway.timers import jitter
@@ -362,8 +363,7 @@ class RegistrationClient:
 
     async def _send(self, expires: int):
         hop = self.outbound_proxy or self.target
-        targets = await self.ctx.endpoint.resolver.resolve(
-            hop.host, hop.port, hop.transport, secure=hop.scheme == "sips")
+        targets = await self._targets(hop)
         used = []
 
         async def attempt(target):
@@ -376,32 +376,41 @@ class RegistrationClient:
         response = await send_with_failover(targets, attempt)
         return response, used[-1]
 
-    def _request(self, flow, expires: int) -> Request:
+    async def _targets(self, hop: SipUri) -> list:
+        if is_ip(hop.host):  # no DNS: skip the resolver's work on every request
+            transport = hop.transport or ("tls" if hop.scheme == "sips" else "udp")
+            return [Target(hop.host.strip("[]"), hop.port or DEFAULT_PORT[transport],
+                           transport, hop.host.strip("[]"))]
+        return await self.ctx.endpoint.resolver.resolve(
+            hop.host, hop.port, hop.transport, secure=hop.scheme == "sips")
+
+    def _request(self, flow, expires: int):
+        """The REGISTER, written as text and read back by the parser (the Cython twin when
+        built): cheaper than building it field by field, and what goes on the wire is
+        exactly what the transaction layer sees."""
         ctx = self.ctx
         hostport = ctx.contact_hostport(flow)
         transport = flow.transport
         self.cseq += 1
         uri = str(self.target)
-        headers = [
-            ("Via", f"SIP/2.0/{transport.upper()} {hostport};branch={new_branch()};rport"),
-            ("Max-Forwards", "70"),
-        ]
+        lines = [f"REGISTER {uri} SIP/2.0",
+                 f"Via: SIP/2.0/{transport.upper()} {hostport};branch={new_branch()};rport",
+                 "Max-Forwards: 70"]
         if self.outbound_proxy is not None:
-            headers.append(("Route", f"<{_loose(self.outbound_proxy)}>"))
-        headers += [
-            ("From", f"<{self.aor}>;tag={self.from_tag}"),
-            ("To", f"<{self.aor}>"),
-            ("Call-ID", self.call_id),
-            ("CSeq", f"{self.cseq} REGISTER"),
-            ("Contact", f"<sip:{self.token}@{hostport};transport={transport}>"
-                        f';+sip.instance="<{self.instance_urn}>"'),
-            ("Expires", str(expires)),
-            ("User-Agent", ctx.endpoint.user_agent),
-        ]
+            lines.append(f"Route: <{_loose(self.outbound_proxy)}>")
+        lines += [f"From: <{self.aor}>;tag={self.from_tag}",
+                  f"To: <{self.aor}>",
+                  f"Call-ID: {self.call_id}",
+                  f"CSeq: {self.cseq} REGISTER",
+                  f"Contact: <sip:{self.token}@{hostport};transport={transport}>"
+                  f';+sip.instance="<{self.instance_urn}>"',
+                  f"Expires: {expires}",
+                  f"User-Agent: {ctx.endpoint.user_agent}"]
         credentials = self.digest.authorization("REGISTER", uri)
         if credentials is not None:
-            headers.append(credentials)
-        return Request("REGISTER", uri, headers)
+            lines.append(f"{credentials[0]}: {credentials[1]}")
+        lines.append("Content-Length: 0\r\n\r\n")
+        return parse_message("\r\n".join(lines).encode("utf-8"))
 
 
 def _timer_fired(client: RegistrationClient) -> None:
