@@ -142,7 +142,7 @@ class RegistrationClient:
     __slots__ = ("ctx", "key", "token", "instance_urn", "aor", "registrar", "target",
                  "outbound_proxy", "expires", "digest", "call_id", "from_tag", "cseq", "state",
                  "last_error", "registered_until", "flow", "failures", "granted", "active",
-                 "bound_maybe", "_timer", "_task", "__weakref__")
+                 "bound_maybe", "next_attempt", "_timer", "_task", "__weakref__")
 
     def __init__(self, ctx: RegistrationContext, *, key: str, token: str, instance_urn: str,
                  aor: str, username: str, password_source: Callable[[], str], registrar: str,
@@ -168,6 +168,7 @@ class RegistrationClient:
         self.granted: int | None = None
         self.active = False       # we want to be registered
         self.bound_maybe = False  # a REGISTER with expires > 0 may have been accepted
+        self.next_attempt: float | None = None  # time.monotonic() of the next REGISTER
         self._timer = None
         self._task: asyncio.Task | None = None
 
@@ -229,6 +230,7 @@ class RegistrationClient:
 
     def _schedule(self, delay: float) -> None:
         self._cancel_timer()
+        self.next_attempt = time.monotonic() + max(delay, 0.0)
         if delay <= 0:
             self._run()
         else:
