@@ -115,3 +115,29 @@ async def test_gateway_restart_reregisters_every_instance_at_the_rate(tmp_path, 
         assert counts[-1][0] > 1.8, counts
     finally:
         kam.stop()
+
+
+async def test_missing_keepalive_pong_reregisters_on_a_new_flow(registrar, start_gateway):
+    """Kamailio frozen (SIGSTOP): the TCP connection stays up but CRLF pings get no pong;
+    the flow is declared dead and its instance registers again once Kamailio thaws."""
+    import os
+    import signal
+
+    gateway, api = await start_gateway(registrar, keepalive=1.0)
+    instance = await api.create(registrar, "erin", "tcp")
+    token = contact_token(instance["id"])
+    assert await eventually(lambda: bound(registrar, "erin", token), 1.0)
+    client = gateway.registrations.clients[instance["id"]]
+    first_flow = client.flow
+    assert first_flow is not None and first_flow.users >= 1  # keepalives run while held
+    os.killpg(registrar.process.pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 3.0  # ping within 0.8-1 s, pong due 0.5 s later
+        while not first_flow.closed and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert first_flow.closed, "the frozen peer's flow was not declared dead"
+    finally:
+        os.killpg(registrar.process.pid, signal.SIGCONT)
+    assert await eventually(lambda: client.state == "registered" and client.flow is not None
+                            and client.flow is not first_flow, 5.0), client
+    assert bound(registrar, "erin", token)
