@@ -23,6 +23,7 @@ import enum
 import re
 
 import msgspec
+from gateway.errors import ParseError
 
 from gateway.sip.fields import (
     Challenge,
@@ -367,6 +368,18 @@ def reply_fields(raw: bytes | None) -> list[tuple[str, str]] | None:
     if any(all(name != wanted for name, _ in found) for wanted in _REPLY_FIELDS):
         return None
     return found
+
+
+def error_reply(exc: ParseError) -> bytes | None:
+    """The stateless response to a malformed request (RFC 3261 8.2.6: status and reason
+    from the error, Via/From/To/Call-ID/CSeq copied), or None when it cannot be addressed."""
+    fields = reply_fields(exc.raw)
+    if fields is None:
+        return None
+    reason = " ".join(str(exc.reason).split())  # never a line break in a status line
+    lines = [f"SIP/2.0 {exc.status} {reason}", *(f"{n}: {v}" for n, v in fields),
+             "Content-Length: 0", "", ""]
+    return "\r\n".join(lines).encode("utf-8", "surrogateescape")
 
 
 # -- logs -------------------------------------------------------------------------------

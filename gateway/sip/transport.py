@@ -30,7 +30,7 @@ import msgspec
 
 from gateway.errors import ConfigError, ParseError, TransportError
 from gateway.sip import parsing
-from gateway.sip.message import Request, redacted
+from gateway.sip.message import Request, error_reply, redacted
 from gateway.sip.flow import PONG, Flow, trace
 from gateway.sip.inflight import InFlight
 
@@ -123,7 +123,11 @@ class _Connection(asyncio.Protocol):
         try:
             items = self.parser.feed(data)
         except ParseError as exc:
-            # the byte stream cannot be framed any more: nothing after this is trustworthy
+            # the byte stream cannot be framed any more: nothing after this is trustworthy;
+            # answer the bad request when we can say which one it was, then close
+            reply = error_reply(exc)
+            if reply is not None:
+                self.layer._write(flow, reply)
             flow.fail(TransportError(f"unparsable stream: {exc}"))
             return
         for item in items:
@@ -286,7 +290,11 @@ class TransportLayer:
         try:
             message = parsing.parse_message(data)
         except ParseError as exc:
-            log.info("dropping unparsable datagram from %s: %s", remote, exc)
+            reply = error_reply(exc)
+            log.info("unparsable datagram from %s: %s (%s)", remote, exc,
+                     "answered" if reply else "dropped")
+            if reply is not None and sock.transport is not None:
+                sock.transport.sendto(reply, remote)
             return
         flow = self._udp_flow_for(sock, remote)
         flow.touch()
@@ -295,12 +303,21 @@ class TransportLayer:
     def _deliver(self, message: Any, flow: Flow) -> None:
         if trace.isEnabledFor(logging.DEBUG):
             trace.debug("recv %s\n%s", flow, redacted(message))
-        if isinstance(message, Request):
-            stamp_via(message, flow.remote)
-        else:
-            observe_via(message, flow)
         try:
+            if isinstance(message, Request):
+                stamp_via(message, flow.remote)
+            else:
+                observe_via(message, flow)
             self.user.message_received(message, flow)
+        except ParseError as exc:  # a field parsed lazily (Via, CSeq...) was malformed
+            reply = None
+            if isinstance(message, Request):
+                exc.raw = exc.raw or message.encode()
+                reply = error_reply(exc)
+            log.info("malformed message from %r: %s (%s)", flow, exc,
+                     "answered" if reply else "dropped")
+            if reply is not None:
+                self._write(flow, reply)
         except Exception:  # noqa: BLE001 - one bad message must not take the flow down
             log.exception("handling a message from %r failed", flow)
 
