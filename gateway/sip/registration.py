@@ -21,7 +21,8 @@ without a lookup by AOR). The exchange handles 401/407 (digest, `gateway.sip.dig
 `unregister()` removes our Contact only (Expires: 0). A flow that fails (keepalive pong
 missing, connection lost) is reported by the endpoint; `flow_lost()` re-registers.
 
-Every REGISTER exchange waits for a slot of the `Pacer` (global and per-registrar rate).
+Every REGISTER exchange waits for one of `max_in_flight` slots, then for the `Pacer`
+(global and per-registrar rate).
 Results go to `RegistrationContext.report(client, state, error, until)` and, for metrics,
 to `RegistrationContext.on_register_result(outcome, rtt)`.
 
@@ -80,7 +81,7 @@ class RegistrationContext:
     where our Contact points, and where results go."""
 
     def __init__(self, endpoint: Any, pacer: Pacer, settings: RegistrationSettings, *,
-                 public_address: str = "",
+                 public_address: str = "", max_in_flight: int = 200,
                  report: Callable[["RegistrationClient", str, str | None, float | None], None]
                  = lambda client, state, error, until: None):
         self.endpoint = endpoint
@@ -90,6 +91,9 @@ class RegistrationContext:
         self.public_host, self.public_port = _split_public(public_address)
         self.report = report
         self.on_register_result: Callable[[str, float], None] = lambda outcome, rtt: None
+        # exchanges under way at once: beyond this they wait, so an overloaded registrar
+        # (or host) sees retransmissions of a bounded set, not of everything queued
+        self.in_flight = asyncio.Semaphore(max_in_flight)
         self.flows: dict[Any, set] = {}  # flow -> clients registered over it
 
     def contact_hostport(self, flow: Any) -> str:
@@ -185,10 +189,12 @@ class RegistrationClient:
 
     # -- control ------------------------------------------------------------------------
 
-    def start(self, delay: float = 0.0) -> None:
-        """Register (again) now or after `delay`, and keep refreshing."""
+    def start(self, delay: float = 0.0, announce: bool = True) -> None:
+        """Register (again) now or after `delay`, and keep refreshing. `announce`: report
+        the state "registering" at once (not done for the restart ramp, where thousands
+        of store writes would only say what the next outcome says anyway)."""
         self.active = True
-        if self.state in ("idle", "off"):
+        if self.state in ("idle", "off") and announce:
             self._set_state("registering", None)
         self._schedule(delay)
 
@@ -252,11 +258,12 @@ class RegistrationClient:
     async def _register(self) -> None:
         started = None
         try:
-            await self.ctx.pacer.acquire(self.pacing_key)
-            if not self.active:
-                return
-            started = time.monotonic()
-            granted = await self._exchange(self.expires)
+            async with self.ctx.in_flight:
+                await self.ctx.pacer.acquire(self.pacing_key)
+                if not self.active:
+                    return
+                started = time.monotonic()
+                granted = await self._exchange(self.expires)
         except asyncio.CancelledError:
             raise
         except AuthError as exc:
