@@ -141,3 +141,16 @@ async def test_missing_keepalive_pong_reregisters_on_a_new_flow(registrar, start
     assert await eventually(lambda: client.state == "registered" and client.flow is not None
                             and client.flow is not first_flow, 5.0), client
     assert bound(registrar, "erin", token)
+
+
+async def test_corrected_password_registers_at_once(registrar, start_gateway):
+    """The app fixes a wrong password (PATCH): no waiting for the slow unauthorized retry."""
+    gateway, api = await start_gateway(registrar)
+    instance = await api.create(registrar, "frank", "udp", password="typo")
+    assert (await wait_state(api, instance, "unauthorized", 2.0))["state"] == "unauthorized"
+    status, _ = await api._call("PATCH", instance, "",
+                                {"account": {"password": registrar.password("frank")}})
+    assert status == 200
+    token = contact_token(instance["id"])
+    assert await eventually(lambda: bound(registrar, "frank", token), 1.5)
+    assert (await wait_state(api, instance, "registered", 1.0))["state"] == "registered"
