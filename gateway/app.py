@@ -10,6 +10,7 @@ READY=1. It says 503 again as soon as the stop begins.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import socket
@@ -232,6 +233,16 @@ def _notify_systemd(message: bytes) -> None:
         sock.sendto(message, address)
 
 
+def tune_gc() -> None:
+    """Once started: move what start-up allocated out of the collector's sight and let
+    the young generation grow larger before a collection. Nearly everything the SIP path
+    allocates is freed by reference counting; with the default threshold (700) the
+    cyclic collector ran every registration or two and cost a fifth of its CPU time."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 50)
+
+
 async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT, then stop gracefully."""
     gateway = Gateway(config)
@@ -241,6 +252,7 @@ async def serve(config: Config) -> None:
         loop.add_signal_handler(signum, stopping.set)
     try:
         await gateway.start()
+        tune_gc()
         await stopping.wait()
         log.info("stopping")
     finally:

@@ -97,6 +97,8 @@ class Registration(Section):
     burst: Annotated[int, Meta(ge=1)] = 50
     per_registrar_rate: Positive = 100.0
     per_registrar_burst: Annotated[int, Meta(ge=1)] = 20
+    # REGISTER exchanges under way at once (the rest wait: back-pressure under overload)
+    max_in_flight: Annotated[int, Meta(ge=1)] = 200
     # RFC 5626 4.5 backoff after errors: min(retry_max, retry_base * 2^(failures-1))
     retry_base: Positive = 30.0
     retry_max: Positive = 1800.0

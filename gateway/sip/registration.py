@@ -21,7 +21,8 @@ without a lookup by AOR). The exchange handles 401/407 (digest, `gateway.sip.dig
 `unregister()` removes our Contact only (Expires: 0). A flow that fails (keepalive pong
 missing, connection lost) is reported by the endpoint; `flow_lost()` re-registers.
 
-Every REGISTER exchange waits for a slot of the `Pacer` (global and per-registrar rate).
+Every REGISTER exchange waits for one of `max_in_flight` slots, then for the `Pacer`
+(global and per-registrar rate).
 Results go to `RegistrationContext.report(client, state, error, until)` and, for metrics,
 to `RegistrationContext.on_register_result(outcome, rtt)`.
 
@@ -34,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import secrets
 import time
 from typing import Any, Callable
@@ -42,8 +44,9 @@ import msgspec
 
 from gateway.errors import (AuthError, ConfigError, ParseError, PeerError, TransientError)
 from gateway.sip.digest import DigestClient
-from gateway.sip.dns import send_with_failover
-from gateway.sip.message import Request, SipUri
+from gateway.sip.dns import DEFAULT_PORT, Target, is_ip, send_with_failover
+from gateway.sip.message import SipUri
+from gateway.sip.parsing import parse_message
 from gateway.sip.pacing import Pacer
 from gateway.sip.transaction import new_branch
 from gateway.timers import jitter
@@ -51,6 +54,8 @@ from gateway.timers import jitter
 log = logging.getLogger(__name__)
 
 _rng = random.Random()
+#: registrar URIs with an IP address -> their one target (no DNS, never changes)
+_IP_TARGETS: dict[str, list] = {}
 
 
 class RegistrationSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -76,7 +81,7 @@ class RegistrationContext:
     where our Contact points, and where results go."""
 
     def __init__(self, endpoint: Any, pacer: Pacer, settings: RegistrationSettings, *,
-                 public_address: str = "",
+                 public_address: str = "", max_in_flight: int = 200,
                  report: Callable[["RegistrationClient", str, str | None, float | None], None]
                  = lambda client, state, error, until: None):
         self.endpoint = endpoint
@@ -86,6 +91,9 @@ class RegistrationContext:
         self.public_host, self.public_port = _split_public(public_address)
         self.report = report
         self.on_register_result: Callable[[str, float], None] = lambda outcome, rtt: None
+        # exchanges under way at once: beyond this they wait, so an overloaded registrar
+        # (or host) sees retransmissions of a bounded set, not of everything queued
+        self.in_flight = asyncio.Semaphore(max_in_flight)
         self.flows: dict[Any, set] = {}  # flow -> clients registered over it
 
     def contact_hostport(self, flow: Any) -> str:
@@ -141,7 +149,7 @@ class RegistrationClient:
     __slots__ = ("ctx", "key", "token", "instance_urn", "aor", "registrar", "target",
                  "outbound_proxy", "expires", "digest", "call_id", "from_tag", "cseq", "state",
                  "last_error", "registered_until", "flow", "failures", "granted", "active",
-                 "bound_maybe", "_timer", "_task", "__weakref__")
+                 "bound_maybe", "next_attempt", "_timer", "_task", "__weakref__")
 
     def __init__(self, ctx: RegistrationContext, *, key: str, token: str, instance_urn: str,
                  aor: str, username: str, password_source: Callable[[], str], registrar: str,
@@ -167,6 +175,7 @@ class RegistrationClient:
         self.granted: int | None = None
         self.active = False       # we want to be registered
         self.bound_maybe = False  # a REGISTER with expires > 0 may have been accepted
+        self.next_attempt: float | None = None  # time.monotonic() of the next REGISTER
         self._timer = None
         self._task: asyncio.Task | None = None
 
@@ -180,10 +189,12 @@ class RegistrationClient:
 
     # -- control ------------------------------------------------------------------------
 
-    def start(self, delay: float = 0.0) -> None:
-        """Register (again) now or after `delay`, and keep refreshing."""
+    def start(self, delay: float = 0.0, announce: bool = True) -> None:
+        """Register (again) now or after `delay`, and keep refreshing. `announce`: report
+        the state "registering" at once (not done for the restart ramp, where thousands
+        of store writes would only say what the next outcome says anyway)."""
         self.active = True
-        if self.state in ("idle", "off"):
+        if self.state in ("idle", "off") and announce:
             self._set_state("registering", None)
         self._schedule(delay)
 
@@ -228,6 +239,7 @@ class RegistrationClient:
 
     def _schedule(self, delay: float) -> None:
         self._cancel_timer()
+        self.next_attempt = time.monotonic() + max(delay, 0.0)
         if delay <= 0:
             self._run()
         else:
@@ -246,11 +258,12 @@ class RegistrationClient:
     async def _register(self) -> None:
         started = None
         try:
-            await self.ctx.pacer.acquire(self.pacing_key)
-            if not self.active:
-                return
-            started = time.monotonic()
-            granted = await self._exchange(self.expires)
+            async with self.ctx.in_flight:
+                await self.ctx.pacer.acquire(self.pacing_key)
+                if not self.active:
+                    return
+                started = time.monotonic()
+                granted = await self._exchange(self.expires)
         except asyncio.CancelledError:
             raise
         except AuthError as exc:
@@ -353,6 +366,9 @@ class RegistrationClient:
 
     def _granted(self, response, asked: int) -> int:
         """The expiry of OUR Contact in the 200 (the registrar may list others too)."""
+        fast = _our_expires(response, self.token)
+        if fast is not None:
+            return fast
         for contact in response.contacts:
             if contact.uri is not None and contact.uri.user == self.token:
                 if contact.expires is not None:
@@ -362,8 +378,7 @@ class RegistrationClient:
 
     async def _send(self, expires: int):
         hop = self.outbound_proxy or self.target
-        targets = await self.ctx.endpoint.resolver.resolve(
-            hop.host, hop.port, hop.transport, secure=hop.scheme == "sips")
+        targets = await self._targets(hop)
         used = []
 
         async def attempt(target):
@@ -376,32 +391,47 @@ class RegistrationClient:
         response = await send_with_failover(targets, attempt)
         return response, used[-1]
 
-    def _request(self, flow, expires: int) -> Request:
+    async def _targets(self, hop: SipUri) -> list:
+        cached = _IP_TARGETS.get(str(hop))
+        if cached is not None:
+            return cached
+        if is_ip(hop.host):  # no DNS: skip the resolver's work on every request
+            transport = hop.transport or ("tls" if hop.scheme == "sips" else "udp")
+            targets = [Target(hop.host.strip("[]"), hop.port or DEFAULT_PORT[transport],
+                              transport, hop.host.strip("[]"))]
+            if len(_IP_TARGETS) < 10_000:
+                _IP_TARGETS[str(hop)] = targets
+            return targets
+        return await self.ctx.endpoint.resolver.resolve(
+            hop.host, hop.port, hop.transport, secure=hop.scheme == "sips")
+
+    def _request(self, flow, expires: int):
+        """The REGISTER, written as text and read back by the parser (the Cython twin when
+        built): cheaper than building it field by field, and what goes on the wire is
+        exactly what the transaction layer sees."""
         ctx = self.ctx
         hostport = ctx.contact_hostport(flow)
         transport = flow.transport
         self.cseq += 1
         uri = str(self.target)
-        headers = [
-            ("Via", f"SIP/2.0/{transport.upper()} {hostport};branch={new_branch()};rport"),
-            ("Max-Forwards", "70"),
-        ]
+        lines = [f"REGISTER {uri} SIP/2.0",
+                 f"Via: SIP/2.0/{transport.upper()} {hostport};branch={new_branch()};rport",
+                 "Max-Forwards: 70"]
         if self.outbound_proxy is not None:
-            headers.append(("Route", f"<{_loose(self.outbound_proxy)}>"))
-        headers += [
-            ("From", f"<{self.aor}>;tag={self.from_tag}"),
-            ("To", f"<{self.aor}>"),
-            ("Call-ID", self.call_id),
-            ("CSeq", f"{self.cseq} REGISTER"),
-            ("Contact", f"<sip:{self.token}@{hostport};transport={transport}>"
-                        f';+sip.instance="<{self.instance_urn}>"'),
-            ("Expires", str(expires)),
-            ("User-Agent", ctx.endpoint.user_agent),
-        ]
+            lines.append(f"Route: <{_loose(self.outbound_proxy)}>")
+        lines += [f"From: <{self.aor}>;tag={self.from_tag}",
+                  f"To: <{self.aor}>",
+                  f"Call-ID: {self.call_id}",
+                  f"CSeq: {self.cseq} REGISTER",
+                  f"Contact: <sip:{self.token}@{hostport};transport={transport}>"
+                  f';+sip.instance="<{self.instance_urn}>"',
+                  f"Expires: {expires}",
+                  f"User-Agent: {ctx.endpoint.user_agent}"]
         credentials = self.digest.authorization("REGISTER", uri)
         if credentials is not None:
-            headers.append(credentials)
-        return Request("REGISTER", uri, headers)
+            lines.append(f"{credentials[0]}: {credentials[1]}")
+        lines.append("Content-Length: 0\r\n\r\n")
+        return parse_message("\r\n".join(lines).encode("utf-8"))
 
 
 def _timer_fired(client: RegistrationClient) -> None:
@@ -429,6 +459,28 @@ def _loose(uri: SipUri) -> SipUri:
 def _same_target(flow, target) -> bool:
     return (flow is not None and not flow.closed and flow.transport == target.transport
             and flow.remote[0] == target.address and flow.remote[1] == target.port)
+
+
+def _our_expires(response, token: str) -> int | None:
+    """The expires parameter of our Contact read off the raw header text, or None when
+    the text is anything but the plain `<sip:TOKEN@...>;...;expires=N` form (then the
+    caller parses every Contact properly). Registrars echo our Contact as we wrote it;
+    this saves a full parse of each Contact list, which is the bulk of a 200's cost."""
+    marker = f"<sip:{token}@"
+    for value in response.headers.fields("Contact"):
+        start = value.find(marker)
+        if start < 0:
+            continue
+        end = value.find(">", start)
+        if end < 0 or '"' in value[:start]:
+            return None  # quoted text before it may hide commas: parse properly
+        params = value[end + 1:].split(",", 1)[0]
+        found = _EXPIRES.search(params)
+        return int(found.group(1)) if found else None
+    return None
+
+
+_EXPIRES = re.compile(r";\s*expires\s*=\s*(\d{1,10})\s*(?:;|$)", re.I)
 
 
 def _describe(exc: BaseException) -> str:

@@ -30,8 +30,8 @@ rate_burst = 10000
 [sip]
 keepalive_interval = {keepalive}
 tls_ca_file = "{ca_file}"
-t1 = 0.1
-t2 = 0.4
+t1 = {t1}
+t2 = {t2}
 [sip.provider_face]
 host = "127.0.0.1"
 udp_port = {udp_port}
@@ -46,6 +46,7 @@ rate = {rate}
 burst = {burst}
 per_registrar_rate = {rate}
 per_registrar_burst = {burst}
+max_in_flight = {in_flight}
 retry_base = {retry_base}
 retry_max = 4.0
 unauthorized_retry = {unauthorized_retry}
@@ -73,7 +74,7 @@ def free_port(kind=socket.SOCK_STREAM) -> int:
 def gateway_config(tmp_path, ca_file, **overrides) -> gwconfig.Config:
     values = dict(tmp=tmp_path, api_port=free_port(), udp_port=free_port(socket.SOCK_DGRAM),
                   tcp_port=free_port(), ca_file=ca_file, keepalive=30.0, rate=200.0, burst=20,
-                  retry_base=0.5, unauthorized_retry=2.0, key_hash=gwconfig.api_key_hash(APP_KEY))
+                  retry_base=0.5, unauthorized_retry=2.0, key_hash=gwconfig.api_key_hash(APP_KEY), t1=0.1, t2=0.4, in_flight=200)
     values.update(overrides)
     return gwconfig.parse(CONFIG.format(**values), "registration-test.toml")
 

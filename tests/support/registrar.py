@@ -15,8 +15,13 @@ to the ctl module over a unix socket in the work directory.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import select
 import subprocess
+import time
+import uuid
 from pathlib import Path
 
 from tests.support.kamailio import Kamailio, KamailioConfig
@@ -39,14 +44,18 @@ class AuthRegistrar(Kamailio):
                  shm_mb: int = 64, children: int = 2, nonce_expire: int = 300,
                  min_expires: int = 1, max_expires: int = 3600, debug: int = 2):
         self.socket = Path(workdir) / "ctl.sock"
+        self.fifo = Path(workdir) / "rpc.fifo"
         modparams = [f'modparam("ctl", "binrpc", "unix:{self.socket}")',
+                     f'modparam("jsonrpcs", "fifo_name", "{self.fifo}")',
+                     f'modparam("jsonrpcs", "fifo_reply_dir", "{Path(workdir)}/")',
+                     'modparam("jsonrpcs", "transport", 2)',
                      f'modparam("auth", "nonce_expire", {nonce_expire})',
                      f'modparam("registrar", "min_expires", {min_expires})',
                      f'modparam("registrar", "max_expires", {max_expires})',
                      'modparam("registrar", "default_expires", 60)']
         if algorithm != "MD5":
             modparams.append(f'modparam("auth", "algorithm", "{algorithm}")')
-        config = KamailioConfig(extra_modules=("auth", "ctl", "kex"),
+        config = KamailioConfig(extra_modules=("auth", "ctl", "kex", "jsonrpcs"),
                                 modparams="\n".join(modparams), auth_route=AUTH_ROUTE,
                                 request_hook=request_hook, shm_mb=shm_mb, children=children,
                                 debug=debug)
@@ -67,18 +76,53 @@ class AuthRegistrar(Kamailio):
         out = self.kamcmd("ul.lookup", "location", user)
         return re.findall(r"Address:\s*(\S+)", out)
 
+    def rpc(self, method: str, *params, timeout: float = 60.0) -> object:
+        """A JSON-RPC call through the jsonrpcs FIFO (no reply size limit, unlike the
+        binrpc socket kamcmd uses, which refuses a 20,000-contact ul.dump)."""
+        reply_name = f"reply{uuid.uuid4().hex}"  # jsonrpcs refuses names with "-" or "."
+        reply = self.workdir / reply_name
+        os.mkfifo(reply)
+        fd = os.open(reply, os.O_RDONLY | os.O_NONBLOCK)
+        chunks: list[bytes] = []
+        try:
+            request = json.dumps({"jsonrpc": "2.0", "method": method, "params": list(params),
+                                  "reply_name": reply_name, "id": 1})
+            with open(self.fifo, "w") as fifo:
+                fifo.write(request + "\n")
+            deadline = time.monotonic() + timeout
+            writer_seen = False
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RuntimeError(f"{method}: no reply within {timeout}s")
+                ready, _, _ = select.select([fd], [], [], min(left, 0.2))
+                if not ready:
+                    continue
+                data = os.read(fd, 1 << 20)
+                if data:
+                    chunks.append(data)
+                    writer_seen = True
+                elif writer_seen:
+                    break  # EOF: Kamailio closed its end
+                else:
+                    time.sleep(0.01)  # no writer yet: EOF before Kamailio opened it
+        finally:
+            os.close(fd)
+            reply.unlink(missing_ok=True)
+        message = json.loads(b"".join(chunks))
+        if "error" in message:
+            raise RuntimeError(f"{method}: {message['error']}")
+        return message["result"]
+
     def all_contacts(self) -> dict[str, list[str]]:
         """Every AOR with its Contact URIs, from one `ul.dump`."""
-        out = self.kamcmd("ul.dump", timeout=120)
+        result = self.rpc("ul.dump")
         table: dict[str, list[str]] = {}
-        aor = None
-        for line in out.splitlines():
-            line = line.strip()
-            if line.startswith("AoR:"):
-                aor = line.split(":", 1)[1].strip()
-                table.setdefault(aor, [])
-            elif line.startswith("Address:") and aor is not None:
-                table[aor].append(line.split(":", 1)[1].strip())
+        for domain in result.get("Domains", []):
+            for entry in domain.get("Domain", {}).get("AoRs", []):
+                info = entry.get("Info", {})
+                table[info.get("AoR")] = [c["Contact"]["Address"]
+                                          for c in info.get("Contacts", [])]
         return table
 
     def _log(self) -> str:
