@@ -100,6 +100,9 @@ class Gateway:
                 identity = self._provider_tls_identity() if transport == "tls" else None
                 bound = await self.provider_face.listen(transport, face.host, port, identity)
                 log.info("provider face listening", transport=transport, address=str(bound))
+        if not self.config.sip.registration.enabled:
+            log.info("registrations disabled (sip.registration.enabled = false)")
+            return
         self.registrations = RegistrationService(self.config, self.instances,
                                                  self.provider_face, self.wheel)
         await self.registrations.start()
