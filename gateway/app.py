@@ -98,6 +98,9 @@ class Gateway:
 
         self.provider_face = provider_face(self.config, self.wheel)
         await self._listen_sip("provider face", self.provider_face, self.config.sip.provider_face)
+        if not self.config.sip.registration.enabled:
+            log.info("registrations disabled (sip.registration.enabled = false)")
+            return
         self.registrations = RegistrationService(self.config, self.instances,
                                                  self.provider_face, self.wheel)
         await self.registrations.start()

@@ -92,6 +92,8 @@ def _device_face() -> SipFace:
 class Registration(Section):
     """REGISTER towards providers: send rates, retries, refresh jitter."""
 
+    # false: the gateway registers nothing (the API, the lifecycle and push still run)
+    enabled: bool = True
     # REGISTER exchanges per second for the whole gateway, and per registrar (next hop)
     rate: Positive = 500.0
     burst: Annotated[int, Meta(ge=1)] = 50

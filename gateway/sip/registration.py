@@ -42,7 +42,9 @@ from typing import Any, Callable
 
 import msgspec
 
-from gateway.errors import (AuthError, ConfigError, ParseError, PeerError, TransientError)
+from gateway import metrics
+from gateway.errors import (AuthError, ConfigError, ParseError, PeerError, TransactionTimeout,
+                            TransientError)
 from gateway.sip.digest import DigestClient
 from gateway.sip.dns import DEFAULT_PORT, Target, is_ip, send_with_failover
 from gateway.sip.message import SipUri
@@ -327,7 +329,7 @@ class RegistrationClient:
         while True:
             if expires > 0:
                 self.bound_maybe = True
-            response, flow = await self._send(expires)
+            response, flow = await self._transaction(expires)
             status = response.status
             if 200 <= status < 300:
                 if expires == 0:
@@ -337,11 +339,18 @@ class RegistrationClient:
                 return granted
             if status in (401, 407):
                 challenges += 1
-                if challenges > settings.max_challenges:
-                    raise AuthError(f"still challenged after {settings.max_challenges} answers",
-                                    status=status)
-                self.digest.challenged(response)
-            elif status == 423 and too_brief < 2:
+                try:
+                    if challenges > settings.max_challenges:
+                        raise AuthError(f"still challenged after {settings.max_challenges} "
+                                        "answers", status=status)
+                    self.digest.challenged(response)
+                except AuthError:
+                    metrics.registration_result("unauthorized")
+                    raise
+                metrics.registration_result("challenged")
+                continue
+            metrics.registration_result("unauthorized" if status == 403 else "rejected")
+            if status == 423 and too_brief < 2:
                 minimum = response.get("Min-Expires")
                 if minimum is None or not minimum.strip().isdigit() or int(minimum) <= expires:
                     raise RegisterFailed(423, "Interval Too Brief without a usable Min-Expires")
@@ -375,6 +384,25 @@ class RegistrationClient:
                     return contact.expires
                 return response.expires if response.expires is not None else asked
         raise RegisterFailed(response.status, "the 200 does not list our Contact")
+
+    async def _transaction(self, expires: int):
+        """One REGISTER transaction (with target failover), counted for the metrics."""
+        metrics.registration_sent()
+        sent = time.monotonic()
+        try:
+            response, flow = await self._send(expires)
+        except TransactionTimeout:
+            metrics.registration_result("timeout")
+            raise
+        except TransientError:
+            metrics.registration_result("transport_error")
+            raise
+        if 200 <= response.status < 300:
+            metrics.registration_result("unregistered" if expires == 0 else "registered",
+                                        time.monotonic() - sent)
+        else:
+            metrics.REGISTER_RTT.observe(time.monotonic() - sent)
+        return response, flow
 
     async def _send(self, expires: int):
         hop = self.outbound_proxy or self.target
