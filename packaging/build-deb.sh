@@ -39,6 +39,16 @@ if [ -z "$VERSION" ]; then
     [ -z "$(git status --porcelain --untracked-files=no)" ] || VERSION="$VERSION.dirty"
 fi
 
+ARCH=$(dpkg --print-architecture)
+case "$VERSION" in
+    *.dirty) ;;
+    *) if [ -s "$OUT/sip-push-gateway_${VERSION}_$ARCH.deb" ]; then
+           # A committed tree builds the same package again: keep the one we have.
+           echo "build-deb: $OUT/sip-push-gateway_${VERSION}_$ARCH.deb (up to date)"
+           exit 0
+       fi ;;
+esac
+
 SRC=$ROOT/build/deb/sip-push-gateway-$VERSION
 rm -rf "$ROOT/build/deb"
 mkdir -p "$SRC" "$OUT"
@@ -61,6 +71,6 @@ cp -r packaging/debian "$SRC/debian"
 cd "$SRC"
 dpkg-buildpackage -us -uc -b
 cd "$ROOT"
-deb=build/deb/sip-push-gateway_${VERSION}_$(dpkg --print-architecture).deb
+deb=build/deb/sip-push-gateway_${VERSION}_$ARCH.deb
 cp "$deb" "$OUT/"
 echo "build-deb: $OUT/$(basename "$deb") ($(du -k "$deb" | cut -f1) KiB)"
