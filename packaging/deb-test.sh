@@ -4,8 +4,8 @@
 #  1. builds the package of this tree (packaging/build-deb.sh) and one of the previous
 #     commit (HEAD~1, from a temporary `git worktree`; cached per commit);
 #  2. lintian: no errors; systemd-analyze security: the unit's exposure score;
-#  3. in a fresh Debian bookworm tree (debootstrap --variant=minbase from the mirror the
-#     machine's apt uses; cached as a tarball):
+#  3. in a fresh Debian bookworm tree (debootstrap --variant=minbase, plus systemd, from
+#     the mirror the machine's apt uses; cached as a tarball):
 #     a. apt-get install of the package; files, owners and modes; every extension module
 #        imports; systemd-analyze verify; check-config as the service user; the unit's
 #        command runs as the service user until READY=1, an instance is created through
@@ -112,12 +112,14 @@ mirror() {
                   for (j = 2; j <= m; j++) if (f[j] == s) ok = 1 } }
           if (ok && uri != "") { print uri; exit } }'
 }
-TARBALL=$CACHE/$SUITE-minbase-$ARCH.tar.gz
+TARBALL=$CACHE/$SUITE-minbase-systemd-$ARCH.tar.gz
 if [ ! -s "$TARBALL" ] || [ -n "$(find "$TARBALL" -mtime +30)" ]; then
     MIRROR=$(mirror)
     [ -n "$MIRROR" ] || die "no $SUITE source in /etc/apt/sources.list(.d): which mirror?"
     step "debootstrap $SUITE from $MIRROR (cached in $TARBALL)"
-    debootstrap --variant=minbase "$SUITE" "$WORK/new-tree" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 ||
+    # minbase plus systemd, as on any bookworm server (not running: there is no init in a
+    # chroot); systemd-analyze verify needs its units.
+    debootstrap --variant=minbase --include=systemd "$SUITE" "$WORK/new-tree" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 ||
         { tail -20 "$WORK/debootstrap.log"; die "debootstrap failed"; }
     # The package lists and Python come with the tarball, so that each run does not
     # download them again; they are not installed (the tree stays minimal).
@@ -202,7 +204,7 @@ import gateway.sip.parsing, gateway.timers  # where the twins are chosen
 assert _accel.accelerated(), _accel.chosen
 print(f"deb-test:   {len(names)} extension modules import; gateway accelerated: {_accel.chosen}")
 ' || die "the installed extension modules do not import"
-systemd-analyze verify --root="$TREE" /lib/systemd/system/sip-push-gateway.service ||
+in_tree systemd-analyze verify /lib/systemd/system/sip-push-gateway.service ||
     die "systemd-analyze verify failed"
 say "systemd-analyze verify: OK"
 in_tree runuser -u sip-push-gateway -- sip-push-gateway --config $CONFIG check-config ||
