@@ -218,7 +218,7 @@ step "upgrade from $(dpkg-deb -f "$PREV_DEB" Version)"
 apt_install "$PREV_IN"
 in_tree sed -i -e 's/^rate_burst = .*/rate_burst = 77  # edited by deb-test/' $CONFIG
 in_tree grep -q '^rate_burst = 77' $CONFIG || die "could not edit $CONFIG"
-isolated $PY /tmp/installed_check.py create /tmp/upgrade.json || die "the previous package's service failed"
+isolated $PY /tmp/installed_check.py create /tmp/upgrade.json --old || die "the previous package's service failed"
 apt_install "$DEB_IN"
 [ "$(in_tree dpkg-query -W -f='${Version}' sip-push-gateway)" = "$VERSION" ] || die "not upgraded"
 in_tree grep -q '^rate_burst = 77  # edited by deb-test' $CONFIG || die "the upgrade lost the edited config"

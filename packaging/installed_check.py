@@ -1,8 +1,12 @@
 """Drives the installed package inside deb-test's chroot: the service's own command, as the
 service user, then the device API and /metrics over loopback.
 
-    installed_check.py create STATE.json   start, create an instance, save its id and secret
-    installed_check.py find STATE.json     start, the saved instance must still answer
+    installed_check.py create STATE.json [--old]   start, create an instance, save its id
+                                                   and secret
+    installed_check.py find STATE.json             start, the saved instance must answer
+
+/metrics must answer, except with --old: the previous commit's package of an upgrade test
+may predate the admin listener (issue 8).
 
 Runs as root inside the chroot (in a private network namespace, so the default ports are
 free) with the package's interpreter, and uses the standard library only. There is no
@@ -33,9 +37,6 @@ CONFIG = Path("/etc/sip-push-gateway/gateway.toml")
 PASSWORD = "deb-test-Pa55word"
 PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
 
-# TODO(issue 8): the admin listener with /metrics lands on branch `observability`; until
-# it is merged into this branch the /metrics step reports SKIPPED instead of failing.
-METRICS_REQUIRED = False
 
 
 def fail(message: str, log: Path | None = None) -> None:
@@ -176,7 +177,7 @@ def create_body(app_id: str, device: str) -> dict:
     }
 
 
-def exercise(mode: str, state_file: Path) -> None:
+def exercise(mode: str, state_file: Path, metrics_required: bool) -> None:
     config = tomllib.loads(CONFIG.read_text())
     api_port = config.get("device_api", {}).get("port", 8443)
     admin_port = config.get("admin", {}).get("port", 9464)
@@ -210,13 +211,19 @@ def exercise(mode: str, state_file: Path) -> None:
         status, body = request(f"http://127.0.0.1:{admin_port}/metrics")
     except OSError as exc:
         status, body = None, str(exc).encode()
-    if status == 200 and b"# TYPE" in body:
-        print(f"installed_check: /metrics answers ({len(body)} bytes)")
-    elif METRICS_REQUIRED:
+    build_info = [line for line in body.decode(errors="replace").splitlines()
+                  if line.startswith("sippush_build_info{")]
+    if status == 200 and build_info:
+        # The running service must use the extensions compiled into the package.
+        if 'accelerated="true"' not in build_info[0] and metrics_required:
+            service.stop()
+            fail(f"the service runs without its Cython extensions: {build_info[0]}", log)
+        print(f"installed_check: /metrics answers ({len(body)} bytes): {build_info[0]}")
+    elif metrics_required:
         service.stop()
         fail(f"/metrics: {status} {body[:200]!r}", log)
     else:
-        print("installed_check: SKIPPED /metrics: the admin listener is not in this build yet (issue 8)")
+        print(f"installed_check: no /metrics in this older package ({status})")
 
     code = service.stop()
     if code != 0:
@@ -229,6 +236,9 @@ def exercise(mode: str, state_file: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("create", "find"):
-        raise SystemExit("usage: installed_check.py create|find STATE.json")
-    exercise(sys.argv[1], Path(sys.argv[2]))
+    args = sys.argv[1:]
+    old = "--old" in args
+    args = [a for a in args if a != "--old"]
+    if len(args) != 2 or args[0] not in ("create", "find"):
+        raise SystemExit("usage: installed_check.py create|find STATE.json [--old]")
+    exercise(args[0], Path(args[1]), metrics_required=not old)
