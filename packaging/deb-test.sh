@@ -3,7 +3,8 @@
 #
 #  1. builds the package of this tree (packaging/build-deb.sh) and one of the previous
 #     commit (HEAD~1, from a temporary `git worktree`; cached per commit);
-#  2. lintian: no errors; systemd-analyze security: the unit's exposure score;
+#  2. lintian: no errors; systemd-analyze security: the unit's exposure score; the
+#     extensions also build with bookworm's cython3 (0.29) on Debian's python3;
 #  3. in a fresh Debian bookworm tree (debootstrap --variant=minbase, plus systemd, from
 #     the mirror the machine's apt uses; cached as a tarball):
 #     a. apt-get install of the package; files, owners and modes; every extension module
@@ -33,7 +34,7 @@ step() { say "== $* ($(( $(date +%s) - STARTED )) s)"; }
 [ "$(id -u)" = 0 ] || skip "needs root (debootstrap, chroot, mount, unshare): run it as root"
 [ "$ARCH" = amd64 ] || skip "the package is built and tested on amd64 only (this is $ARCH)"
 
-missing=$(for p in debootstrap lintian systemd util-linux; do
+missing=$(for p in debootstrap lintian systemd util-linux cython3 python3-setuptools; do
     dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done | xargs)
 if [ -n "$missing" ]; then
     say "installing $missing"
@@ -97,6 +98,14 @@ systemd-analyze security --offline=true "$UNIT_FILE" >"$WORK/security.txt" 2>&1 
 EXPOSURE=$(sed -n 's/.*Overall exposure level for [^:]*: *\([0-9.]*\) \([A-Z]*\).*/\1 \2/p' "$WORK/security.txt")
 [ -n "$EXPOSURE" ] || { cat "$WORK/security.txt"; die "systemd-analyze security gave no score"; }
 say "systemd-analyze security: exposure $EXPOSURE"
+
+step "the extensions also build with bookworm's Cython $(dpkg-query -W -f='${Version}' cython3)"
+mkdir -p "$WORK/cython3"
+git ls-files -z setup.py pyproject.toml README.md requirements.txt requirements-test.txt _ext gateway |
+    tar --null -T - -cf - | tar -xf - -C "$WORK/cython3"
+(cd "$WORK/cython3" && /usr/bin/python3 setup.py -q build_ext --inplace) >"$WORK/cython3.log" 2>&1 ||
+    { tail -30 "$WORK/cython3.log"; die "the extensions do not build with Debian's cython3"; }
+say "built with cython3: $(cd "$WORK/cython3" && ls gateway/_*.so | xargs -n1 basename | xargs)"
 
 # --- the bookworm tree ----------------------------------------------------------------
 mirror() {

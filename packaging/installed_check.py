@@ -81,6 +81,7 @@ class Service:
         self.user = pwd.getpwnam(self.settings["User"])
         self.log = log
         self.process: subprocess.Popen | None = None
+        self.notify: socket.socket | None = None
 
     def start(self) -> None:
         settings = self.settings
@@ -97,6 +98,7 @@ class Service:
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(str(notify_path))
         os.chmod(notify_path, 0o666)
+        self.notify = notify  # open until the service exits, as systemd keeps it
         command = [
             "setpriv", f"--reuid={self.user.pw_uid}", f"--regid={self.user.pw_gid}", "--init-groups",
             "--no-new-privs", "--bounding-set=-all", "--inh-caps=-all", "--",
@@ -128,7 +130,6 @@ class Service:
                 continue
             if b"READY=1" in message.split(b"\n"):
                 break
-        notify.close()
         print(f"installed_check: READY=1 after {time.monotonic() - started:.1f} s")
         status = Path(f"/proc/{self.process.pid}/status").read_text()
         uids = next(line.split()[1:] for line in status.splitlines() if line.startswith("Uid:"))
@@ -139,10 +140,21 @@ class Service:
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
         try:
-            return self.process.wait(30)
+            code = self.process.wait(30)
         except subprocess.TimeoutExpired:
             self.process.kill()
             fail("the service did not stop within 30 s of SIGTERM", self.log)
+        self.notify.setblocking(False)
+        messages = []
+        while True:
+            try:
+                messages += self.notify.recv(4096).split(b"\n")
+            except BlockingIOError:
+                break
+        self.notify.close()
+        if code == 0 and b"STOPPING=1" not in messages:
+            fail("the service stopped without telling systemd (STOPPING=1)", self.log)
+        return code
 
 
 def request(url: str, method="GET", body=None, token=None, context=None) -> tuple[int, bytes]:
