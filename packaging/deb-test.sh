@@ -172,10 +172,15 @@ purge_and_compare() {
         { tail -30 "$WORK/apt.log"; die "apt-get purge failed"; }
     in_tree env DEBIAN_FRONTEND=noninteractive apt-get autoremove --purge -y -q >>"$WORK/apt.log" 2>&1
     snapshot "$WORK/after"
-    # Package-manager bookkeeping and the user database's backup copies are not ours.
-    comm -13 "$WORK/before" "$WORK/after" |
+    # Files of packages still installed are not ours (apt keeps what apt itself recommends,
+    # such as ca-certificates, which came with python3.11); /lib, /bin and /sbin are /usr's.
+    in_tree sh -c 'cat /var/lib/dpkg/info/*.list' |
+        sed -e 's#^/\(lib\|lib64\|bin\|sbin\)/#/usr/\1/#' | sort -u >"$WORK/owned"
+    # Neither are package-manager bookkeeping and the user database's backup copies.
+    comm -13 "$WORK/before" "$WORK/after" | comm -23 - "$WORK/owned" |
         grep -vE '^/var/lib/(dpkg|apt|ucf)(/|$)|^/etc/(passwd|group|shadow|gshadow)-$|^/etc/ld\.so\.cache$' \
         >"$WORK/left" || true
+    grep -q sip-push-gateway "$WORK/owned" && die "a package still owns sip-push-gateway files"
     owned=$(in_tree find / -xdev -user sip-push-gateway 2>/dev/null | grep -v '^/proc' || true)
     if [ -s "$WORK/left" ] || [ -n "$owned" ]; then
         cat "$WORK/left"; echo "$owned"; die "purge left files behind (above)"
