@@ -13,9 +13,9 @@ nothing else. Compiles with Cython 3 and 0.29.
 
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.string cimport memchr, memcmp
+from libc.string cimport memchr, memcmp, memcpy
 
 from gateway.errors import ParseError
 from gateway.sip.fields import CANONICAL, CSeq
@@ -112,6 +112,27 @@ cdef inline int hot_index(const char* p, Py_ssize_t n):
             return k
     return -1
 
+# method names and reason phrases seen on every call: shared str objects, no decoding
+_COMMON = [b"INVITE", b"ACK", b"BYE", b"CANCEL", b"REGISTER", b"OPTIONS", b"MESSAGE",
+           b"SUBSCRIBE", b"NOTIFY", b"REFER", b"INFO", b"UPDATE", b"PRACK", b"PUBLISH",
+           b"OK", b"Trying", b"Ringing", b"Unauthorized", b"Session Progress"]
+cdef int N_COMMON = len(_COMMON)
+cdef const char* COMMON_BYTES[20]
+cdef Py_ssize_t COMMON_LEN[20]
+cdef list COMMON_STR = []
+for _i in range(N_COMMON):
+    COMMON_BYTES[_i] = PyBytes_AS_STRING(_COMMON[_i])
+    COMMON_LEN[_i] = PyBytes_GET_SIZE(_COMMON[_i])
+    COMMON_STR.append(_COMMON[_i].decode())
+
+cdef inline str common_str(const char* p, Py_ssize_t n):
+    """p[:n] decoded, as a shared object when it is a common method or reason."""
+    cdef int k
+    for k in range(N_COMMON):
+        if COMMON_LEN[k] == n and memcmp(p, COMMON_BYTES[k], n) == 0:
+            return <str>COMMON_STR[k]
+    return dec(p, n)
+
 _tuple_new = tuple.__new__
 _object_new = object.__new__
 _EMPTY = b""
@@ -206,7 +227,7 @@ cdef object parse_cseq(const char* s, Py_ssize_t n):
         raise bad("malformed CSeq")
     if number > 0x7FFFFFFF:
         raise bad("CSeq number too large")
-    return _tuple_new(CSeq, (<long>number, dec(s + i, j - i)))
+    return _tuple_new(CSeq, (<long>number, common_str(s + i, j - i)))
 
 
 # -- the start line -------------------------------------------------------------------------
@@ -228,7 +249,7 @@ cdef object status_line(const char* s, Py_ssize_t n, int* status):
     status[0] = (s[8] - 48) * 100 + (s[9] - 48) * 10 + (s[10] - 48)
     if n <= 12:
         return ""
-    return dec(s + 12, n - 12)
+    return common_str(s + 12, n - 12)
 
 
 cdef Py_ssize_t scheme_end(const char* s, Py_ssize_t n):
@@ -281,7 +302,7 @@ cdef tuple request_line(const char* s, Py_ssize_t n):
         if v >= 4 and memcmp(s + b + 1, b"SIP/", 4) == 0:
             raise version_error()
         raise bad("malformed request line")
-    return dec(s, a), dec(s + a + 1, b - a - 1)
+    return common_str(s, a), dec(s + a + 1, b - a - 1)
 
 
 # -- the header section -----------------------------------------------------------------
@@ -333,10 +354,8 @@ cdef object parse_head(const char* buf, Py_ssize_t start, Py_ssize_t end, object
     else:
         method, uri = request_line(buf + start, sl_end - start)
 
-    if max_headers > 48:
-        fields = <Field*>PyMem_Malloc(sizeof(Field) * max_headers)
-        if fields == NULL:
-            raise MemoryError()
+    cdef int capacity = 48
+    cdef Field* grown
     try:
         # pass 1: the structure of the lines
         pos = sl_end + 2
@@ -362,6 +381,17 @@ cdef object parse_head(const char* buf, Py_ssize_t start, Py_ssize_t end, object
                         raise bad("malformed header name")
                 if count >= max_headers:
                     raise too_large("too many header fields")
+                if count == capacity:  # grow with the message, not with the limit
+                    capacity *= 2
+                    if fields == stack_fields:
+                        grown = <Field*>PyMem_Malloc(sizeof(Field) * capacity)
+                        if grown != NULL:
+                            memcpy(grown, stack_fields, sizeof(Field) * count)
+                    else:
+                        grown = <Field*>PyMem_Realloc(fields, sizeof(Field) * capacity)
+                    if grown == NULL:
+                        raise MemoryError()
+                    fields = grown
                 f = &fields[count]
                 f.name_start, f.name_end, f.value_start, f.end = pos, name_end, colon + 1, k
                 f.folded = False
@@ -458,8 +488,11 @@ cdef object parse_head(const char* buf, Py_ssize_t start, Py_ssize_t end, object
 
     headers = _object_new(Headers)
     headers._fields = out
-    headers._cache = {"branch": branch, "call_id": call_id, "cseq": cseq,
-                      "from_tag": from_tag, "to_tag": to_tag}
+    cache = {"branch": branch, "call_id": call_id, "cseq": cseq, "from_tag": from_tag,
+             "to_tag": to_tag}
+    if content_length[0] >= 0:
+        cache["content_length"] = content_length[0]
+    headers._cache = cache
     if method is None:
         msg = _object_new(Response)
         msg.status = status
@@ -506,12 +539,11 @@ cdef object parse_datagram(bytes data, object limits):
     body_start = end + 4
     if content_length < 0:
         message.body = data[body_start:]
-        message.headers._cache["content_length"] = n - body_start
+        message.headers._cache["content_length"] = n - body_start  # no field: all of it
     else:
         if content_length > n - body_start:
             raise bad("Content-Length larger than the message")
         message.body = data[body_start:body_start + content_length]
-        message.headers._cache["content_length"] = content_length
     return message
 
 
@@ -560,7 +592,7 @@ cdef class StreamParser:
 
     def feed(self, data):
         if self._error is not None:
-            raise self._error
+            raise self._error.with_traceback(None)  # no growing traceback
         self._buf += data
         items = []
         try:
@@ -628,7 +660,6 @@ cdef class StreamParser:
         except ParseError as exc:
             exc.raw = bytes(self._buf[:end + 4])
             raise
-        message.headers._cache["content_length"] = content_length
         self._message = message
         self._body_start = end + 4
         self._total = end + 4 + content_length

@@ -6,7 +6,7 @@ or the pure-Python twin. The design is described once, in the Python twin's docs
 this file follows it line for line with C types, so the two fire the same timers at the
 same ticks in the same order (the tests check it on random schedules).
 
-A handle is a 80-byte object (two links, the callback, its argument, the wheel, the due
+A handle is an 80-byte object (two links, the callback, its argument, the wheel, the due
 time as a C double) and is the only per-timer allocation.
 
 May depend only on the standard library and on the Python twin (for the shared failure
@@ -25,6 +25,11 @@ from gateway.timerwheel import log_failure
 cdef extern from *:
     int __builtin_ctzll(unsigned long long) nogil
     int __builtin_clzll(unsigned long long) nogil
+
+cdef extern from "Python.h":
+    void PyObject_GC_Track(object)
+    void PyObject_GC_UnTrack(object)
+    int PyObject_GC_IsTracked(object)
 
 
 cdef enum:
@@ -75,6 +80,7 @@ cdef class TimerHandle:
         """Cancel the timer; idempotent, also on a fired or closed wheel's handle."""
         if self._prev is not None:
             _unlink(self)
+            _track(self)
             # the loop stays armed: one needless wake-up later is cheaper than a
             # disarm and re-arm each time a lone timer is set and cancelled
             self._wheel._count -= 1
@@ -101,6 +107,21 @@ cdef inline void _unlink(TimerHandle handle):
     nxt._prev = prev
     handle._prev = None
     handle._next = None
+
+
+# A pending handle is kept alive by its wheel, and so is all it refers to: the cyclic
+# garbage collector has nothing to find there, and with a million timers its full
+# collections would walk every handle again and again (that cost more than scheduling
+# itself). So a handle is untracked while linked in the wheel and tracked again when it
+# leaves it (fired, cancelled, closed), when it may become part of an unreachable cycle.
+# The price: a wheel dropped with timers pending and without close() leaks them.
+cdef inline void _untrack(TimerHandle handle):
+    PyObject_GC_UnTrack(handle)
+
+
+cdef inline void _track(TimerHandle handle):
+    if not PyObject_GC_IsTracked(handle):
+        PyObject_GC_Track(handle)
 
 
 cdef TimerHandle _new_handle(TimerWheel wheel, double when, object callback, object arg):
@@ -145,6 +166,7 @@ cdef class TimerWheel:
     cdef double _resolution
     cdef object _loop
     cdef object _clock
+    cdef object _time  # the clock, or the loop's bound time(): one lookup less per timer
     cdef object _armed
     cdef list _heads
     cdef TimerHandle _firing
@@ -169,6 +191,7 @@ cdef class TimerWheel:
         self._resolution = float(resolution)
         self._loop = loop
         self._clock = clock
+        self._time = clock if clock is not None else (None if loop is None else loop.time)
         self._heads = [_sentinel() for i in range(OVERFLOW + 1)]
         for i in range(OVERFLOW + 1):
             self._min[i] = 0
@@ -219,9 +242,12 @@ cdef class TimerWheel:
     def reschedule(self, handle, double delay):
         """Move a pending or fired timer to `delay` seconds from now, in O(1). Works from
         inside callbacks, also on the handle being fired."""
-        self.reschedule_at(handle, self._now() + _check_time(delay))
+        self._reschedule_at(handle, self._now() + _check_time(delay))
 
     def reschedule_at(self, handle, double when):
+        self._reschedule_at(handle, when)
+
+    cdef int _reschedule_at(self, handle, double when) except -1:
         self._own(handle)
         _check_time(when)
         cdef TimerHandle h = <TimerHandle>handle
@@ -234,6 +260,7 @@ cdef class TimerWheel:
             self._count -= 1
         h._when = when
         self._schedule(h, when)
+        return 0
 
     def advance(self, now=None):
         """Fire every timer due at `now` (default: the clock's or loop's time), in due
@@ -242,9 +269,10 @@ cdef class TimerWheel:
         cdef int64_t target = self._tick_floor(t)
         if self._current < 0:
             self._current = target
-        fired = self._advance_to(target)
-        self._rearm()
-        return fired
+        try:
+            return self._advance_to(target)
+        finally:
+            self._rearm()
 
     def next_due(self):
         """Time of the next event the wheel will wake for, or None when idle. It may be
@@ -265,6 +293,7 @@ cdef class TimerWheel:
                 node._next = None
                 node._callback = None
                 node._arg = None
+                _track(node)
                 node = nxt
             head._prev = head
             head._next = head
@@ -298,12 +327,10 @@ cdef class TimerWheel:
     # --- time ------------------------------------------------------------------------
 
     cdef double _now(self) except? -1.0:
-        if self._clock is not None:
-            return _check_time(self._clock())
-        loop = self._loop
-        if loop is None:
-            loop = self._bind()
-        return loop.time()
+        time = self._time
+        if time is None:
+            time = self._bind().time
+        return _check_time(time())
 
     cdef object _bind(self):
         try:
@@ -313,6 +340,7 @@ cdef class TimerWheel:
                 "TimerWheel needs a running event loop, or loop= or clock= at creation"
             ) from None
         self._loop = loop
+        self._time = loop.time
         if self._current < 0:
             self._current = self._tick_floor(loop.time())
         return loop
@@ -362,6 +390,7 @@ cdef class TimerWheel:
         handle._next = head
         last._next = handle
         head._prev = handle
+        _untrack(handle)
 
     cdef int64_t _next_event(self):
         """The smallest tick at which there is work (fire or cascade), or NOT_ARMED."""
@@ -475,6 +504,7 @@ cdef class TimerWheel:
                 if handle is firing:
                     break
                 _unlink(handle)
+                _track(handle)
                 self._count -= 1
                 fired += 1
                 callback = handle._callback

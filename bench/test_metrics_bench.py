@@ -18,8 +18,9 @@ sites stay; the residual cost of the no-op calls is reported as `noop_calls_ns`)
 Figures: the pytest-benchmark table (group "metrics-register-path") and, in the subject's
 extra_info:
 - `overhead_pct_paired`: rounds of both variants interleaved (order alternating, a garbage
-  collection before each), the median of the ratio within each neighbouring pair. On a
-  shared, loaded machine two tests drift apart more than two neighbouring rounds;
+  collection before each), timed in the thread's CPU time (time spent descheduled by a
+  busy machine does not count), the median of the ratio within each neighbouring pair.
+  On a shared, loaded machine two tests drift apart more than two neighbouring rounds;
   `overhead_pct_min` compares the fastest rounds (the least disturbed ones);
 - `modelled_overhead_pct`: the metric calls of one registration timed on their own
   (`metric_calls_ns`) against the fastest plain registration: the steady figure when the
@@ -184,19 +185,14 @@ def path():
     p.close()
 
 
-def _timed(fn, args) -> float:
-    start = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - start
-
-
 def _round(path: RegisterPath, metered: bool) -> float:
+    """One round's CPU time on this thread (the loop runs on it; sendto's kernel time counts)."""
     (pairs,), _ = path.batch(AB_BATCH)
     gc.collect()  # the batch's garbage is collected before the clock, not during it
-    if metered:
-        return _timed(path.run_metered, (pairs,))
-    with metrics_off():
-        return _timed(path.run_plain, (pairs,))
+    with contextlib.nullcontext() if metered else metrics_off():
+        start = time.thread_time()
+        (path.run_metered if metered else path.run_plain)(pairs)
+        return time.thread_time() - start
 
 
 @pytest.mark.benchmark(group="metrics-register-path")

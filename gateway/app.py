@@ -32,6 +32,7 @@ class Gateway:
         self.store = None
         self.wheel = None
         self.instances = None
+        self.push = None
         self.states = None  # metrics.InstanceStates
         self.registry = None  # the prometheus CollectorRegistry /metrics exposes
         self.probe = None
@@ -45,6 +46,8 @@ class Gateway:
         from gateway.api.admin import create_admin, start_admin
         from gateway.api.device import create_device_api, start_device_api
         from gateway.instances import InstanceService
+        from gateway.push.outcomes import LifecycleOutcomes
+        from gateway.push.service import PushService
         from gateway.store import open_store
         from gateway.timers import TimerWheel
 
@@ -60,6 +63,8 @@ class Gateway:
         self.states.load(await self.store.list_instances())
         self.instances.subscribe(self.states.on_event)
         await self.instances.start()
+        self.push = PushService(config, LifecycleOutcomes(self.instances))
+        self.push.start()
         self.probe = metrics.LoopProbe(loop, self.wheel)
         self.probe.start()
         self.registry = metrics.create_registry(self.states, self.wheel)
@@ -114,6 +119,8 @@ class Gateway:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if self.push is not None:
+            await self.push.close()
         if self.instances is not None:
             await self.instances.stop()
         if self.wheel is not None:

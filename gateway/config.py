@@ -138,6 +138,9 @@ class WebPushCredentials(Section):
 
     vapid_key_file: str  # PEM EC P-256 private key; created when missing
     vapid_subject: str = "mailto:operator@localhost"
+    # Host patterns (fnmatch, e.g. "*.push.example.net") endpoints must match; empty: any.
+    # Apps choose endpoints: this keeps the gateway from posting to hosts of your network.
+    allowed_hosts: list[str] = []
 
 
 class App(Section):
@@ -151,6 +154,8 @@ class App(Section):
     api_key_hashes: list[Annotated[str, Meta(pattern=r"^sha256:[0-9a-f]{64}$")]] = []
     create_missing_key_files: bool = False
     premium: bool = False  # instances of this app live premium_max_age_hours
+    # Put the text of a SIP MESSAGE into its push (else the app fetches it over HTTPS).
+    message_body_in_push: bool = False
     apns: ApnsCredentials | None = None
     fcm: FcmCredentials | None = None
     webpush: WebPushCredentials | None = None
@@ -161,6 +166,22 @@ class App(Section):
 
     def providers(self) -> set[str]:
         return {name for name in ("apns", "fcm", "webpush") if getattr(self, name)}
+
+
+class Push(Section):
+    """How pushes are sent, for every app (each app has its own providers and limits)."""
+
+    max_in_flight: Annotated[int, Meta(ge=1, le=100000)] = 100  # per app and provider
+    # Sends waiting for a free slot beyond this fail at once ("overloaded").
+    max_waiting: Annotated[int, Meta(ge=0)] = 10000
+    max_attempts: Annotated[int, Meta(ge=1, le=20)] = 5  # per target, never past the push's useful life
+    backoff_initial: Positive = 0.5  # seconds; doubled per retry, with jitter
+    backoff_max: Positive = 30.0
+    request_timeout: Positive = 10.0  # seconds for one HTTP request
+    apns_connections: Annotated[int, Meta(ge=1, le=64)] = 1  # per app and APNs environment
+    # Age at which the APNs provider token (JWT) is replaced: Apple wants 20 to 60 minutes.
+    apns_token_refresh_minutes: Annotated[float, Meta(ge=20, lt=60)] = 45.0
+    tls_ca_file: str = ""  # extra CA bundle for push services (a proxy, an emulator); empty: system store
 
 
 class Retention(Section):
@@ -191,6 +212,7 @@ class Config(Section):
     sip: Sip = msgspec.field(default_factory=Sip)
     # No app by default: config/gateway.toml ships a "demo" app for a first run.
     apps: list[App] = []
+    push: Push = msgspec.field(default_factory=Push)
     retention: Retention = msgspec.field(default_factory=Retention)
     store: Store = msgspec.field(default_factory=Store)
     logging: Logging = msgspec.field(default_factory=Logging)
@@ -294,6 +316,7 @@ def check_files(config: Config) -> list[str]:
         readable(f"{face_key}.tls_key_file", section.tls_key_file)
     readable("admin.bearer_token_file", config.admin.bearer_token_file)
     readable("sip.tls_ca_file", config.sip.tls_ca_file)
+    readable("push.tls_ca_file", config.push.tls_ca_file)
     creatable("store.key_file", config.store.key_file)
     creatable("store.path", config.store.path)
     for i, app in enumerate(config.apps):

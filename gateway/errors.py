@@ -72,3 +72,12 @@ class TransactionTimeout(TransientError):
 class SealError(ConfigError):
     """A sealed (encrypted) value cannot be opened: the key file is not the one it was
     sealed with, or the value belongs to another instance or was altered."""
+
+
+class PayloadTooLarge(GatewayError, ValueError):
+    """A push payload does not fit the push service's size limit."""
+
+    def __init__(self, size: int, limit: int, service: str):
+        super().__init__(f"{service} payload of {size} bytes exceeds the limit of {limit}")
+        self.size = size
+        self.limit = limit

@@ -6,7 +6,8 @@ How a part records (import the module, call a function; nothing to set up):
     metrics.registration_sent()                          # a REGISTER transaction started
     metrics.registration_result("registered", rtt)       # its outcome, RTT in seconds
     metrics.push_result("apns", "call", "delivered", seconds)
-    metrics.push_retry("fcm"); metrics.push_auth_renewal("fcm"); metrics.push_alert("fcm")
+    metrics.push_attempt("fcm"); metrics.push_retry("fcm")
+    metrics.push_auth_renewal("fcm"); metrics.push_alert("fcm")
     metrics.invite_to_push(seconds)                      # INVITE received -> push accepted
     metrics.call_received(); metrics.call_ended("cancelled")
     metrics.message_stored(); metrics.message_fetched(); metrics.message_expired()
@@ -61,11 +62,18 @@ DIRECTIONS = ("in", "out")
 TRANSPORTS = ("udp", "tcp", "tls")
 SIDES = ("client", "server")
 STATES = ("idle", "registering", "registered", "error", "unauthorized", "off")
+#: per REGISTER transaction: 2xx with bindings (registered) or for expires=0 (unregistered);
+#: a 401/407 answered with credentials next (challenged); credentials refused (unauthorized:
+#: 401/407 after credentials, 403); any other final error (rejected, 423 included); timer F
+#: (timeout); no flow or a broken one (transport_error)
 REGISTER_OUTCOMES = ("registered", "unregistered", "challenged", "unauthorized", "rejected",
                      "timeout", "transport_error")
 PROVIDERS = ("apns", "fcm", "webpush")
+#: as `gateway.push`: `Notification.kind` and `PushResult.outcome`
 PUSH_KINDS = ("call", "missed_call", "message", "instance_expiring", "instance_off")
 PUSH_OUTCOMES = ("delivered", "dead_target", "retry_later", "auth_failed", "rejected", "expired")
+#: answered by the woken device; CANCEL before it answered; CANCEL with Reason "call
+#: completed elsewhere"; the call timers ran out (480); the device declined
 CALL_OUTCOMES = ("answered", "cancelled", "answered_elsewhere", "no_answer", "rejected")
 
 # --- buckets, in seconds, fitting each figure ----------------------------------------------
@@ -190,6 +198,8 @@ PUSHES = Tally("pushes_total", "Push deliveries by provider, kind and final outc
                ("provider", "kind", "outcome"), (PROVIDERS, PUSH_KINDS, PUSH_OUTCOMES))
 PUSH_DURATION = Timing("push_duration_seconds", "Push delivery time, retries included", PUSH_BUCKETS,
                        ("provider",), (PROVIDERS,))
+PUSH_ATTEMPTS = Tally("push_attempts_total", "Requests made to push services (first tries and retries)",
+                      ("provider",), (PROVIDERS,))
 PUSH_RETRIES = Tally("push_retries_total", "Push attempts retried after a transient failure",
                      ("provider",), (PROVIDERS,))
 PUSH_RENEWALS = Tally("push_auth_renewals_total", "Push credentials renewed after a refusal",
@@ -205,7 +215,8 @@ MESSAGES_FETCHED = Tally("messages_fetched_total", "Stored messages fetched by t
 MESSAGES_EXPIRED = Tally("messages_expired_total", "Stored messages erased unfetched")
 STORE_WRITES = Timing("store_write_duration_seconds", "A store write from call to durable commit", DISK_BUCKETS)
 LOOP_LAG = Timing("event_loop_lag_seconds", "How late a probe timer of the event loop ran", LAG_BUCKETS)
-TIMER_LATENESS = Timing("timer_lateness_seconds", "How late a probe timer of the timer wheel fired", LAG_BUCKETS)
+TIMER_LATENESS = Timing("timer_lateness_seconds", "How late a probe timer of the timer wheel fired (up to one 10 ms tick is by design)",
+                        LAG_BUCKETS)
 
 # lookups that fold network-supplied values into the fixed sets
 _METHOD = {m: m for m in METHODS}
@@ -277,6 +288,10 @@ def push_result(provider: str, kind: str, outcome: str, seconds: float | None = 
     PUSHES.inc((provider, kind, outcome))
     if seconds is not None:
         PUSH_DURATION.observe(seconds, (provider,))
+
+
+def push_attempt(provider: str) -> None:
+    PUSH_ATTEMPTS.inc((provider,))
 
 
 def push_retry(provider: str) -> None:

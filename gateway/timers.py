@@ -7,6 +7,19 @@
     wheel.reschedule(handle, 64.0)             # O(1), also from inside the callback
     handle.cancel()
 
+- `callback(arg)` is called with exactly one argument: pass the object the timer is
+  about (a transaction, a flow) rather than building a closure per timer.
+- Timers fire at the first tick (`resolution`, 10 ms) at or after their due time, in
+  due order; a callback may schedule, cancel or reschedule any timer, itself included;
+  an exception in one is logged (logger "gateway.timers") and the others still fire.
+- The wheel wakes the loop with a single `loop.call_at` for its next due tick, and uses
+  `loop.time()` (monotonic): wall-clock jumps do not move timers.
+- `reschedule()` also takes a fired handle; a cancelled one is refused (ValueError).
+- `TimerWheel(clock=fn)` never touches a loop: `advance()` fires what is due by
+  `fn()` (or `advance(now)`), for tests and simulations.
+- `close()` a wheel you are done with: it cancels what is pending (the compiled twin
+  hides pending handles from the cyclic GC, so a dropped wheel would keep them).
+
 This module is the one place that picks the compiled wheel (`gateway._timerwheel`, from
 `_ext/timerwheel.pyx`) or its pure-Python twin (`gateway.timerwheel`);
 GATEWAY_NO_EXTENSIONS=1 forces the twin. `IMPLEMENTATION` says which one is in use.

@@ -11,15 +11,17 @@ Design (the comments in the Cython twin refer to this description):
   wheel has advanced to that tick: never early, at most one resolution late.
 - LEVELS levels of 64 slots. A timer sits at the level of the highest 6-bit digit in
   which its tick differs from the wheel's current tick, in the slot named by that digit
-  (level 0: 10 ms slots spanning 0.64 s, level 1: 0.64 s slots spanning 41 s, level 2:
-  41 s slots spanning 44 min, level 3: 44 min slots spanning 47 h, ...). Ticks beyond the
+  (at 10 ms: level 0 has 10 ms slots spanning 0.64 s, level 1 0.64 s slots spanning 41 s,
+  level 2 41 s slots spanning 44 min, level 3 44 min slots spanning 47 h, level 4 47 h
+  slots spanning 124 days, level 5 124-day slots spanning 22 years). Ticks beyond the
   top level go to one overflow list. Every slot is a doubly linked list of handles, so
   schedule, cancel and reschedule are O(1).
 - Each slot remembers the smallest tick put into it (a lower bound once timers are
   cancelled). Upper slots are cascaded lazily, when the wheel reaches that smallest tick
   rather than when it enters the slot's range: the earliest timer of the slot then fires
-  at once and the others move down. A timer moves at most LEVELS times in its life and a
-  cancelled one never moves, so the only cascading cost is for timers that come due.
+  at once and the others move down. A timer moves down at most once per level and a
+  cancelled one never moves, so the only cascading cost is for timers that come due
+  (the overflow list, beyond 22 years, is re-sorted whenever its earliest comes due).
 - A bitmap per level finds the next non-empty slot without scanning, so the event-loop
   driver sleeps until exactly the next event: one `loop.call_at` at a time.
 - Callbacks get `callback(arg)`: no closure per timer. An exception in one is logged and
@@ -39,7 +41,7 @@ SLOTS = 1 << LEVEL_BITS
 MASK = SLOTS - 1
 LEVELS = 6
 OVERFLOW = LEVELS * SLOTS  # index of the overflow list among the slot heads
-MAX_TICK = 1 << 61  # far enough for any delay (46 million years at 1 ms)
+MAX_TICK = 1 << 61  # far enough for any delay (73 million years at 1 ms)
 NOT_ARMED = MAX_TICK * 2  # above any tick, even one clamped past MAX_TICK
 # A due time further out than this is woken for at this distance and re-armed: some
 # loops overflow on huge delays, and one wake a day costs nothing.
@@ -126,6 +128,8 @@ class TimerWheel:
         self._resolution = float(resolution)
         self._loop = loop
         self._clock = clock
+        # the clock, or the loop's bound time(): one attribute lookup less per timer
+        self._time = clock if clock is not None else (None if loop is None else loop.time)
         self._heads = [_sentinel() for _ in range(OVERFLOW + 1)]
         self._min = [0] * (OVERFLOW + 1)
         self._bits = [0] * LEVELS
@@ -196,9 +200,10 @@ class TimerWheel:
         target = self._tick_floor(self._check_time(now))
         if self._current < 0:
             self._current = target
-        fired = self._advance_to(target)
-        self._rearm()
-        return fired
+        try:
+            return self._advance_to(target)
+        finally:
+            self._rearm()
 
     def next_due(self):
         """Time of the next event the wheel will wake for, or None when idle. It may be
@@ -246,13 +251,10 @@ class TimerWheel:
     # --- time ------------------------------------------------------------------------
 
     def _now(self) -> float:
-        clock = self._clock
-        if clock is not None:
-            return self._check_time(clock())
-        loop = self._loop
-        if loop is None:
-            loop = self._bind()
-        return loop.time()
+        time = self._time
+        if time is None:
+            time = self._bind().time
+        return self._check_time(time())
 
     def _bind(self):
         try:
@@ -262,6 +264,7 @@ class TimerWheel:
                 "TimerWheel needs a running event loop, or loop= or clock= at creation"
             ) from None
         self._loop = loop
+        self._time = loop.time
         if self._current < 0:
             self._current = self._tick_floor(loop.time())
         return loop

@@ -3,7 +3,7 @@ parsed from them on first access (Via, CSeq, Challenge).
 
 Header names are normalized once, when a field is added: compact forms become full names
 (`v` -> `Via`), known names get their canonical spelling (`cseq` -> `CSeq`), others keep
-the case they arrived with. Both parser twins use `canonical_name()` and `LIST_HEADERS`.
+the case they arrived with. Both parser twins normalize names with `CANONICAL`.
 
 Depends only on `gateway.errors` and the grammar / URI helpers.
 """
@@ -18,6 +18,7 @@ from gateway.sip.grammar import (
     bad,
     format_params,
     is_token,
+    params_start,
     scan_params,
     scan_quoted,
     scan_token,
@@ -25,7 +26,6 @@ from gateway.sip.grammar import (
     split_list,
     unquote,
 )
-from gateway.sip.grammar import params_start
 from gateway.sip.uri import split_hostport
 
 #: RFC 3261 7.3.3 and later RFCs' compact forms

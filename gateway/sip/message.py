@@ -23,12 +23,14 @@ import enum
 import re
 
 import msgspec
+from gateway.errors import ParseError
 
 from gateway.sip.fields import (
     Challenge,
     CSeq,
     Headers,
     Via,
+    canonical_name,
     check_date,
     header_tag,
     parse_cseq,
@@ -40,6 +42,7 @@ from gateway.sip.uri import NameAddr, SipUri
 __all__ = [
     "Request", "Response", "Message", "Headers", "SipUri", "NameAddr", "Via", "CSeq",
     "Challenge", "ParseLimits", "Keepalive", "KEEPALIVE_PING", "KEEPALIVE_PONG", "redacted",
+    "reply_fields",
 ]
 
 SIP_VERSION = "SIP/2.0"
@@ -52,6 +55,12 @@ class ParseLimits(msgspec.Struct, frozen=True):
     max_message_size: int = 65535
     #: header fields in one message
     max_headers: int = 128
+
+    def __post_init__(self):
+        if not 1 <= self.max_message_size <= 0x7FFFFFFF:
+            raise ValueError("max_message_size must be between 1 and 2147483647")
+        if not 1 <= self.max_headers <= 65535:
+            raise ValueError("max_headers must be between 1 and 65535")
 
 
 DEFAULT_LIMITS = ParseLimits()
@@ -134,12 +143,12 @@ class Message:
     @property
     def content_length(self) -> int:
         """The Content-Length field if present (as parsed), else the body's length."""
+        if "content-length" not in self.headers:
+            return len(self.body)  # not cached: the body may still change
         return self._cached("content_length", self._content_length)
 
     def _content_length(self) -> int:
         values = self.headers.fields("Content-Length")
-        if not values:
-            return len(self.body)
         if len(values) > 1:
             raise bad("more than one Content-Length")
         if not values[0].isascii() or not values[0].isdigit():
@@ -150,6 +159,20 @@ class Message:
     @property
     def via(self) -> list[Via]:
         return self._cached("via", lambda: [Via.parse(v) for v in self._elements("Via")])
+
+    @property
+    def top_via(self) -> Via | None:
+        """The first Via value alone (where a response goes), without parsing the rest."""
+        return self._cached("top_via", self._top_via)
+
+    def _top_via(self) -> Via | None:
+        value = self.headers.get("Via")
+        if value is None:
+            return None
+        first = split_list(value, "Via")[0]
+        if not first:
+            raise bad("empty element in Via")
+        return Via.parse(first)
 
     @property
     def from_(self) -> NameAddr:
@@ -201,7 +224,8 @@ class Message:
         return parts
 
     def _name_addrs(self, name: str) -> list[NameAddr]:
-        items = [NameAddr.parse(p, name) for p in self._elements(name)]
+        items = [NameAddr.parse(p, name, wildcard_ok=name == "Contact")
+                 for p in self._elements(name)]
         if name == "Contact" and any(c.wildcard for c in items) and len(items) > 1:
             raise bad("Contact * mixed with other contacts")
         return items
@@ -221,9 +245,9 @@ class Message:
     def check(self) -> None:
         """Parse every field the model knows, raising `ParseError` on the first bad one."""
         _ = (self.call_id, self.cseq, self.branch, self.from_tag, self.to_tag,
-             self.content_length, self.via, self.from_, self.to, self.contacts, self.routes,
-             self.record_routes, self.max_forwards, self.expires, self.www_authenticate,
-             self.proxy_authenticate)
+             self.content_length, self.top_via, self.via, self.from_, self.to, self.contacts,
+             self.routes, self.record_routes, self.max_forwards, self.expires,
+             self.www_authenticate, self.proxy_authenticate)
         for contact in self.contacts:
             _ = contact.expires, contact.q
         for value in self.headers.fields("Date"):
@@ -318,6 +342,44 @@ def _parsed_response(status: int, reason: str, headers: Headers, body: bytes) ->
     msg.headers, msg.body = headers, body
     msg.status, msg.reason = status, reason
     return msg
+
+
+_REPLY_FIELDS = ("Via", "From", "To", "Call-ID", "CSeq")
+
+
+def reply_fields(raw: bytes | None) -> list[tuple[str, str]] | None:
+    """The fields a response to a malformed request copies (RFC 3261 8.2.6: Via, From,
+    To, Call-ID, CSeq), read leniently from the bytes `ParseError.raw` kept; None when
+    `raw` is not a request or lacks one of them, i.e. when no response can be sent."""
+    if not raw:
+        return None
+    head = raw.split(b"\r\n\r\n", 1)[0].decode("utf-8", "surrogateescape")
+    lines = head.split("\r\n")
+    if not lines[0] or lines[0].startswith("SIP/") or " " not in lines[0]:
+        return None
+    fields: list[list[str]] = []
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t") and fields:
+            fields[-1][1] += " " + line.strip(" \t")
+        elif ":" in line:
+            name, _, value = line.partition(":")
+            fields.append([canonical_name(name.strip(" \t")), value.strip(" \t")])
+    found = [(name, value) for name, value in fields if name in _REPLY_FIELDS and value]
+    if any(all(name != wanted for name, _ in found) for wanted in _REPLY_FIELDS):
+        return None
+    return found
+
+
+def error_reply(exc: ParseError) -> bytes | None:
+    """The stateless response to a malformed request (RFC 3261 8.2.6: status and reason
+    from the error, Via/From/To/Call-ID/CSeq copied), or None when it cannot be addressed."""
+    fields = reply_fields(exc.raw)
+    if fields is None:
+        return None
+    reason = " ".join(str(exc.reason).split())  # never a line break in a status line
+    lines = [f"SIP/2.0 {exc.status} {reason}", *(f"{n}: {v}" for n, v in fields),
+             "Content-Length: 0", "", ""]
+    return "\r\n".join(lines).encode("utf-8", "surrogateescape")
 
 
 # -- logs -------------------------------------------------------------------------------

@@ -230,7 +230,7 @@ class StreamParser:
 
     def feed(self, data: bytes) -> list:
         if self._error is not None:
-            raise self._error
+            raise self._error.with_traceback(None)  # no growing traceback
         self._buf += data
         items: list = []
         try:

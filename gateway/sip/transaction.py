@@ -31,7 +31,7 @@ from typing import Any, Callable, Protocol
 import msgspec
 
 from gateway import metrics
-from gateway.errors import ConfigError, ParseError, TransactionTimeout, TransportError
+from gateway.errors import ConfigError, TransactionTimeout, TransportError
 from gateway.sip import message as sipmsg
 
 log = logging.getLogger(__name__)
@@ -394,13 +394,12 @@ class TransactionLayer:
     # -- from the transport layer ---------------------------------------------------------
 
     def message_received(self, message: Any, flow: Any) -> None:
-        try:
-            if isinstance(message, sipmsg.Response):
-                self._response(message, flow)
-            else:
-                self._request(message, flow)
-        except ParseError as exc:  # a field read lazily (Via, CSeq...) was malformed
-            log.info("dropping a malformed message from %r: %s", flow, exc)
+        # A malformed field read lazily here raises ParseError: the transport layer, which
+        # owns the flow, answers 400 (requests) or drops (responses).
+        if isinstance(message, sipmsg.Response):
+            self._response(message, flow)
+        else:
+            self._request(message, flow)
 
     def flow_failed(self, flow: Any, reason: Exception) -> None:
         for tx in [tx for tx in self.clients.values() if tx.flow is flow]:

@@ -34,7 +34,7 @@ import msgspec
 from gateway import metrics
 from gateway.errors import ConfigError, ParseError, TransportError
 from gateway.sip import parsing
-from gateway.sip.message import Request, redacted
+from gateway.sip.message import Request, error_reply, redacted
 from gateway.sip.flow import PONG, Flow, trace
 from gateway.sip.inflight import InFlight
 
@@ -127,8 +127,13 @@ class _Connection(asyncio.Protocol):
         try:
             items = self.layer._parse(self.parser.feed, data)
         except ParseError as exc:
-            # the byte stream cannot be framed any more: nothing after this is trustworthy
+            # the byte stream cannot be framed any more: nothing after this is trustworthy;
+            # answer the bad request when we can say which one it was, then close
             metrics.sip_parse_error(self.name)
+            reply = error_reply(exc)
+            if reply is not None:
+                self.layer._write(flow, reply)
+                metrics.sip_sent(self.name, reply)
             flow.fail(TransportError(f"unparsable stream: {exc}"))
             return
         for item in items:
@@ -294,7 +299,12 @@ class TransportLayer:
             message = self._parse(parsing.parse_message, data)
         except ParseError as exc:
             metrics.sip_parse_error("udp")
-            log.info("dropping unparsable datagram from %s: %s", remote, exc)
+            reply = error_reply(exc)
+            log.info("unparsable datagram from %s: %s (%s)", remote, exc,
+                     "answered" if reply else "dropped")
+            if reply is not None and sock.transport is not None:
+                sock.transport.sendto(reply, remote)
+                metrics.sip_sent("udp", reply)
             return
         flow = self._udp_flow_for(sock, remote)
         flow.touch()
@@ -314,14 +324,24 @@ class TransportLayer:
     def _deliver(self, message: Any, flow: Flow) -> None:
         if trace.isEnabledFor(logging.DEBUG):
             trace.debug("recv %s\n%s", flow, redacted(message))
-        if isinstance(message, Request):
-            metrics.sip_request("in", flow.transport, message.method)
-            stamp_via(message, flow.remote)
-        else:
-            metrics.sip_response("in", flow.transport, message.status)
-            observe_via(message, flow)
         try:
+            if isinstance(message, Request):
+                metrics.sip_request("in", flow.transport, message.method)
+                stamp_via(message, flow.remote)
+            else:
+                metrics.sip_response("in", flow.transport, message.status)
+                observe_via(message, flow)
             self.user.message_received(message, flow)
+        except ParseError as exc:  # a field parsed lazily (Via, CSeq...) was malformed
+            reply = None
+            if isinstance(message, Request):
+                exc.raw = exc.raw or message.encode()
+                reply = error_reply(exc)
+            log.info("malformed message from %r: %s (%s)", flow, exc,
+                     "answered" if reply else "dropped")
+            if reply is not None:
+                self._write(flow, reply)
+                metrics.sip_sent(flow.transport, reply)
         except Exception:  # noqa: BLE001 - one bad message must not take the flow down
             log.exception("handling a message from %r failed", flow)
 

@@ -10,6 +10,7 @@ Depends only on `gateway.errors` and the grammar helpers.
 
 from __future__ import annotations
 
+import re
 import string
 
 from gateway.sip.grammar import (
@@ -31,6 +32,7 @@ _HOST_CHARS = frozenset(string.ascii_letters + string.digits + "-._")
 _IPV6_CHARS = frozenset(string.hexdigits + ":.")
 # characters that never appear unescaped in a URI on the wire
 _URI_FORBIDDEN = frozenset(' \t\r\n<>"')
+_QVALUE = re.compile(r"[01](\.[0-9]{0,3})?\Z")  # RFC 3261 25.1
 
 
 def scheme_end(text: str) -> int:
@@ -236,13 +238,14 @@ class NameAddr:
         self.wildcard = wildcard
 
     @classmethod
-    def parse(cls, text: str, what: str = "name-addr") -> NameAddr:
+    def parse(cls, text: str, what: str = "name-addr", *, wildcard_ok: bool = False) -> NameAddr:
+        """One value; `wildcard_ok` accepts the `*` of a REGISTER's Contact."""
         n = len(text)
         i = skip_ws(text, 0)
         if i >= n:
             raise bad(f"empty {what}")
         display = None
-        if text[i] == "*" and what == "Contact":
+        if text[i] == "*" and wildcard_ok:
             params, _ = scan_params(text, i + 1, what, stop_at_comma=False)
             return cls(None, None, params, wildcard=True)
         if text[i] == '"':
@@ -294,10 +297,9 @@ class NameAddr:
         value = self.params.get("q")
         if value is None:
             return None
-        try:
-            return float(value)
-        except ValueError:
-            raise bad("malformed q parameter") from None
+        if not _QVALUE.match(value) or float(value) > 1:
+            raise bad("malformed q parameter")
+        return float(value)
 
     def __str__(self) -> str:
         if self.wildcard:

@@ -107,7 +107,7 @@ def check_top_via(msg, text: str) -> None:
 def check_contacts(msg, text: str) -> None:
     count, _, listing = text.partition(" [")
     assert len(msg.contacts) == int(count)
-    for contact, item in zip(msg.contacts, listing.rstrip("]").split(" | ")):
+    for contact, item in zip(msg.contacts, listing.rstrip("]").split(" | "), strict=True):
         uri, _, expires = item.rpartition(" expires=")
         assert str(contact.uri).startswith(uri.rstrip("…"))
         assert contact.expires == (None if expires == "-" else int(expires))
@@ -117,7 +117,7 @@ def check_challenges(msg, facts: list[str]) -> None:
     expected = [f[len("www-authenticate: "):] for f in facts
                 if f.startswith("www-authenticate: ")]
     assert len(msg.www_authenticate) == len(expected)
-    for challenge, text in zip(msg.www_authenticate, expected):
+    for challenge, text in zip(msg.www_authenticate, expected, strict=True):
         scheme, _, params = text.partition(" ")
         assert challenge.scheme == scheme
         for item in params.split(", "):

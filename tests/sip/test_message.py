@@ -12,6 +12,7 @@ from gateway.sip.message import (
     Response,
     SipUri,
     redacted,
+    reply_fields,
 )
 from gateway.sip.parser import parse_message
 
@@ -64,7 +65,7 @@ def test_name_addr_forms():
     assert str(tokens) == "Alice Smith <sip:alice@example.com>"
     spec = NameAddr.parse("sip:alice@example.com;tag=9")  # addr-spec: ;tag is a header param
     assert spec.uri.params == {} and spec.tag == "9" and spec.display_name is None
-    star = NameAddr.parse("*", "Contact")
+    star = NameAddr.parse("*", "Contact", wildcard_ok=True)
     assert star.wildcard and star.uri is None and str(star) == "*"
     built = NameAddr("sip:bob@example.com", "Bob, the builder", {"expires": "60"})
     assert str(built) == '"Bob, the builder" <sip:bob@example.com>;expires=60'
@@ -73,7 +74,7 @@ def test_name_addr_forms():
 
 @pytest.mark.parametrize("text", [
     '"unterminated <sip:a@b>', "<sip:a@b", "Bell, Alexander <sip:a@b>", "< sip:a@b >",
-    "sip:a@b?x=1", "<sip:a@b>;;tag=1", "<sip:a@b>;tag=",
+    "sip:a@b?x=1", "<sip:a@b>;;tag=1", "<sip:a@b>;tag=", "*",
 ])
 def test_bad_name_addrs(text):
     with pytest.raises(ParseError):
@@ -183,3 +184,29 @@ def test_redacted_hides_credentials_and_tokens():
 def test_parse_limits_is_a_struct():
     limits = msgspec.convert({"max_message_size": 4096}, ParseLimits)
     assert limits == ParseLimits(max_message_size=4096, max_headers=128)
+
+
+def test_reply_fields_for_answering_a_malformed_request():
+    raw = (b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nv: SIP/2.0/UDP g\r\n"
+           b"f: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\n ;x=y\r\ni: c1\r\nCSeq: 99999999999 INVITE\r\n"
+           b"Max-Forwards: 70\r\n\r\n")
+    with pytest.raises(ParseError) as caught:
+        parse_message(raw)
+    assert caught.value.reason == "Bad Request (malformed CSeq)"
+    assert reply_fields(caught.value.raw) == [
+        ("Via", "SIP/2.0/UDP h;branch=z9hG4bK1"), ("Via", "SIP/2.0/UDP g"),
+        ("From", "<sip:a@b>;tag=1"), ("To", "<sip:c@d> ;x=y"), ("Call-ID", "c1"),
+        ("CSeq", "99999999999 INVITE")]
+    assert reply_fields(raw.replace(b"i: c1\r\n", b"")) is None       # no Call-ID
+    assert reply_fields(b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n") is None  # never answer a response
+    assert reply_fields(None) is None and reply_fields(b"\xff\xfe") is None
+
+
+def test_limits_and_q_are_checked():
+    with pytest.raises(ValueError):
+        ParseLimits(max_headers=0)
+    with pytest.raises(ValueError):
+        ParseLimits(max_message_size=2**40)
+    with pytest.raises(ParseError):
+        _ = NameAddr.parse("<sip:a@b>;q=nan").q
+    assert NameAddr.parse("<sip:a@b>;q=0.7").q == 0.7

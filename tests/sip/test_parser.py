@@ -40,7 +40,8 @@ OK_REGISTER = sip(
     "t: <sip:bob@example.com>;tag=b2",
     "i: c3@host",
     "CSeq: 2 REGISTER",
-    'm: "Desk, 1" <sip:bob@192.0.2.4;transport=udp>;expires=60, <sip:bob@[2001:db8::1]:5070>;expires=3600;q=0.5',
+    'm: "Desk, 1" <sip:bob@192.0.2.4;transport=udp>;expires=60, '
+    "<sip:bob@[2001:db8::1]:5070>;expires=3600;q=0.5",
     "m: sip:bob@192.0.2.9;expires=10",
     "l: 0",
 )
@@ -73,6 +74,9 @@ def test_request_fields(twin):
 def test_response_compact_forms_and_contact_lists(twin):
     msg = twin.parse_message(OK_REGISTER)
     assert isinstance(msg, Response) and (msg.status, msg.reason) == (200, "OK")
+    top = msg.top_via
+    assert (top.host, top.port, top.received, top.rport) == (
+        "192.0.2.4", None, "198.51.100.7", 40000)
     assert [name for name, _ in msg.headers] == [
         "Via", "From", "To", "Call-ID", "CSeq", "Contact", "Contact", "Content-Length"]
     assert msg.via[0].received == "198.51.100.7" and msg.via[0].rport == 40000

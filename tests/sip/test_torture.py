@@ -120,7 +120,8 @@ def test_intmeth_values(twin):
 def test_escaped_uris_are_kept_escaped(twin):
     msg = twin.parse_message(load("esc01"))
     assert msg.uri.user == "sips%3Auser%40example.com" and msg.uri.host == "example.net"
-    assert str(msg.contacts[0].uri) == "sip:cal%6Cer@host5.example.net;%6C%72;n%61me=v%61lue%25%34%31"
+    assert str(msg.contacts[0].uri) == (
+        "sip:cal%6Cer@host5.example.net;%6C%72;n%61me=v%61lue%25%34%31")
     semi = twin.parse_message(load("semiuri"))
     assert semi.uri.user == "user;par=u%40example.net"
     assert semi.get_all("Accept")[-1] == "message/sipfrag" and len(semi.get_all("Accept")) == 6

@@ -221,6 +221,37 @@ async def test_bad_input_is_dropped_and_the_stream_closed(make_stack):
     assert await wait_until(lambda: stack.transport.connections == 0)
 
 
+@pytest.mark.parametrize("stage, good, broken", [
+    ("framing", b"CSeq: 1 OPTIONS", b"CSeq: one OPTIONS"),  # the parser refuses it
+    ("lazy", b"127.0.0.1:1", b"127.0.0.1:99999"),  # the Via's port, read by the transactions
+])
+async def test_malformed_requests_get_a_400_when_they_can_be_addressed(make_stack, stage, good, broken):
+    stack = make_stack()
+    stack.user.on_request = answer_200
+    _, udp_port = await stack.transport.listen("udp", "127.0.0.1")
+    _, tcp_port = await stack.transport.listen("tcp", "127.0.0.1")
+    request = raw_options("SIP/2.0/UDP 127.0.0.1:1;rport", "z9hG4bKbad1")
+    bad = request.replace(good, broken, 1)
+    assert bad != request
+    peer = await UdpPeer.open()
+    try:
+        peer.transport.sendto(bad, ("127.0.0.1", udp_port))
+        data, _ = await asyncio.wait_for(peer.received.get(), 2)
+    finally:
+        peer.transport.close()
+    head = data.split(b"\r\n")
+    assert head[0].startswith(b"SIP/2.0 400 Bad Request (malformed")
+    assert any(line.startswith(b"Via: ") and b"z9hG4bKbad1" in line for line in head)
+    assert b"Call-ID: z9hG4bKbad1" in head
+
+    if stage == "framing":  # a stream that cannot be framed is answered, then closed
+        reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port)
+        writer.write(bad.replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"))
+        rest = await asyncio.wait_for(reader.read(), 2)
+        assert rest.startswith(b"SIP/2.0 400 Bad Request")
+        writer.close()
+
+
 async def test_connection_limit(kamailio, make_stack):
     stack = make_stack(TransportSettings(max_connections=1))
     _, port = await stack.transport.listen("tcp", "127.0.0.1")

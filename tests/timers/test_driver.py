@@ -52,7 +52,7 @@ async def test_timers_fire_on_time_through_the_loop(twin):
     assert [d for d, _ in fired] == [0.0, 0.02, 0.05, 0.12, 0.3]
     for delay, at in fired:
         assert at >= delay - 0.002  # loop.time() has millisecond steps under uvloop
-        assert at < delay + 0.1  # generous: a shared CI machine may be slow
+        assert at < delay + 0.25  # generous: a shared CI machine may be slow
     assert len(wheel) == 0
     wheel.close()
 
@@ -80,11 +80,13 @@ def test_idle_wheel_wakes_the_loop_only_for_due_timers(twin, counting_loop):
     assert counting_loop.live_timers() == 1  # one call_at at a time, whatever the count
     counting_loop.run_until_complete(asyncio.sleep(0.35))
     assert fired == [0.05, 0.05, 0.1, 0.2]
-    assert wheel.wakeups == 3
+    # one wake-up per distinct due tick (fewer if a stalled machine woke it late)
+    assert 1 <= wheel.wakeups <= 3
+    woken = wheel.wakeups
     # the wheel sleeps until the hour-long timer: nothing else wakes the loop
     requested = counting_loop.requested
     counting_loop.run_until_complete(asyncio.sleep(0.3))
-    assert wheel.wakeups == 3 and counting_loop.requested == requested
+    assert wheel.wakeups == woken and counting_loop.requested == requested
     assert counting_loop.live_timers() == 1
     wheel.close()
     assert counting_loop.live_timers() == 0
@@ -143,7 +145,7 @@ async def test_callbacks_rescheduling_themselves_keep_the_loop_going(twin):
             wheel.reschedule(handle, 0.02)
 
     handle = wheel.call_later(0.02, keepalive, "flow-1")
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.6)
     assert ticks == ["flow-1"] * 5
     wheel.close()
 
@@ -179,5 +181,31 @@ async def test_wall_clock_jumps_do_not_matter(twin, monkeypatch):
     # and an hour back: a timer on it would wait an hour
     monkeypatch.setattr(time, "time", lambda: real() - 3600)
     await asyncio.sleep(0.2)
-    assert len(fired) == 1 and 0.09 <= fired[0] < 0.2
+    assert len(fired) == 1 and 0.09 <= fired[0] < 1.0
+    wheel.close()
+
+
+def test_interrupted_advance_still_rearms_the_loop(twin, counting_loop):
+    wheel = twin.TimerWheel(loop=counting_loop)
+    fired = []
+
+    def interrupt(arg):
+        raise KeyboardInterrupt
+
+    now = counting_loop.time()
+    wheel.call_at(now + 0.01, interrupt)
+    wheel.call_at(now + 0.01, fired.append, "survivor")
+    with pytest.raises(KeyboardInterrupt):
+        wheel.advance(now + 0.05)
+    assert counting_loop.live_timers() == 1  # the survivor still has a wake-up coming
+    counting_loop.run_until_complete(asyncio.sleep(0.1))
+    assert fired == ["survivor"]
+    wheel.close()
+
+
+def test_a_far_timer_arms_the_loop_at_most_a_day_ahead(twin, counting_loop):
+    wheel = twin.TimerWheel(loop=counting_loop)
+    wheel.call_later(10 * 86400, print)
+    (armed,) = [h for h in counting_loop.wheel_handles if not h.cancelled()]
+    assert 86400 - 1 <= armed.when() - counting_loop.time() <= 86400
     wheel.close()

@@ -16,7 +16,9 @@ def recorder(clock, log):
     return fired
 
 
-def test_fires_in_due_order_never_early_and_without_delay(wheel, clock):
+@pytest.mark.parametrize("res", [0.001, RES, 0.25])
+def test_fires_in_due_order_never_early_and_without_delay(twin, clock, res):
+    wheel = twin.TimerWheel(clock=clock, resolution=res)
     rng = random.Random(7)
     log = []
     cb = recorder(clock, log)
@@ -31,8 +33,8 @@ def test_fires_in_due_order_never_early_and_without_delay(wheel, clock):
     previous = {}  # advance time -> the advance time before it
     last = start
     # advance one tick at a time through the first second, then in coarse jumps
-    for k in range(1, 101):
-        clock.now = start + k * RES
+    for k in range(1, math.ceil(1 / res) + 1):
+        clock.now = start + k * res
         previous[clock.now] = last
         last = clock.now
         wheel.advance()
@@ -44,12 +46,13 @@ def test_fires_in_due_order_never_early_and_without_delay(wheel, clock):
     assert sorted(i for i, _ in log) == list(range(5000))
     previous_tick = -1
     for i, fired_at in log:
-        tick = math.ceil(due[i] / RES)
+        tick = math.ceil(due[i] / res)
         # fired by the first advance whose clock reached the timer's tick
-        assert math.floor(fired_at / RES) >= tick, "fired early"
-        assert math.floor(previous[fired_at] / RES) < tick, "fired late"
+        assert math.floor(fired_at / res) >= tick, "fired early"
+        assert math.floor(previous[fired_at] / res) < tick, "fired late"
         assert tick >= previous_tick, "out of due order"
         previous_tick = tick
+    wheel.close()
 
 
 def test_same_tick_fires_in_schedule_order(wheel, clock):
@@ -408,3 +411,40 @@ def test_neighbours_in_an_upper_slot_fire_at_their_own_ticks(wheel, clock, dista
         wheel.advance((base + offset) * RES + RES / 4)
         expected = [o for o in (0, 1, 2, 3, 64, 65) if o <= offset]
         assert sorted(log) == expected, offset
+
+
+def test_fired_timer_in_a_cycle_with_its_owner_is_collected(wheel, clock):
+    import gc
+    import weakref
+
+    class Flow:
+        def __init__(self):
+            self.keepalive = wheel.call_later(1, self.on_keepalive)
+
+        def on_keepalive(self, arg):
+            pass
+
+    flows = [Flow() for _ in range(3)]
+    refs = [weakref.ref(flow) for flow in flows]
+    flows[2].keepalive.cancel()
+    clock.now += 1
+    assert wheel.advance() == 2
+    del flows
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None, None]
+
+
+def test_close_from_a_callback_stops_the_rest(twin, clock):
+    wheel = twin.TimerWheel(clock=clock)
+    log = []
+
+    def closer(arg):
+        log.append("closer")
+        wheel.close()
+
+    wheel.call_later(1, closer)
+    later_same_tick = wheel.call_later(1, log.append, "same tick")
+    wheel.call_later(2, log.append, "later")
+    clock.now += 5
+    assert wheel.advance() == 1
+    assert log == ["closer"] and later_same_tick.cancelled() and len(wheel) == 0

@@ -83,8 +83,9 @@ request_route {{
 }}
 """
 
-_DUMP = re.compile(r"(?P<dir>TX|RX) (?P<size>\d+) bytes (?P<kind>Request|Response) msg (?P<what>\S+) .*?:\r?\n",
-                   re.S)
+_DUMP = re.compile(
+    r"(?P<dir>TX|RX) (?P<size>\d+) bytes (?P<kind>Request|Response) msg (?P<what>\S+) .*?:\r?\n",
+    re.S)
 
 
 def free_udp_port() -> int:

@@ -1,0 +1,473 @@
+"""A small HTTP/2 client on asyncio and h2, made for APNs: many concurrent requests on few
+long-lived TLS connections.
+
+- `Http2Connection` is one connection: an asyncio Protocol driving an `h2` state machine.
+  It multiplexes requests as streams, honours the server's MAX_CONCURRENT_STREAMS as it
+  changes (APNs allows one stream until the first valid token, then raises it), sends
+  bodies within the flow-control windows, and handles GOAWAY: streams the server never
+  processed fail with `StreamRefused`, no new ones start, and the others run to
+  completion if the server answers them before closing. (h2 moves to its closed state on
+  GOAWAY and refuses later frames -- python-hyper/h2 issue 1181 -- so in practice those
+  streams fail with a TransientError when the answer comes; APNs closes right after its
+  GOAWAY anyway.)
+  Our own cap (`max_streams`, 100 by default) stays below what APNs allows (observed
+  500 to 1500): h2 counts open streams by walking all of them on every new stream, so
+  the CPU per request grows with the streams in flight; 100 streams hide a 30 ms round
+  trip at over 3000 requests per second, above what one core pushes anyway (see bench/).
+- `Http2Pool` keeps `size` connections to one origin, reconnects lazily when one closes,
+  retries a refused (unprocessed) stream on another connection, and can `recycle()` its
+  connections (drain them and open new ones, e.g. after a credential change).
+
+Why our own client: httpx[http2] and aiohttp either do not speak HTTP/2 or hide what
+APNs needs controlled (the server's changing stream limit, GOAWAY with unprocessed
+streams, PINGs, one connection carrying hundreds of requests), and aioapns hard-codes
+Apple's hosts. h2 does the framing; this module is the few hundred lines around it.
+
+Every failure of the network or the server surfaces as a `TransientError`; timeouts reset
+the stream. Header values unique per request should be passed as
+`hpack.NeverIndexedHeaderTuple`, so that they do not push the ones that repeat (like a
+bearer token) out of the HPACK dynamic table. Depends on h2, hpack and `gateway.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import ssl
+from typing import NamedTuple
+from urllib.parse import urlsplit
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+from hpack import NeverIndexedHeaderTuple
+
+from gateway.errors import TransientError
+
+Headers = list[tuple[str, str]]
+
+# hpack logs every header it encodes or decodes at debug level: device tokens in paths,
+# provider tokens. A gateway run with level=debug must not write those anywhere.
+logging.getLogger("hpack").setLevel(logging.WARNING)
+
+
+class Response(NamedTuple):
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+class StreamRefused(TransientError):
+    """The server did not process the request (GOAWAY, REFUSED_STREAM): safe to resend."""
+
+
+class _Unusable(Exception):
+    """The connection closed or started draining before the request was sent."""
+
+
+class _Stream:
+    __slots__ = ("future", "status", "headers", "body", "pending")
+
+    def __init__(self, future: asyncio.Future, body: bytes):
+        self.future = future
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.body = bytearray()
+        self.pending = memoryview(body)  # request body not yet sent (flow control)
+
+
+class Http2Connection(asyncio.Protocol):
+    """One HTTP/2 connection. Open with `await Http2Connection.open(...)`."""
+
+    def __init__(self, authority: str, max_streams: int = 100):
+        config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        self._h2 = h2.connection.H2Connection(config)
+        self._authority = authority
+        self._cap = max_streams
+        self._streams: dict[int, _Stream] = {}
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()
+        self._granted = 0  # slots reserved for woken waiters that have not run yet
+        self._transport: asyncio.Transport | None = None
+        self._settings = asyncio.get_running_loop().create_future()
+        self.draining = False
+        self.goaway_reason: bytes | None = None  # APNs puts {"reason": ...} there
+        self._last_activity = asyncio.get_running_loop().time()
+        self._keepalive: asyncio.Task | None = None
+        self._ping_ack: asyncio.Future | None = None
+        self.pings = 0  # PINGs sent (tests, stats)
+
+    @classmethod
+    async def open(
+        cls,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext | None,
+        *,
+        timeout: float = 10.0,
+        max_streams: int = 100,
+        ping_after: float | None = None,
+    ) -> Http2Connection:
+        """Connect and wait for the server's SETTINGS. With `ping_after`, a connection idle
+        that long is checked with a PING and closed if no ACK comes within `timeout`."""
+        loop = asyncio.get_running_loop()
+        name = f"[{host}]" if ":" in host else host  # an IPv6 literal
+        authority = name if port == 443 else f"{name}:{port}"
+        conn = cls(authority, max_streams)
+        try:
+            async with asyncio.timeout(timeout):
+                await loop.create_connection(lambda: conn, host, port, ssl=ssl_context)
+                await asyncio.shield(conn._settings)  # the server preface: its stream limit
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            conn.close()
+            raise TransientError(f"cannot connect to {authority}: {exc or type(exc).__name__}") from None
+        ssl_object = conn._transport.get_extra_info("ssl_object")
+        alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        if alpn not in (None, "h2"):  # None: the server ignored ALPN; try HTTP/2 anyway
+            conn.close()
+            raise TransientError(f"{authority} does not speak HTTP/2 (ALPN chose {alpn})")
+        if ping_after:
+            conn._keepalive = asyncio.ensure_future(conn._keep_alive(ping_after, timeout))
+        return conn
+
+    async def _keep_alive(self, idle_limit: float, timeout: float) -> None:
+        # A connection that middleboxes dropped silently would otherwise be found dead by
+        # the next push -- a call's push -- after a whole request timeout.
+        loop = asyncio.get_running_loop()
+        while self.usable:
+            idle = loop.time() - self._last_activity
+            if idle < idle_limit:
+                await asyncio.sleep(idle_limit - idle)
+                continue
+            self._ping_ack = loop.create_future()
+            self._h2.ping(os.urandom(8))
+            self._flush()
+            self.pings += 1
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._ping_ack
+            except TimeoutError:
+                self._transport.abort()  # the pool opens a new one when next needed
+                return
+
+    # --- state ---------------------------------------------------------------------------
+
+    @property
+    def usable(self) -> bool:
+        return self._transport is not None and not self._transport.is_closing() and not self.draining
+
+    @property
+    def limit(self) -> int:
+        return min(self._h2.remote_settings.max_concurrent_streams, self._cap)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._streams)
+
+    def close(self) -> None:
+        if self._keepalive is not None and self._keepalive is not asyncio.current_task():
+            self._keepalive.cancel()
+        if self._transport is not None and not self._transport.is_closing():
+            try:
+                self._h2.close_connection()
+                self._flush()
+            except h2.exceptions.ProtocolError:
+                pass
+            self._transport.close()
+
+    def drain(self) -> None:
+        """Start no new stream; close once the current ones are answered."""
+        self.draining = True
+        self._wake_waiters()
+        if not self._streams:
+            self.close()
+
+    # --- requests ------------------------------------------------------------------------
+
+    async def request(self, method: str, path: str, headers: Headers, body: bytes, timeout: float) -> Response:
+        await self._slot()
+        self._last_activity = asyncio.get_running_loop().time()
+        # A per-device path would only churn the HPACK dynamic table: never index it.
+        request_headers = [
+            (":method", method),
+            (":scheme", "https"),
+            (":authority", self._authority),
+            NeverIndexedHeaderTuple(":path", path),
+        ]
+        try:
+            stream_id = self._h2.get_next_available_stream_id()
+            self._h2.send_headers(stream_id, request_headers + headers, end_stream=not body)
+        except h2.exceptions.ProtocolError:
+            raise _Unusable() from None  # closed under us (GOAWAY in the same read)
+        stream = _Stream(asyncio.get_running_loop().create_future(), body)
+        self._streams[stream_id] = stream
+        if body:
+            self._send_body(stream_id, stream)
+        self._flush()
+        try:
+            async with asyncio.timeout(timeout):
+                return await stream.future
+        except TimeoutError:
+            self._cancel(stream_id)
+            raise TransientError(f"no answer from {self._authority} within {timeout:g} s") from None
+        except asyncio.CancelledError:
+            self._cancel(stream_id)
+            raise
+
+    async def _slot(self) -> None:
+        """Wait for a free stream; requests queue in order behind earlier waiters. A woken
+        waiter has its slot reserved (`_granted`) until it runs, so a burst of finished
+        streams wakes exactly as many waiters as there are slots."""
+        if self.usable and len(self._streams) + self._granted < self.limit and not self._waiters:
+            return
+        while True:
+            if not self.usable:
+                raise _Unusable()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done():  # a slot was reserved for us: pass it on
+                    self._granted -= 1
+                    self._wake_waiters()
+                else:
+                    self._waiters.remove(waiter)  # O(n), but only when cancelled
+                raise
+            self._granted -= 1
+            if self.usable and len(self._streams) + self._granted < self.limit:
+                return  # else the server lowered its limit meanwhile: queue again
+
+    def _wake_waiters(self) -> None:
+        free = self.limit - len(self._streams) - self._granted
+        while self._waiters and (free > 0 or not self.usable):
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self._granted += 1
+                free -= 1
+
+    def _send_body(self, stream_id: int, stream: _Stream) -> None:
+        while stream.pending:
+            window = min(self._h2.local_flow_control_window(stream_id), self._h2.max_outbound_frame_size)
+            if window <= 0:
+                return  # resumed on WindowUpdated
+            chunk, stream.pending = stream.pending[:window], stream.pending[window:]
+            self._h2.send_data(stream_id, chunk.tobytes(), end_stream=not stream.pending)
+
+    def _cancel(self, stream_id: int) -> None:
+        if self._streams.pop(stream_id, None) is None:
+            return
+        try:
+            self._h2.reset_stream(stream_id, ErrorCodes.CANCEL)
+            self._flush()
+        except (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError):
+            pass
+        self._stream_done()
+
+    def _stream_done(self) -> None:
+        self._wake_waiters()
+        if self.draining and not self._streams:
+            self.close()
+
+    def _finish(self, stream_id: int, error: Exception | None = None) -> None:
+        stream = self._streams.pop(stream_id, None)
+        if stream is None:
+            return
+        if not stream.future.done():
+            if error is not None:
+                stream.future.set_exception(error)
+            else:
+                stream.future.set_result(Response(stream.status, stream.headers, bytes(stream.body)))
+        self._stream_done()
+
+    # --- protocol ------------------------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self._transport = transport
+        self._h2.local_settings = h2.settings.Settings(
+            client=True, initial_values={h2.settings.SettingCodes.ENABLE_PUSH: 0}
+        )
+        self._h2.initiate_connection()
+        self._flush()
+
+    def connection_lost(self, exc) -> None:
+        self.draining = True
+        if self._keepalive is not None and self._keepalive is not asyncio.current_task():
+            self._keepalive.cancel()
+        error = TransientError(f"connection to {self._authority} lost")
+        for stream_id in list(self._streams):
+            self._finish(stream_id, error)
+        self._wake_waiters()
+        if not self._settings.done():
+            self._settings.set_exception(ConnectionError(f"connection to {self._authority} closed"))
+            self._settings.exception()  # retrieved: nobody may be waiting any more
+
+    def data_received(self, data: bytes) -> None:
+        self._last_activity = asyncio.get_running_loop().time()
+        try:
+            events = self._h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            self._flush()
+            self._transport.close()
+            self.connection_lost(exc)
+            return
+        for event in events:
+            self._on_event(event)
+        self._flush()
+
+    def _on_event(self, event) -> None:
+        if isinstance(event, h2.events.ResponseReceived):
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                stream.headers = dict(event.headers)
+                stream.status = int(stream.headers.pop(":status", 0))
+        elif isinstance(event, h2.events.DataReceived):
+            self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                stream.body += event.data
+        elif isinstance(event, h2.events.StreamEnded):
+            self._finish(event.stream_id)
+        elif isinstance(event, h2.events.StreamReset):
+            error_class = StreamRefused if event.error_code == ErrorCodes.REFUSED_STREAM else TransientError
+            self._finish(event.stream_id, error_class(f"stream reset by {self._authority}: {event.error_code!r}"))
+        elif isinstance(event, h2.events.WindowUpdated):
+            ids = [event.stream_id] if event.stream_id else list(self._streams)
+            for stream_id in ids:
+                stream = self._streams.get(stream_id)
+                if stream is not None and stream.pending:
+                    self._send_body(stream_id, stream)
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            if not self._settings.done():
+                self._settings.set_result(None)
+            self._wake_waiters()
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self._on_goaway(event)
+        elif isinstance(event, h2.events.PingAckReceived):
+            if self._ping_ack is not None and not self._ping_ack.done():
+                self._ping_ack.set_result(None)
+
+    def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
+        self.draining = True
+        self.goaway_reason = event.additional_data
+        last = event.last_stream_id if event.last_stream_id is not None else 0
+        refused = StreamRefused(f"{self._authority} went away ({event.error_code!r}, {event.additional_data!r})")
+        for stream_id in [s for s in self._streams if s > last]:
+            self._finish(stream_id, refused)
+        self._wake_waiters()
+        if not self._streams:
+            self._transport.close()
+
+    def _flush(self) -> None:
+        data = self._h2.data_to_send()
+        if data and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+
+class Http2Pool:
+    """`size` HTTP/2 connections to the origin of `url`, opened when first needed."""
+
+    def __init__(
+        self,
+        url: str,
+        ssl_context: ssl.SSLContext,
+        *,
+        size: int = 1,
+        connect_timeout: float = 10.0,
+        max_streams: int = 100,
+        ping_after: float | None = 600.0,
+    ):
+        parts = urlsplit(url)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError(f"an HTTP/2 push service URL must be https://host[:port], not {url!r}")
+        self.host = parts.hostname
+        self.port = parts.port or 443
+        self._ssl = ssl_context
+        self._connect_timeout = connect_timeout
+        self._max_streams = max_streams
+        self._ping_after = ping_after
+        self._slots: list[Http2Connection | None] = [None] * size
+        self._draining: list[Http2Connection] = []  # recycled, finishing their streams
+        self._opening: list[asyncio.Task | None] = [None] * size
+        self._next = 0
+        self.connects = 0  # how many connections were opened (tests, stats)
+
+    @property
+    def connections(self) -> list[Http2Connection]:
+        return [c for c in self._slots if c is not None and c.usable]
+
+    async def request(self, method: str, path: str, headers: Headers, body: bytes = b"", *, timeout: float) -> Response:
+        for _ in range(3):  # a request the server never saw may move to a fresh connection
+            conn = await self._connection()
+            try:
+                return await conn.request(method, path, headers, body, timeout)
+            except (_Unusable, StreamRefused) as exc:
+                last: Exception = exc
+        if isinstance(last, _Unusable):
+            raise TransientError(f"no usable connection to {self.host}:{self.port}")
+        raise last
+
+    async def _connection(self) -> Http2Connection:
+        # The least busy open connection; empty or closed slots are (re)opened.
+        best = None
+        for index, conn in enumerate(self._slots):
+            if conn is None or not conn.usable:
+                return await self._open(index)
+            if best is None or conn.in_flight < best.in_flight:
+                best = conn
+        return best
+
+    async def _open(self, index: int) -> Http2Connection:
+        # Callers needing the same slot share one attempt; a cancelled caller does not
+        # cancel it for the others.
+        task = self._opening[index]
+        if task is None:
+            task = self._opening[index] = asyncio.ensure_future(self._connect(index))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # seen even if nobody waits
+        return await asyncio.shield(task)
+
+    async def _connect(self, index: int) -> Http2Connection:
+        try:
+            conn = await Http2Connection.open(
+                self.host,
+                self.port,
+                self._ssl,
+                timeout=self._connect_timeout,
+                max_streams=self._max_streams,
+                ping_after=self._ping_after,
+            )
+        finally:
+            self._opening[index] = None
+        self._slots[index] = conn
+        self.connects += 1
+        return conn
+
+    def recycle(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        """Drain every connection; new requests go to new connections (made with
+        `ssl_context` when given, e.g. a replaced client certificate)."""
+        if ssl_context is not None:
+            self._ssl = ssl_context
+        self._draining = [c for c in self._draining if c.in_flight]
+        for index, conn in enumerate(self._slots):
+            if conn is not None:
+                conn.drain()
+                if conn.in_flight:
+                    self._draining.append(conn)
+                self._slots[index] = None
+
+    async def close(self) -> None:
+        for conn in self._draining:
+            conn.close()
+        self._draining = []
+        for index, conn in enumerate(self._slots):
+            if conn is not None:
+                conn.close()
+                self._slots[index] = None
+        for task in self._opening:
+            if task is not None:
+                task.cancel()

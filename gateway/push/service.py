@@ -1,0 +1,341 @@
+"""PushService: wake an instance's phone through every push target that fits.
+
+`notify(record, payload)` turns a payload into a `Notification` (with its useful life and
+collapse id), picks the instance's targets for it, and delivers to each one concurrently
+through the app's provider for that service, built from the config on first use. Per
+target it:
+
+- waits for a slot of the (app, provider) in-flight limit: back-pressure instead of an
+  unbounded queue; beyond `push.max_waiting` waiting sends, it fails at once as
+  "overloaded", and no send waits past the notification's useful life;
+- retries transient failures (429, 5xx, connection loss) with exponential backoff and
+  jitter, honouring Retry-After, at most `push.max_attempts` times and never past the
+  notification's useful life (a call push is worthless once the call stopped ringing);
+- on an auth failure renews the provider's credentials once (once per failure wave, not
+  once per send, and at most every `RENEW_COOLDOWN` seconds) and retries; a second
+  refusal raises an operator alert (log, counter,
+  `PushOutcomes.on_alert`), as does a rejection only the operator can fix (a topic the
+  APNs key may not use, a Firebase project without its APNs key), once per reason;
+- reports dead targets to `PushOutcomes.on_dead_target`, which removes them (and turns an
+  instance without a call target off).
+
+Which targets: a call goes to "call" targets (for APNs these are PushKit VoIP tokens);
+everything else goes to "other" targets, and for FCM and Web Push, whose one token serves
+both, to the "call" target of a service that has no "other" one. APNs VoIP tokens never
+get anything but calls (iOS would kill the app, and APNs refuses the topic anyway).
+
+`counters` counts outcomes per (app, provider, outcome) plus attempts, retries, renewals
+and alerts; `gateway.metrics` gets the same per provider (no app label), with each
+delivery's kind and duration.
+
+Depends on the providers, `gateway.config`, `gateway.store.records`, `gateway.errors`,
+`gateway.logs`, `gateway.metrics` and `gateway.redact`; the lifecycle is reached only through `PushOutcomes`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+import time
+from typing import Callable
+
+import msgspec
+
+from gateway import logs, metrics
+from gateway.config import App, Config, Push
+from gateway.errors import ConfigError
+from gateway.push import payloads
+from gateway.push.base import Notification, PushOutcomes, PushProvider, PushResult
+from gateway.redact import shorten_token
+from gateway.store.records import InstanceRecord, PushTarget
+
+log = logs.get_logger(__name__)
+
+DAY = 24 * 3600.0
+# Credentials refused again after a renewal are not renewed again for this long: each
+# APNs renewal opens new connections, and Apple treats connection churn as an attack.
+RENEW_COOLDOWN = 300.0
+
+ProviderFactory = Callable[[App, str, Push, Callable[[], float]], PushProvider]
+
+
+class Delivery(msgspec.Struct, frozen=True):
+    """What became of a notification for one target."""
+
+    target: PushTarget
+    result: PushResult
+    attempts: int
+
+    @property
+    def delivered(self) -> bool:
+        return self.result.outcome == "delivered"
+
+
+def notification_for(payload: msgspec.Struct, now: float) -> Notification:
+    """A payload with its useful life and collapse id.
+
+    Calls live until they stop ringing, an expiry warning until the expiry; a missed call,
+    a message or an "off" notice for a day. A newer message count, expiry warning or off
+    notice replaces a pending one (collapse id per instance).
+    """
+    if isinstance(payload, payloads.CallPush):
+        return Notification(payload, payload.expires_at)
+    if isinstance(payload, payloads.InstanceExpiringPush):
+        return Notification(payload, payload.expires_at, f"expiring:{payload.instance}")
+    if isinstance(payload, payloads.MessagePush):
+        return Notification(payload, now + DAY, f"message:{payload.instance}")
+    if isinstance(payload, payloads.InstanceOffPush):
+        return Notification(payload, now + DAY, f"off:{payload.instance}")
+    return Notification(payload, now + DAY)
+
+
+def targets_for(targets: list[PushTarget], kind: str) -> list[PushTarget]:
+    """The targets a notification of `kind` goes to (see the module docstring)."""
+    if kind == "call":
+        return [t for t in targets if t.usage == "call"]
+    chosen = [t for t in targets if t.usage == "other"]
+    covered = {t.provider for t in chosen}
+    chosen += [t for t in targets if t.usage == "call" and t.provider != "apns" and t.provider not in covered]
+    return chosen
+
+
+def build_provider(app: App, name: str, push: Push, clock: Callable[[], float]) -> PushProvider:
+    """The provider `name` for `app` from its credentials. ConfigError/ValueError/OSError
+    when the credentials cannot be used."""
+    if name == "apns" and app.apns:
+        from gateway.push.apns import ApnsProvider
+
+        return ApnsProvider(
+            app.apns,
+            ca_file=push.tls_ca_file,
+            connections=push.apns_connections,
+            timeout=push.request_timeout,
+            token_refresh_after=push.apns_token_refresh_minutes * 60,
+            clock=clock,
+        )
+    if name == "fcm" and app.fcm:
+        from gateway.push.fcm import FcmProvider
+
+        return FcmProvider(
+            app.fcm, ca_file=push.tls_ca_file, max_connections=push.max_in_flight, timeout=push.request_timeout, clock=clock
+        )
+    if name == "webpush" and app.webpush:
+        from gateway.push.webpush import WebPushProvider
+
+        return WebPushProvider(
+            app.webpush,
+            ca_file=push.tls_ca_file,
+            max_connections=push.max_in_flight,
+            timeout=push.request_timeout,
+            clock=clock,
+        )
+    raise ValueError(f"app {app.id} has no {name} credentials")
+
+
+class InFlightLimit:
+    """At most `limit` sends at once; at most `max_waiting` sends waiting for a slot."""
+
+    def __init__(self, limit: int, max_waiting: int):
+        self._semaphore = asyncio.Semaphore(limit)
+        self.max_waiting = max_waiting
+        self.in_flight = 0
+        self.waiting = 0
+        self.peak = 0  # highest in_flight seen (tests, stats)
+
+    @property
+    def full(self) -> bool:
+        return self.waiting >= self.max_waiting and self._semaphore.locked()
+
+    async def acquire(self) -> None:
+        self.waiting += 1
+        try:
+            await self._semaphore.acquire()
+        finally:
+            self.waiting -= 1
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._semaphore.release()
+
+
+class PushService:
+    def __init__(
+        self,
+        config: Config,
+        outcomes: PushOutcomes,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], object] = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+        provider_factory: ProviderFactory = build_provider,
+    ):
+        self.config = config
+        self.settings = config.push
+        self.outcomes = outcomes
+        self._clock = clock
+        self._sleep = sleep
+        self._jitter = jitter
+        self._factory = provider_factory
+        self._providers: dict[tuple[str, str], PushProvider] = {}
+        self._limits: dict[tuple[str, str], InFlightLimit] = {}
+        self._auth_epoch: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._renewed_at: dict[tuple[str, str], float] = {}
+        self._alerted: set[tuple[str, str, object]] = set()  # (app, provider, epoch or reason)
+        self.counters: collections.Counter[tuple[str, ...]] = collections.Counter()
+
+    # --- providers -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Build every configured provider now, so that bad credentials fail at startup."""
+        for app in self.config.apps:
+            for name in sorted(app.providers()):
+                self.provider(app, name)
+
+    def provider(self, app: App, name: str) -> PushProvider:
+        key = (app.id, name)
+        provider = self._providers.get(key)
+        if provider is None:
+            provider = self._providers[key] = self._factory(app, name, self.settings, self._clock)
+        return provider
+
+    def limit(self, app_id: str, name: str) -> InFlightLimit:
+        key = (app_id, name)
+        limit = self._limits.get(key)
+        if limit is None:
+            limit = self._limits[key] = InFlightLimit(self.settings.max_in_flight, self.settings.max_waiting)
+        return limit
+
+    async def close(self) -> None:
+        providers, self._providers = list(self._providers.values()), {}
+        for provider in providers:
+            await provider.close()
+
+    # --- sending -------------------------------------------------------------------------
+
+    async def notify(self, record: InstanceRecord, payload: msgspec.Struct) -> list[Delivery]:
+        """Send `payload` to the instance's targets that fit it; one Delivery per target."""
+        app = self.config.app(record.app_id)
+        if app is None:
+            log.warning("push for an instance of an unknown app", instance=record.id, app=record.app_id)
+            return []
+        if isinstance(payload, payloads.MessagePush) and not app.message_body_in_push:
+            payload = msgspec.structs.replace(payload, body=None)
+        notification = notification_for(payload, self._clock())
+        targets = targets_for(record.push, notification.kind)
+        deliveries = await asyncio.gather(*(self.deliver(app, record.id, t, notification) for t in targets))
+        return list(deliveries)
+
+    async def deliver(self, app: App, instance_id: str, target: PushTarget, notification: Notification) -> Delivery:
+        """One notification to one target, with the retry, auth and limit rules."""
+        started = time.perf_counter()
+        delivery = await self._deliver(app, instance_id, target, notification)
+        metrics.push_result(target.provider, notification.kind, delivery.result.outcome, time.perf_counter() - started)
+        return delivery
+
+    async def _deliver(self, app: App, instance_id: str, target: PushTarget, notification: Notification) -> Delivery:
+        name = target.provider
+        if name not in app.providers():
+            return self._done(app, target, PushResult("rejected", f"app has no {name} credentials"), 0)
+        try:
+            provider = self.provider(app, name)
+        except (ConfigError, ValueError, OSError) as exc:  # start() would have said so
+            self._alert(app, name, f"credentials unusable: {exc}", once_per="unusable")
+            return self._done(app, target, PushResult("rejected", "credentials unusable"), 0)
+        limit = self.limit(app.id, name)
+        key = (app.id, name)
+        attempts = 0
+        renewed = False
+        last = PushResult("expired", "not sent")
+        while True:
+            left = notification.expires_at - self._clock()
+            if left <= 0:
+                return self._done(app, target, PushResult("expired", last.reason, last.status), attempts)
+            if limit.full:
+                return self._done(app, target, PushResult("rejected", "overloaded"), attempts)
+            try:
+                async with asyncio.timeout(left):
+                    await limit.acquire()
+            except TimeoutError:
+                return self._done(app, target, PushResult("expired", "no free slot in time"), attempts)
+            epoch = self._auth_epoch[key]
+            attempts += 1
+            self.counters[(app.id, name, "attempts")] += 1
+            metrics.push_attempt(name)
+            try:
+                last = await provider.send(target, notification)
+            except Exception:  # a provider bug must not take the caller down, nor loop
+                log.exception("push provider failed", app=app.id, provider=name)
+                last = PushResult("rejected", "internal error")
+            finally:
+                limit.release()
+
+            if last.outcome == "auth_failed":
+                fresh = self._auth_epoch[key] != epoch  # renewed by another send meanwhile
+                cooling = self._clock() - self._renewed_at.get(key, -RENEW_COOLDOWN) < RENEW_COOLDOWN
+                if renewed or (not fresh and cooling):
+                    self._alert(app, name, last.reason)
+                    return self._done(app, target, last, attempts)
+                renewed = True
+                if not fresh:
+                    self._auth_epoch[key] += 1
+                    self._renewed_at[key] = self._clock()
+                    self.counters[(app.id, name, "renewals")] += 1
+                    metrics.push_auth_renewal(name)
+                    log.warning("push credentials refused, renewing", app=app.id, provider=name, reason=last.reason)
+                    await provider.renew_auth()
+                continue
+            if last.outcome == "dead_target":
+                await self._dead(instance_id, target, last.reason)
+            if last.operator:
+                self._alert(app, name, last.reason, once_per=last.reason)
+            if last.outcome != "retry_later":
+                return self._done(app, target, last, attempts)
+            if attempts >= self.settings.max_attempts:
+                return self._done(app, target, last, attempts)
+            delay = self._backoff(attempts, last.retry_after)
+            if self._clock() + delay >= notification.expires_at:
+                return self._done(app, target, PushResult("expired", last.reason, last.status), attempts)
+            self.counters[(app.id, name, "retries")] += 1
+            metrics.push_retry(name)
+            await self._sleep(delay)
+
+    def _backoff(self, attempts: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return retry_after  # the service said when; sooner only gets us refused again
+        ceiling = min(self.settings.backoff_max, self.settings.backoff_initial * 2 ** (attempts - 1))
+        return ceiling / 2 + self._jitter() * ceiling / 2  # jitter spreads a burst of retries
+
+    async def _dead(self, instance_id: str, target: PushTarget, reason: str) -> None:
+        log.info(
+            "push target is dead, removing it",
+            instance=instance_id,
+            provider=target.provider,
+            device=shorten_token(target.token or target.endpoint),
+            reason=reason,
+        )
+        try:
+            await self.outcomes.on_dead_target(instance_id, target, reason)
+        except Exception:
+            log.exception("removing a dead push target failed", instance=instance_id)
+
+    def _alert(self, app: App, name: str, reason: str, once_per: object = None) -> None:
+        """Tell the operator, once per credential renewal (or once per `once_per` reason),
+        not once per send."""
+        key = (app.id, name, once_per if once_per is not None else self._auth_epoch[(app.id, name)])
+        if key in self._alerted:
+            return
+        self._alerted.add(key)
+        self.counters[(app.id, name, "alerts")] += 1
+        metrics.push_alert(name)
+        log.error("push service refuses the app's setup: operator action needed", app=app.id, provider=name, reason=reason)
+        try:
+            self.outcomes.on_alert(app.id, name, reason)
+        except Exception:
+            log.exception("push alert hook failed", app=app.id)
+
+    def _done(self, app: App, target: PushTarget, result: PushResult, attempts: int) -> Delivery:
+        self.counters[(app.id, target.provider, result.outcome)] += 1
+        return Delivery(target, result, attempts)
