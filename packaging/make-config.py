@@ -41,7 +41,7 @@ def packaged(text: str) -> str:
     head = text[:intro_at]
     head = head.replace(
         "# Relative paths are relative to the directory the gateway is started from.",
-        f"# Installed by the Debian package; state (database, keys, certificates) is in {STATE}.",
+        f"# Installed by the Debian package: generated files and data live in {STATE}.",
     )
     head = head.replace('state_dir = "var"', f'state_dir = "{STATE}"')
     head = head.replace('"var/', f'"{STATE}/')
