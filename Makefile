@@ -7,7 +7,7 @@ CONFIG ?= config/gateway.toml
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: run test test-python build venv deps system-deps test-deps bench check-config clean
+.PHONY: run test test-python build venv deps system-deps test-deps bench check-config clean deb deb-test
 
 run: build
 	$(VENV)/bin/sip-push-gateway --config $(CONFIG) run
@@ -16,9 +16,18 @@ test: system-deps test-deps build
 	$(PY) -m pytest $(PYTEST_ARGS)
 	@echo "== the same suite on the pure-Python twins"
 	GATEWAY_NO_EXTENSIONS=1 $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	@echo "== the Debian package"
+	$(MAKE) deb-test
 
 bench: system-deps test-deps build
 	$(PY) -m pytest bench --benchmark-only --benchmark-columns=min,median,ops -p no:cacheprovider
+
+# The Debian package in dist/ (packaging/README.md), and its installation test.
+deb:
+	packaging/build-deb.sh
+
+deb-test:
+	packaging/deb-test.sh
 
 check-config: build
 	$(VENV)/bin/sip-push-gateway --config $(CONFIG) check-config

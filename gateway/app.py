@@ -232,8 +232,11 @@ def _notify_systemd(message: bytes) -> None:
         return
     if address.startswith("@"):
         address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.sendto(message, address)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(message, address)
+    except OSError as exc:  # the manager went away; nothing to tell, nothing to fail
+        log.warning("cannot notify the service manager", error=str(exc))
 
 
 def tune_gc() -> None:

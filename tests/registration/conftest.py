@@ -27,6 +27,9 @@ port = {api_port}
 plain_http = true
 rate_per_app = 10000.0
 rate_burst = 10000
+[admin]
+host = "127.0.0.1"
+port = {admin_port}
 [sip]
 keepalive_interval = {keepalive}
 tls_ca_file = "{ca_file}"
@@ -72,7 +75,7 @@ def free_port(kind=socket.SOCK_STREAM) -> int:
 
 
 def gateway_config(tmp_path, ca_file, **overrides) -> gwconfig.Config:
-    values = dict(tmp=tmp_path, api_port=free_port(), udp_port=free_port(socket.SOCK_DGRAM),
+    values = dict(tmp=tmp_path, api_port=free_port(), admin_port=free_port(), udp_port=free_port(socket.SOCK_DGRAM),
                   tcp_port=free_port(), ca_file=ca_file, keepalive=30.0, rate=200.0, burst=20,
                   retry_base=0.5, unauthorized_retry=2.0, key_hash=gwconfig.api_key_hash(APP_KEY), t1=0.1, t2=0.4, in_flight=200)
     values.update(overrides)
