@@ -269,7 +269,7 @@ class RegistrationClient:
         except asyncio.CancelledError:
             raise
         except AuthError as exc:
-            self._failed("unauthorized", f"credentials rejected ({exc})", started)
+            self._failed("unauthorized", str(exc), started)
         except RegisterFailed as exc:
             if exc.status in (403, 404):
                 self._failed("unauthorized", f"{exc.status} {exc.reason}", started)
