@@ -16,6 +16,7 @@ from gateway import config as gwconfig
 from gateway.app import Gateway
 from tests.support.kamailio import kamailio_binary
 from tests.support.registrar import AuthRegistrar
+from tests.support.ports import free_port
 
 APP_KEY = "registration-test-key-0123456789"
 
@@ -68,10 +69,6 @@ vapid_key_file = "{tmp}/state/vapid.pem"
 """
 
 
-def free_port(kind=socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def gateway_config(tmp_path, ca_file, **overrides) -> gwconfig.Config:
