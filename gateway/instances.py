@@ -67,6 +67,15 @@ class InstanceEvent(msgspec.Struct, frozen=True):
 Subscriber = Callable[[InstanceEvent], Any]
 
 
+def new_instance_id() -> str:
+    """128 random bits, URL- and SIP-user-safe, never starting with '-' or '_' (an id an
+    operator pastes after `sip-push-gateway instances show` must not look like an option)."""
+    while True:
+        candidate = secrets.token_urlsafe(16)
+        if candidate[0].isalnum():
+            return candidate
+
+
 class InstanceService:
     """Owns the instances: every change goes through here, and every change is an event."""
 
@@ -193,7 +202,7 @@ class InstanceService:
             raise ApiError(409, "conflict", "a create for this app, aor and device is in progress")
         self._creating.add(key)
         try:
-            instance_id = secrets.token_urlsafe(16)
+            instance_id = new_instance_id()
             secret = secrets.token_urlsafe(32)
             now = self.clock()
             record = InstanceRecord(
