@@ -30,6 +30,8 @@ class Gateway:
         self.store = None
         self.wheel = None
         self.instances = None
+        self.provider_face = None
+        self.registrations = None
         self.push = None
         self._runners: list[web.AppRunner] = []
 
@@ -50,6 +52,7 @@ class Gateway:
         await self.instances.start()
         self.push = PushService(config, LifecycleOutcomes(self.instances))
         self.push.start()
+        await self._start_registrations()
 
         ssl_context = None if config.device_api.plain_http else self._device_api_tls()
         api = create_device_api(config, self.instances)
@@ -61,6 +64,32 @@ class Gateway:
             instances=await self.store.count_instances(),
         )
         _notify_systemd(b"READY=1")
+
+    async def _start_registrations(self) -> None:
+        """The provider face (listeners from `sip.provider_face`) and the registrations."""
+        from gateway.registrations import RegistrationService
+
+        self.provider_face = provider_face(self.config, self.wheel)
+        face = self.config.sip.provider_face
+        for transport in ("udp", "tcp", "tls"):
+            port = getattr(face, f"{transport}_port")
+            if port:
+                identity = self._provider_tls_identity() if transport == "tls" else None
+                bound = await self.provider_face.listen(transport, face.host, port, identity)
+                log.info("provider face listening", transport=transport, address=str(bound))
+        self.registrations = RegistrationService(self.config, self.instances,
+                                                 self.provider_face, self.wheel)
+        await self.registrations.start()
+
+    def _provider_tls_identity(self):
+        from gateway import tls
+        from gateway.sip.transport import TlsIdentity
+
+        face = self.config.sip.provider_face
+        cert, key = face.tls_cert_file, face.tls_key_file
+        if not cert:
+            cert, key, _ = tls.ensure_self_signed(self.config.state_dir)
+        return TlsIdentity(cert_file=str(cert), key_file=str(key))
 
     def _device_api_tls(self):
         from gateway import tls
@@ -81,6 +110,10 @@ class Gateway:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if self.registrations is not None:
+            await self.registrations.stop()
+        if self.provider_face is not None:
+            await self.provider_face.close()
         if self.push is not None:
             await self.push.close()
         if self.instances is not None:
@@ -90,6 +123,25 @@ class Gateway:
         if self.store is not None:
             await self.store.close()
         log.info("gateway stopped")
+
+
+def provider_face(config: Config, wheel):
+    """The SIP endpoint towards providers, set up from `[sip]` (no listeners yet)."""
+    from gateway.sip.dns import DnsSettings
+    from gateway.sip.endpoint import SipEndpoint
+    from gateway.sip.transaction import TimerSettings
+    from gateway.sip.transport import TransportSettings
+
+    sip = config.sip
+    transport = TransportSettings(keepalive_interval=sip.keepalive_interval,
+                                  tls_verify=sip.tls_verify, tls_ca_file=sip.tls_ca_file or None)
+    timers = TimerSettings(t1=sip.t1, t2=sip.t2, t4=sip.t4)
+    dns = DnsSettings()
+    if sip.dns_server:
+        host, _, port = sip.dns_server.rpartition(":") if sip.dns_server.count(":") == 1 \
+            else (sip.dns_server, "", "")
+        dns = DnsSettings(nameservers=(host or sip.dns_server,), port=int(port or 53))
+    return SipEndpoint(wheel, transport, timers, dns, user_agent=sip.user_agent)
 
 
 def _notify_systemd(message: bytes) -> None:

@@ -1,4 +1,4 @@
-"""The `sip-push-gateway` command: run, check-config, instances.
+"""The `sip-push-gateway` command: run, check-config, instances, doctor.
 
 Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage, 3 not found.
 Nothing here ever prints a password, a secret or a full push token.
@@ -41,6 +41,19 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("id")
     delete = actions.add_parser("delete", parents=[common], help="erase an instance now")
     delete.add_argument("id")
+    doctor = commands.add_parser(
+        "doctor", parents=[common],
+        help="register one account with pjsua2 and with the gateway's engine, side by side")
+    doctor.add_argument("--instance", help="use the account of this stored instance")
+    doctor.add_argument("--aor", help="the account's address of record, sip:user@domain")
+    doctor.add_argument("--username", help="the digest username (default: the AOR's user)")
+    doctor.add_argument("--registrar", help="sip: or sips: URI of the registrar")
+    doctor.add_argument("--proxy", default="", help="outbound proxy URI")
+    doctor.add_argument("--expires", type=int, default=60, help="expiry to ask for (s)")
+    doctor.add_argument("--password-env", metavar="VAR",
+                        help="read the password from this environment variable "
+                             "(default: a prompt, or one line on standard input)")
+    doctor.add_argument("--password-file", metavar="PATH", help="read the password from a file")
     return parser
 
 
@@ -50,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         config = configuration.load(getattr(args, "config", None))
         if args.command == "check-config":
             return check_config(config, getattr(args, "config", None))
+        if args.command == "doctor":
+            return _doctor(config, args)
         if args.command == "run":
             from gateway.app import run
 
@@ -71,6 +86,55 @@ def check_config(config: configuration.Config, path: str | None) -> int:
         return EXIT_CONFIG
     print(f"{path or configuration.DEFAULT_PATH}: OK ({len(config.apps)} app(s))")
     return 0
+
+
+def _doctor(config: configuration.Config, args) -> int:
+    from gateway import doctor
+
+    if args.instance:
+        from gateway.store import open_store
+
+        store = open_store(config.store.path, config.store.key_file)
+        rec = store.sync_get(args.instance)
+        if rec is None:
+            print(f"sip-push-gateway: no instance {args.instance}", file=sys.stderr)
+            return EXIT_NOT_FOUND
+        account = doctor.Account(
+            aor=rec.aor, username=rec.auth_username,
+            password=store.secret_box.open(rec.password_ct, rec.id.encode()),
+            registrar=rec.registrar, outbound_proxy=rec.outbound_proxy or "",
+            expires=args.expires)
+    else:
+        if not args.aor or not args.registrar:
+            print("sip-push-gateway: doctor needs --instance, or --aor and --registrar",
+                  file=sys.stderr)
+            return EXIT_CONFIG
+        account = doctor.Account(
+            aor=args.aor, username=args.username or args.aor.split(":", 1)[-1].split("@")[0],
+            password=_password(args), registrar=args.registrar, outbound_proxy=args.proxy,
+            expires=args.expires)
+    return doctor.run(account, config)
+
+
+def _password(args) -> str:
+    import os
+
+    if args.password_env:
+        value = os.environ.get(args.password_env)
+        if value is None:
+            raise ConfigError(f"--password-env: {args.password_env} is not set")
+        return value
+    if args.password_file:
+        try:
+            with open(args.password_file) as f:
+                return f.readline().rstrip("\n")
+        except OSError as exc:
+            raise ConfigError(f"--password-file: {args.password_file}: {exc.strerror}") from None
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass("SIP password: ")
+    return sys.stdin.readline().rstrip("\n")
 
 
 def _when(ts: float | None) -> str:

@@ -89,6 +89,31 @@ def _device_face() -> SipFace:
     return SipFace(udp_port=5070, tcp_port=5070, tls_port=5071)
 
 
+class Registration(Section):
+    """REGISTER towards providers: send rates, retries, refresh jitter."""
+
+    # REGISTER exchanges per second for the whole gateway, and per registrar (next hop)
+    rate: Positive = 500.0
+    burst: Annotated[int, Meta(ge=1)] = 50
+    per_registrar_rate: Positive = 100.0
+    per_registrar_burst: Annotated[int, Meta(ge=1)] = 20
+    # RFC 5626 4.5 backoff after errors: min(retry_max, retry_base * 2^(failures-1))
+    retry_base: Positive = 30.0
+    retry_max: Positive = 1800.0
+    # after 403/404/rejected credentials: slow retries, doubling up to the max
+    unauthorized_retry: Positive = 900.0
+    unauthorized_retry_max: Positive = 21600.0
+    refresh_jitter: Annotated[float, Meta(ge=0, le=1)] = 0.1
+    # instances on a failed flow register again spread over this many seconds
+    dead_flow_spread: Annotated[float, Meta(ge=0)] = 5.0
+
+    def __post_init__(self):
+        if self.retry_base > self.retry_max:
+            raise ValueError("retry_base must not exceed retry_max")
+        if self.unauthorized_retry > self.unauthorized_retry_max:
+            raise ValueError("unauthorized_retry must not exceed unauthorized_retry_max")
+
+
 class Sip(Section):
     """The SIP engine: faces towards providers and devices, timers, TLS and DNS."""
 
@@ -97,6 +122,7 @@ class Sip(Section):
     public_address: str = ""
     provider_face: SipFace = msgspec.field(default_factory=_provider_face)
     device_face: SipFace = msgspec.field(default_factory=_device_face)
+    registration: Registration = msgspec.field(default_factory=Registration)
     device_realm: str = "sip-push-gateway"
     user_agent: str = "sip-push-gateway"
     t1: Positive = 0.5

@@ -74,6 +74,14 @@ class SealError(ConfigError):
     sealed with, or the value belongs to another instance or was altered."""
 
 
+class AuthError(PeerError):
+    """A digest challenge we cannot answer (no usable scheme or algorithm), or our
+    credentials were rejected. `status` is the 401 or 407 that said so."""
+
+    status = 401
+    reason = "Unauthorized"
+
+
 class PayloadTooLarge(GatewayError, ValueError):
     """A push payload does not fit the push service's size limit."""
 

@@ -97,7 +97,7 @@ class ClientTransaction(_Transaction):
         self.request = request
         self.flow = flow
         self.method = request.method
-        self.key = (request.via[0].branch, self.method)
+        self.key = (request.branch, self.method)  # the top Via's branch, without parsing it all
         self.state = "calling" if self.method == "INVITE" else "trying"
         self.final: asyncio.Future = asyncio.get_running_loop().create_future()
         self.on_response = on_response
@@ -402,10 +402,11 @@ class TransactionLayer:
         self.user.flow_failed(flow, reason)
 
     def _response(self, response: Any, flow: Any) -> None:
-        if not response.via:
-            log.info("dropping a response without Via from %r", flow)
+        branch = response.branch  # filled in by the parser: no full Via parse per response
+        if branch is None:
+            log.info("dropping a response without a Via branch from %r", flow)
             return
-        tx = self.clients.get((response.via[0].branch, response.cseq[1]))
+        tx = self.clients.get((branch, response.cseq[1]))
         if tx is None:
             self.user.response_received(response, flow)
         else:

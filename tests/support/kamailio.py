@@ -18,7 +18,7 @@ Other engineers extend it through `KamailioConfig` (extra modules, modparams, ro
 e.g. digest authentication with the auth module.
 
 Kamailio runs in the foreground (-DD -E) in its own session, with its own pid file and
-temp dir and small memory (-m 64 -M 8); `stop()` ends that process group only.
+temp dir and small memory (-m 64 -M 8 unless `shm_mb` says otherwise); `stop()` ends that process group only.
 """
 
 from __future__ import annotations
@@ -64,12 +64,14 @@ class KamailioConfig:
     request_hook: str = ""                   # runs first in request_route
     routes: str = ""                         # extra route[...] blocks
     debug: int = 2
+    shm_mb: int = 64                         # shared memory (-m); raise it for big location tables
+    children: int = 2                        # UDP worker processes
 
 
 CFG_TEMPLATE = """#!KAMAILIO
 debug={debug}
 log_stderror=yes
-children=2
+children={children}
 tcp_children=2
 auto_aliases=no
 alias="{domain}"
@@ -163,13 +165,14 @@ class Kamailio:
     def write_config(self) -> Path:
         server = self.ca.issue_cert("127.0.0.1", "localhost", self.domain)
         cert_file, key_file = self.workdir / "server.pem", self.workdir / "server.key"
+        cert_file.unlink(missing_ok=True)  # a restart writes a new chain: do not append to the old
         for blob in server.cert_chain_pems:
             blob.write_to_path(str(cert_file), append=True)
         server.private_key_pem.write_to_path(str(key_file))
         mpath = next((d for d in MODULE_DIRS if os.path.isdir(d)), MODULE_DIRS[0])
         modules = BASE_MODULES + tuple(self.config.extra_modules)
         text = CFG_TEMPLATE.format(
-            debug=self.config.debug, domain=self.domain, udp_port=self.udp_port,
+            debug=self.config.debug, children=self.config.children, domain=self.domain, udp_port=self.udp_port,
             tcp_port=self.tcp_port, tls_port=self.tls_port, globals=self.config.globals,
             mpath=mpath, loadmodules="\n".join(f'loadmodule "{m}.so"' for m in modules),
             cert_file=cert_file, key_file=key_file, ca_file=self.ca_file,
@@ -184,7 +187,7 @@ class Kamailio:
         run_dir = self.workdir / "run"
         run_dir.mkdir(exist_ok=True)
         command = [self.binary, "-f", str(cfg), "-DD", "-E", "-P", str(self.workdir / "kamailio.pid"),
-                   "-Y", str(run_dir), "-w", str(self.workdir), "-m", "64", "-M", "8"]
+                   "-Y", str(run_dir), "-w", str(self.workdir), "-m", str(self.config.shm_mb), "-M", "8"]
         check = subprocess.run(command[:3] + ["-c"], capture_output=True, text=True, timeout=30)
         if check.returncode != 0:
             raise RuntimeError(f"kamailio.cfg rejected:\n{check.stderr[-3000:]}")

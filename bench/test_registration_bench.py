@@ -1,0 +1,132 @@
+"""Sustained registrations per second, REGISTER / 401 / REGISTER with credentials / 200,
+against one Kamailio (digest auth on, 2 UDP workers, no per-request log), 50 registrations
+in flight: our engine (parser, transactions, timer wheel, digest, registration client)
+against SIPp running the equivalent scenario (bench/scenarios/register_digest.xml).
+
+Each figure is reported next to SIPp's from the same run, in `extra_info` and on stdout:
+registrations per second, CPU seconds per registration (user + system of the process doing
+the registering; Kamailio's CPU is not counted for either), and their ratios.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.sip.endpoint import SipEndpoint
+from gateway.sip.pacing import Pacer
+from gateway.sip.registration import (RegistrationClient, RegistrationContext,
+                                      RegistrationSettings)
+from gateway.timers import TimerWheel
+from tests.support.kamailio import kamailio_binary
+from tests.support.registrar import AuthRegistrar
+
+COUNT = int(os.environ.get("REGISTRATION_BENCH_COUNT", "20000"))
+IN_FLIGHT = 50
+SCENARIO = Path(__file__).parent / "scenarios" / "register_digest.xml"
+
+pytestmark = pytest.mark.skipif(kamailio_binary() is None or shutil.which("sipp") is None,
+                                reason="needs kamailio and sipp (tests/apt-packages.txt)")
+
+
+@pytest.fixture(scope="module")
+def registrar(tmp_path_factory):
+    kam = AuthRegistrar(tmp_path_factory.mktemp("kamailio"), shm_mb=512, debug=0).start()
+    yield kam
+    kam.stop()
+
+
+@pytest.fixture(scope="module")
+def results():
+    return {}
+
+
+def run_sipp(kam, workdir: Path, count: int, prefix: str) -> tuple[float, float, int]:
+    users = workdir / f"{prefix}.csv"
+    lines = ["SEQUENTIAL"] + [f"{prefix}{n};[authentication username={prefix}{n} "
+                               f"password={kam.password(f'{prefix}{n}')}]" for n in range(count)]
+    users.write_text("\n".join(lines) + "\n")
+    command = ["sipp", f"127.0.0.1:{kam.udp_port}", "-sf", str(SCENARIO), "-inf", str(users),
+               "-m", str(count), "-l", str(IN_FLIGHT), "-r", "100000", "-rp", "1000",
+               "-t", "u1", "-i", "127.0.0.1", "-nostdin", "-timeout", "120s",
+               "-trace_err", "-error_file", str(workdir / f"{prefix}-errors.log")]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               cwd=workdir)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return wall, usage.ru_utime + usage.ru_stime, process.returncode
+
+
+async def run_engine(kam, count: int, prefix: str) -> tuple[float, float, int]:
+    wheel = TimerWheel()
+    endpoint = SipEndpoint(wheel)
+    await endpoint.listen("udp", "127.0.0.1", 0)
+    pacer = Pacer(wheel, 1e9, 1_000_000, 1e9, 1_000_000)  # no pacing: as fast as it goes
+    ctx = RegistrationContext(endpoint, pacer, RegistrationSettings())
+    registrar = f"sip:127.0.0.1:{kam.udp_port};transport=udp"
+    failures = 0
+    numbers = iter(range(count))
+
+    async def worker():
+        nonlocal failures
+        for n in numbers:
+            user = f"{prefix}{n}"
+            client = RegistrationClient(
+                ctx, key=user, token=f"gw{n}", instance_urn=f"urn:uuid:00000000-0000-4000-8000-{n:012d}",
+                aor=f"sip:{user}@{kam.domain}", username=user,
+                password_source=lambda user=user: kam.password(user), registrar=registrar)
+            try:
+                await client._exchange(3600)  # a fresh client: the full 401 round trip
+            except Exception:  # noqa: BLE001 - counted, reported
+                failures += 1
+            ctx.unbind(client)
+
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    await endpoint.close()
+    wheel.close()
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, failures
+
+
+@pytest.mark.benchmark(group="registration")
+def test_sipp_registrations(benchmark, registrar, results, tmp_path):
+    wall, cpu, code = benchmark.pedantic(run_sipp, args=(registrar, tmp_path, COUNT, "sipp"),
+                                         rounds=1, iterations=1)
+    assert code == 0, (tmp_path / "sipp-errors.log").read_text()[-2000:] \
+        if (tmp_path / "sipp-errors.log").exists() else code
+    results["sipp"] = (COUNT / wall, cpu / COUNT)
+    benchmark.extra_info.update(registrations_per_s=COUNT / wall, cpu_us_per_registration=1e6 * cpu / COUNT)
+    print(f"\nSIPp: {COUNT / wall:.0f} registrations/s, {1e6 * cpu / COUNT:.1f} us CPU each")
+
+
+@pytest.mark.benchmark(group="registration")
+def test_engine_registrations(benchmark, registrar, results, tmp_path):
+    if "sipp" not in results:  # run alone: measure the baseline first
+        wall, cpu, code = run_sipp(registrar, tmp_path, COUNT, "sipp")
+        assert code == 0
+        results["sipp"] = (COUNT / wall, cpu / COUNT)
+    wall, cpu, failures = benchmark.pedantic(
+        lambda: asyncio.run(run_engine(registrar, COUNT, "gw")), rounds=1, iterations=1)
+    assert failures == 0
+    rate, cpu_each = COUNT / wall, cpu / COUNT
+    sipp_rate, sipp_cpu = results["sipp"]
+    benchmark.extra_info.update(
+        registrations_per_s=rate, cpu_us_per_registration=1e6 * cpu_each,
+        sipp_registrations_per_s=sipp_rate, sipp_cpu_us_per_registration=1e6 * sipp_cpu,
+        throughput_ratio_vs_sipp=rate / sipp_rate, cpu_ratio_vs_sipp=cpu_each / sipp_cpu)
+    print(f"\nengine: {rate:.0f} registrations/s, {1e6 * cpu_each:.1f} us CPU each; "
+          f"SIPp: {sipp_rate:.0f}/s, {1e6 * sipp_cpu:.1f} us; throughput x{rate / sipp_rate:.2f}, "
+          f"CPU per registration x{cpu_each / sipp_cpu:.2f}")

@@ -1,0 +1,223 @@
+"""The registrations the gateway keeps for sleeping phones: one client per background
+instance, driven by the instance lifecycle's events.
+
+`RegistrationService(config, instances, endpoint, wheel)`:
+- `start()` subscribes to `InstanceService` events and registers every stored background
+  instance again over a ramp: oldest expiry (`registered_until`) first, through the pacer,
+  so never above `sip.registration.rate` nor `per_registrar_rate`;
+- `created` / `mode_changed` to background: register; `mode_changed` to foreground,
+  `expired`, `erased`: unregister our Contact (Expires: 0) and forget the client;
+  `updated` with a new password: fresh digest state and a new registration;
+- a failed flow (missing keepalive pong, connection lost) re-registers every instance on
+  it at random times within `dead_flow_spread` seconds;
+- state and last error go to `InstanceService.set_state` (the API shows them), written
+  in order per instance, the latest state winning when writes queue up;
+- `on_register_result(outcome, rtt)` is the hook for metrics (`outcome`: registered,
+  unregistered, unauthorized, error; `rtt`: seconds of the whole exchange).
+- `instance_for_token(token)` maps the user part of an incoming Request-URI to its
+  instance id (for the call part).
+
+Depends on the instance lifecycle, the config and the SIP registration client; the SIP
+layers below never import this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import uuid
+from typing import Any, Callable
+
+from gateway.config import Config
+from gateway.errors import ApiError, ConfigError
+from gateway.logs import get_logger
+from gateway.sip.pacing import Pacer
+from gateway.sip.registration import (RegistrationClient, RegistrationContext,
+                                      RegistrationSettings)
+
+log = get_logger(__name__)
+
+
+def contact_token(instance_id: str) -> str:
+    """The user part of an instance's Contact: stable across restarts (so the registrar
+    replaces its binding rather than adding one) and not the instance id itself."""
+    return "gw" + hashlib.sha256(b"contact:" + instance_id.encode()).hexdigest()[:24]
+
+
+def instance_urn(instance_id: str) -> str:
+    """The +sip.instance of an instance (RFC 5626 4.1): a stable UUID URN."""
+    return "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, "sip-push-gateway:" + instance_id))
+
+
+class RegistrationService:
+    def __init__(self, config: Config, instances: Any, endpoint: Any, wheel: Any):
+        settings = config.sip.registration
+        self.config = config
+        self.instances = instances
+        self.endpoint = endpoint
+        self.spread = settings.dead_flow_spread
+        self.pacer = Pacer(wheel, settings.rate, settings.burst, settings.per_registrar_rate,
+                           settings.per_registrar_burst)
+        self.ctx = RegistrationContext(
+            endpoint, self.pacer,
+            RegistrationSettings(retry_base=settings.retry_base, retry_max=settings.retry_max,
+                                 unauthorized_retry=settings.unauthorized_retry,
+                                 unauthorized_retry_max=settings.unauthorized_retry_max,
+                                 refresh_jitter=settings.refresh_jitter),
+            public_address=config.sip.public_address, report=self._report)
+        self.clients: dict[str, RegistrationClient] = {}
+        self._tokens: dict[str, str] = {}
+        self._sealed: dict[str, bytes] = {}  # instance id -> password ciphertext
+        self._pending: dict[str, tuple] = {}
+        self._writers: set[str] = set()
+        self._tasks: set[asyncio.Task] = set()
+        self._unsubscribe: Callable[[], None] | None = None
+        endpoint.on_flow_failed(self._flow_failed)
+
+    # -- metrics hook ------------------------------------------------------------------
+
+    @property
+    def on_register_result(self) -> Callable[[str, float], None]:
+        return self.ctx.on_register_result
+
+    @on_register_result.setter
+    def on_register_result(self, callback: Callable[[str, float], None]) -> None:
+        self.ctx.on_register_result = callback
+
+    # -- start and stop ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._unsubscribe = self.instances.subscribe(self._event)
+        records = [r for r in await self.instances.store.list_instances()
+                   if r.mode == "background"]
+        # the registrations that lapse first go first; never registered counts as lapsed
+        records.sort(key=lambda r: r.registered_until or 0.0)
+        for record in records:
+            self._add(record)
+        log.info("registration ramp started", instances=len(records),
+                 rate=self.config.sip.registration.rate)
+
+    async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        for client in self.clients.values():
+            client.close()
+        self.clients.clear()
+        self.pacer.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def instance_for_token(self, token: str) -> str | None:
+        return self._tokens.get(token)
+
+    # -- instance events ---------------------------------------------------------------
+
+    def _event(self, event) -> None:
+        kind, instance_id, record = event.kind, event.instance_id, event.record
+        if kind == "created" and record.mode == "background":
+            self._add(record)
+        elif kind == "mode_changed":
+            if record.mode == "background":
+                self._add(record)
+            else:
+                self._remove(instance_id)
+        elif kind in ("expired", "erased"):
+            self._remove(instance_id)
+        elif kind == "updated" and instance_id in self.clients:
+            if self._sealed.get(instance_id) != record.password_ct:
+                self._remove(instance_id, then=record)  # new credentials: start afresh
+
+    def _add(self, record) -> RegistrationClient | None:
+        if record.id in self.clients:
+            return self.clients[record.id]
+        self._sealed[record.id] = record.password_ct
+        token = contact_token(record.id)
+        try:
+            client = RegistrationClient(
+                self.ctx, key=record.id, token=token, instance_urn=instance_urn(record.id),
+                aor=record.aor, username=record.auth_username,
+                password_source=lambda instance_id=record.id: self._password(instance_id),
+                registrar=record.registrar, outbound_proxy=record.outbound_proxy,
+                expires=record.reg_expires)
+        except (ConfigError, ValueError) as exc:
+            # the API validates these; a stored record from elsewhere may still be bad
+            self._sealed.pop(record.id, None)
+            self._report_id(record.id, "error", f"cannot register: {exc}", None)
+            return None
+        self.clients[record.id] = client
+        self._tokens[token] = record.id
+        client.start()
+        return client
+
+    def _remove(self, instance_id: str, then=None) -> None:
+        client = self.clients.pop(instance_id, None)
+        if client is None:
+            return
+        self._tokens.pop(client.token, None)
+        self._pending.pop(instance_id, None)
+        self._spawn(self._unregister(client, then))
+
+    async def _unregister(self, client: RegistrationClient, then) -> None:
+        try:
+            await client.unregister()
+        finally:
+            if client.key not in self.clients:
+                self._sealed.pop(client.key, None)
+        if then is not None and then.mode == "background":
+            self._add(then)
+
+    def _password(self, instance_id: str) -> str:
+        sealed = self._sealed.get(instance_id)
+        if sealed is None:
+            raise ConfigError("the instance's password is gone (instance erased)")
+        return self.instances.box.open(sealed, instance_id.encode())
+
+    # -- flows -------------------------------------------------------------------------
+
+    def _flow_failed(self, flow, reason: Exception) -> None:
+        clients = self.ctx.clients_on(flow)
+        if clients:
+            log.info("flow failed: registering its instances again", flow=repr(flow),
+                     instances=len(clients), reason=str(reason))
+        for client in clients:
+            client.flow_lost(random.uniform(0.0, self.spread))
+
+    # -- state to the lifecycle --------------------------------------------------------
+
+    def _report(self, client: RegistrationClient, state: str, error: str | None,
+                until: float | None) -> None:
+        if self.clients.get(client.key) is client and client.active:
+            self._report_id(client.key, state, error, until)
+
+    def _report_id(self, instance_id: str, state: str, error: str | None,
+                   until: float | None) -> None:
+        self._pending[instance_id] = (state, error, until)
+        if instance_id not in self._writers:
+            self._writers.add(instance_id)
+            self._spawn(self._write_state(instance_id))
+
+    async def _write_state(self, instance_id: str) -> None:
+        try:
+            while instance_id in self._pending:
+                state, error, until = self._pending.pop(instance_id)
+                try:
+                    await self.instances.set_state(instance_id, state, last_error=error,
+                                                   registered_until=until)
+                except ApiError:  # erased or being erased meanwhile
+                    self._pending.pop(instance_id, None)
+        finally:
+            self._writers.discard(instance_id)
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("registration task failed", error=repr(task.exception()))

@@ -1,0 +1,132 @@
+"""Send-rate limits for outgoing requests: a token bucket whose waiters queue in order.
+
+    limit = RateLimit(rate=200.0, burst=20, wheel=wheel)
+    await limit.acquire()          # returns at once while tokens last, else waits its turn
+
+Waiters are released in arrival order by ONE timer on the wheel per bucket (not one timer
+per waiter), so 20,000 registrations queued at start cost 20,000 futures and a single
+handle. `Pacer` chains a global bucket and one per key (the registrar), so a burst towards
+one provider never exceeds its own rate nor the gateway's.
+
+Depends only on asyncio and a timer wheel passed in (`call_later(delay, cb, arg)`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Any, Callable
+
+
+class RateLimit:
+    """A token bucket: `rate` per second, at most `burst` at once."""
+
+    __slots__ = ("rate", "burst", "wheel", "clock", "_tokens", "_stamp", "_waiters", "_timer")
+
+    def __init__(self, rate: float, burst: int, wheel: Any,
+                 clock: Callable[[], float] = time.monotonic):
+        if rate <= 0 or burst < 1:
+            raise ValueError("a rate limit needs rate > 0 and burst >= 1")
+        self.rate = float(rate)
+        self.burst = float(burst)
+        self.wheel = wheel
+        self.clock = clock
+        self._tokens = float(burst)
+        self._stamp = clock()
+        self._waiters: deque[asyncio.Future] = deque()
+        self._timer = None
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    def try_acquire(self) -> bool:
+        """Take a token if one is there and nobody is queued before us."""
+        if self._waiters:
+            return False
+        self._refill()
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        if self.try_acquire():
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        self._arm()
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self._tokens += 1.0  # granted just as we were cancelled: give it back
+            raise
+
+    def _arm(self) -> None:
+        if self._timer is None and self._waiters:
+            self._refill()
+            delay = max(0.0, (1.0 - self._tokens) / self.rate)
+            self._timer = self.wheel.call_later(delay, _release, self)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.cancel()
+
+
+def _release(limit: RateLimit) -> None:
+    limit._timer = None
+    limit._refill()
+    waiters = limit._waiters
+    while waiters and limit._tokens >= 1.0:
+        waiter = waiters.popleft()
+        if waiter.done():  # cancelled while queued
+            continue
+        limit._tokens -= 1.0
+        waiter.set_result(None)
+    while waiters and waiters[0].done():
+        waiters.popleft()
+    limit._arm()
+
+
+class Pacer:
+    """A global rate limit and one per key (e.g. per registrar host)."""
+
+    def __init__(self, wheel: Any, rate: float, burst: int, per_key_rate: float,
+                 per_key_burst: int):
+        self.wheel = wheel
+        self.overall = RateLimit(rate, burst, wheel)
+        self.per_key_rate = per_key_rate
+        self.per_key_burst = per_key_burst
+        self._keys: dict[str, RateLimit] = {}
+
+    def limit_for(self, key: str) -> RateLimit:
+        limit = self._keys.get(key)
+        if limit is None:
+            limit = self._keys[key] = RateLimit(self.per_key_rate, self.per_key_burst,
+                                                self.wheel)
+        return limit
+
+    async def acquire(self, key: str) -> None:
+        await self.limit_for(key).acquire()
+        await self.overall.acquire()
+
+    @property
+    def waiting(self) -> int:
+        return self.overall.waiting + sum(limit.waiting for limit in self._keys.values())
+
+    def close(self) -> None:
+        self.overall.close()
+        for limit in self._keys.values():
+            limit.close()

@@ -1,0 +1,475 @@
+"""The registration client: keeps one account registered with its provider (RFC 3261 10).
+
+A `RegistrationClient` per instance sends REGISTER to the account's registrar (through the
+outbound proxy when set; targets from RFC 3263 with failover) with the Contact
+
+    <sip:TOKEN@<provider face address>;transport=x>;+sip.instance="<urn:uuid:...>"
+
+where TOKEN identifies the instance (an incoming INVITE's Request-URI finds its instance
+without a lookup by AOR). The exchange handles 401/407 (digest, `gateway.sip.digest`),
+423 (Min-Expires), 3xx (a new registrar). Outcomes:
+
+- 2xx: registered until the expiry granted to OUR Contact; a refresh is scheduled on the
+  wheel before it (earlier by a tenth, at least 2 s when it can, at most 2 min; with
+  jitter, so instances created together do not refresh together);
+- 403, 404 or rejected credentials: `unauthorized`, retried slowly (doubling from
+  `unauthorized_retry`);
+- 408, 5xx, 6xx, other 4xx, timeouts and transport errors: `error`, retried with the
+  RFC 5626 4.5 backoff: min(retry_max, retry_base * 2^(failures-1)), drawn in 50-100 %;
+  a 503 (or 500) with Retry-After waits that long instead.
+
+`unregister()` removes our Contact only (Expires: 0). A flow that fails (keepalive pong
+missing, connection lost) is reported by the endpoint; `flow_lost()` re-registers.
+
+Every REGISTER exchange waits for a slot of the `Pacer` (global and per-registrar rate).
+Results go to `RegistrationContext.report(client, state, error, until)` and, for metrics,
+to `RegistrationContext.on_register_result(outcome, rtt)`.
+
+Depends on the message model, digest, DNS, transaction and transport layers (through
+`SipEndpoint`), the pacer and the timer wheel; never on instances, the store or the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+import time
+from typing import Any, Callable
+
+import msgspec
+
+from gateway.errors import (AuthError, ConfigError, ParseError, PeerError, TransientError)
+from gateway.sip.digest import DigestClient
+from gateway.sip.dns import DEFAULT_PORT, Target, is_ip, send_with_failover
+from gateway.sip.message import SipUri
+from gateway.sip.parsing import parse_message
+from gateway.sip.pacing import Pacer
+from gateway.sip.transaction import new_branch
+from gateway.timers import jitter
+
+log = logging.getLogger(__name__)
+
+_rng = random.Random()
+
+
+class RegistrationSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    retry_base: float = 30.0           # RFC 5626 base-time, seconds
+    retry_max: float = 1800.0          # RFC 5626 max-time
+    unauthorized_retry: float = 900.0  # first retry after 403/404/rejected credentials
+    unauthorized_retry_max: float = 21600.0
+    refresh_jitter: float = 0.1        # share of the refresh delay drawn at random
+    max_challenges: int = 2            # 401/407 answered per exchange
+    max_redirects: int = 3
+
+
+class RegisterFailed(PeerError):
+    """A final non-2xx answer to REGISTER (after challenges, 423 and redirects)."""
+
+    def __init__(self, status: int, reason: str, retry_after: float | None = None):
+        super().__init__(f"{status} {reason}".strip(), status=status, reason=reason)
+        self.retry_after = retry_after
+
+
+class RegistrationContext:
+    """What every client of one gateway shares: the SIP endpoint, the pacer, the wheel,
+    where our Contact points, and where results go."""
+
+    def __init__(self, endpoint: Any, pacer: Pacer, settings: RegistrationSettings, *,
+                 public_address: str = "",
+                 report: Callable[["RegistrationClient", str, str | None, float | None], None]
+                 = lambda client, state, error, until: None):
+        self.endpoint = endpoint
+        self.wheel = endpoint.wheel
+        self.pacer = pacer
+        self.settings = settings
+        self.public_host, self.public_port = _split_public(public_address)
+        self.report = report
+        self.on_register_result: Callable[[str, float], None] = lambda outcome, rtt: None
+        self.flows: dict[Any, set] = {}  # flow -> clients registered over it
+
+    def contact_hostport(self, flow: Any) -> str:
+        """host:port for our Contact and Via on a flow: the public address when set, else
+        the face's listening address for the transport, else the flow's own."""
+        listening = self.endpoint.transport.local_address(flow.transport)
+        port = listening[1] if listening else flow.sent_by[1]
+        host = flow.sent_by[0]
+        if self.public_host:
+            host, port = self.public_host, self.public_port or port
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def bind(self, client: "RegistrationClient", flow: Any) -> None:
+        if client.flow is flow:
+            return
+        self.unbind(client)
+        flow.acquire()  # keepalives run while anyone is registered over the flow
+        client.flow = flow
+        self.flows.setdefault(flow, set()).add(client)
+
+    def unbind(self, client: "RegistrationClient") -> None:
+        flow, client.flow = client.flow, None
+        if flow is None:
+            return
+        users = self.flows.get(flow)
+        if users is not None:
+            users.discard(client)
+            if not users:
+                del self.flows[flow]
+        if not flow.closed:
+            flow.release()
+
+    def clients_on(self, flow: Any) -> list["RegistrationClient"]:
+        return list(self.flows.pop(flow, ()))
+
+
+def _split_public(address: str) -> tuple[str, int | None]:
+    if not address:
+        return "", None
+    if address.startswith("["):
+        host, _, rest = address[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else None
+    host, sep, port = address.rpartition(":")
+    if sep and port.isdigit() and ":" not in host:
+        return host, int(port)
+    return address, None
+
+
+class RegistrationClient:
+    """Keeps one account registered; see the module docstring. `key` is the instance id,
+    `token` the user part of our Contact, `instance_urn` its +sip.instance."""
+
+    __slots__ = ("ctx", "key", "token", "instance_urn", "aor", "registrar", "target",
+                 "outbound_proxy", "expires", "digest", "call_id", "from_tag", "cseq", "state",
+                 "last_error", "registered_until", "flow", "failures", "granted", "active",
+                 "bound_maybe", "next_attempt", "_timer", "_task", "__weakref__")
+
+    def __init__(self, ctx: RegistrationContext, *, key: str, token: str, instance_urn: str,
+                 aor: str, username: str, password_source: Callable[[], str], registrar: str,
+                 outbound_proxy: str | None = None, expires: int = 3600):
+        self.ctx = ctx
+        self.key = key
+        self.token = token
+        self.instance_urn = instance_urn
+        self.aor = aor
+        self.registrar = _registrar_uri(registrar)
+        self.target = self.registrar  # changed by a 3xx
+        self.outbound_proxy = SipUri.parse(outbound_proxy) if outbound_proxy else None
+        self.expires = expires
+        self.digest = DigestClient(username, password_source)
+        self.call_id = secrets.token_hex(12)
+        self.from_tag = secrets.token_hex(6)
+        self.cseq = 0
+        self.state = "idle"
+        self.last_error: str | None = None
+        self.registered_until: float | None = None
+        self.flow = None
+        self.failures = 0
+        self.granted: int | None = None
+        self.active = False       # we want to be registered
+        self.bound_maybe = False  # a REGISTER with expires > 0 may have been accepted
+        self.next_attempt: float | None = None  # time.monotonic() of the next REGISTER
+        self._timer = None
+        self._task: asyncio.Task | None = None
+
+    def __repr__(self) -> str:
+        return f"<RegistrationClient {self.key} {self.aor} {self.state}>"
+
+    @property
+    def pacing_key(self) -> str:
+        hop = self.outbound_proxy or self.target
+        return hop.host.lower()
+
+    # -- control ------------------------------------------------------------------------
+
+    def start(self, delay: float = 0.0) -> None:
+        """Register (again) now or after `delay`, and keep refreshing."""
+        self.active = True
+        if self.state in ("idle", "off"):
+            self._set_state("registering", None)
+        self._schedule(delay)
+
+    async def unregister(self) -> None:
+        """Stop refreshing and remove our Contact (Expires: 0) if it may be bound."""
+        self.active = False
+        self._cancel_timer()
+        task, self._task = self._task, None
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if self.bound_maybe:
+            started = time.monotonic()
+            try:
+                await self.ctx.pacer.acquire(self.pacing_key)
+                await self._exchange(0)
+                self.bound_maybe = False
+                self.ctx.on_register_result("unregistered", time.monotonic() - started)
+            except (PeerError, TransientError, ConfigError) as exc:
+                log.info("unregistering %s failed: %s", self.key, exc)
+                self.ctx.on_register_result("error", time.monotonic() - started)
+        self.ctx.unbind(self)
+        self.registered_until = None
+
+    def close(self) -> None:
+        """Forget everything without unregistering (gateway shutdown: the binding stays
+        with the provider until it lapses or the next start refreshes it)."""
+        self.active = False
+        self._cancel_timer()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._task = None
+        self.ctx.unbind(self)
+
+    def flow_lost(self, delay: float) -> None:
+        """Our flow failed: the registrar may route to a dead connection; register again."""
+        self.flow = None
+        if self.active:
+            self._schedule(delay)
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def _schedule(self, delay: float) -> None:
+        self._cancel_timer()
+        self.next_attempt = time.monotonic() + max(delay, 0.0)
+        if delay <= 0:
+            self._run()
+        else:
+            self._timer = self.ctx.wheel.call_later(delay, _timer_fired, self)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _run(self) -> None:
+        if self._task is not None and not self._task.done():
+            return  # an exchange is under way; it schedules what comes next
+        self._task = asyncio.ensure_future(self._register())
+
+    async def _register(self) -> None:
+        started = None
+        try:
+            await self.ctx.pacer.acquire(self.pacing_key)
+            if not self.active:
+                return
+            started = time.monotonic()
+            granted = await self._exchange(self.expires)
+        except asyncio.CancelledError:
+            raise
+        except AuthError as exc:
+            self._failed("unauthorized", f"credentials rejected ({exc})", started)
+        except RegisterFailed as exc:
+            if exc.status in (403, 404):
+                self._failed("unauthorized", f"{exc.status} {exc.reason}", started)
+            else:
+                self._failed("error", f"{exc.status} {exc.reason}", started, exc.retry_after)
+        except (TransientError, ParseError, ConfigError) as exc:
+            self._failed("error", _describe(exc), started)
+        except Exception as exc:  # noqa: BLE001 - a bug must not end the account's loop
+            log.exception("registration of %s failed unexpectedly", self.key)
+            self._failed("error", f"internal error: {type(exc).__name__}", started)
+        else:
+            self._registered(granted, started)
+
+    def _registered(self, granted: int, started: float) -> None:
+        self.failures = 0
+        self.granted = granted
+        now = time.time()
+        self.registered_until = now + granted
+        self.ctx.on_register_result("registered", time.monotonic() - started)
+        if self.active:
+            self._schedule(refresh_delay(granted, self.ctx.settings.refresh_jitter))
+        self._set_state("registered", None, self.registered_until)
+
+    def _failed(self, state: str, error: str, started: float | None,
+                retry_after: float | None = None) -> None:
+        settings = self.ctx.settings
+        self.failures += 1
+        if state == "unauthorized":
+            base, cap = settings.unauthorized_retry, settings.unauthorized_retry_max
+            delay = min(cap, base * 2 ** (self.failures - 1)) * _rng.uniform(0.75, 1.0)
+        elif retry_after is not None:
+            delay = min(retry_after, settings.retry_max)
+        else:
+            delay = backoff(self.failures, settings.retry_base, settings.retry_max)
+        if started is not None:
+            self.ctx.on_register_result(state, time.monotonic() - started)
+        log.info("registration of %s: %s (%s); retry in %.1fs", self.key, state, error, delay)
+        self.registered_until = None
+        self.digest.forget_nonce()
+        if self.active:
+            self._schedule(delay)
+        self._set_state(state, error)
+
+    def _set_state(self, state: str, error: str | None, until: float | None = None) -> None:
+        changed = (state, error) != (self.state, self.last_error)
+        self.state, self.last_error = state, error
+        if changed or state == "registered":
+            self.ctx.report(self, state, error, until)
+
+    # -- one exchange: challenges, 423, redirects ------------------------------------------
+
+    async def _exchange(self, expires: int) -> int:
+        """REGISTER until a 2xx; returns the expiry granted to our Contact (0 when
+        unregistering). Raises RegisterFailed, AuthError or a TransientError."""
+        settings = self.ctx.settings
+        challenges = redirects = too_brief = 0
+        while True:
+            if expires > 0:
+                self.bound_maybe = True
+            response, flow = await self._send(expires)
+            status = response.status
+            if 200 <= status < 300:
+                if expires == 0:
+                    return 0
+                granted = self._granted(response, expires)
+                self.ctx.bind(self, flow)
+                return granted
+            if status in (401, 407):
+                challenges += 1
+                if challenges > settings.max_challenges:
+                    raise AuthError(f"still challenged after {settings.max_challenges} answers",
+                                    status=status)
+                self.digest.challenged(response)
+            elif status == 423 and too_brief < 2:
+                minimum = response.get("Min-Expires")
+                if minimum is None or not minimum.strip().isdigit() or int(minimum) <= expires:
+                    raise RegisterFailed(423, "Interval Too Brief without a usable Min-Expires")
+                too_brief += 1
+                expires = int(minimum)
+                self.expires = expires  # ask for what the registrar accepts from now on
+            elif 300 <= status < 400 and redirects < settings.max_redirects:
+                redirects += 1
+                self.target = self._redirect(response)
+                self.digest.forget_nonce()
+            else:
+                raise RegisterFailed(status, response.reason, _retry_after(response))
+
+    def _redirect(self, response) -> SipUri:
+        contacts = [c for c in response.contacts if not c.wildcard and c.uri.host]
+        if not contacts:
+            raise RegisterFailed(response.status, f"{response.reason} without a Contact")
+        contacts.sort(key=lambda c: -(c.q if c.q is not None else 1.0))
+        uri = contacts[0].uri
+        return SipUri(uri.host, scheme=uri.scheme, port=uri.port,
+                      params={k: v for k, v in uri.params.items() if k.lower() == "transport"})
+
+    def _granted(self, response, asked: int) -> int:
+        """The expiry of OUR Contact in the 200 (the registrar may list others too)."""
+        for contact in response.contacts:
+            if contact.uri is not None and contact.uri.user == self.token:
+                if contact.expires is not None:
+                    return contact.expires
+                return response.expires if response.expires is not None else asked
+        raise RegisterFailed(response.status, "the 200 does not list our Contact")
+
+    async def _send(self, expires: int):
+        hop = self.outbound_proxy or self.target
+        targets = await self._targets(hop)
+        used = []
+
+        async def attempt(target):
+            flow = self.flow if _same_target(self.flow, target) else \
+                await self.ctx.endpoint.transport.connect(target)
+            request = self._request(flow, expires)
+            used.append(flow)
+            return await self.ctx.endpoint.transactions.request(request, flow).final
+
+        response = await send_with_failover(targets, attempt)
+        return response, used[-1]
+
+    async def _targets(self, hop: SipUri) -> list:
+        if is_ip(hop.host):  # no DNS: skip the resolver's work on every request
+            transport = hop.transport or ("tls" if hop.scheme == "sips" else "udp")
+            return [Target(hop.host.strip("[]"), hop.port or DEFAULT_PORT[transport],
+                           transport, hop.host.strip("[]"))]
+        return await self.ctx.endpoint.resolver.resolve(
+            hop.host, hop.port, hop.transport, secure=hop.scheme == "sips")
+
+    def _request(self, flow, expires: int):
+        """The REGISTER, written as text and read back by the parser (the Cython twin when
+        built): cheaper than building it field by field, and what goes on the wire is
+        exactly what the transaction layer sees."""
+        ctx = self.ctx
+        hostport = ctx.contact_hostport(flow)
+        transport = flow.transport
+        self.cseq += 1
+        uri = str(self.target)
+        lines = [f"REGISTER {uri} SIP/2.0",
+                 f"Via: SIP/2.0/{transport.upper()} {hostport};branch={new_branch()};rport",
+                 "Max-Forwards: 70"]
+        if self.outbound_proxy is not None:
+            lines.append(f"Route: <{_loose(self.outbound_proxy)}>")
+        lines += [f"From: <{self.aor}>;tag={self.from_tag}",
+                  f"To: <{self.aor}>",
+                  f"Call-ID: {self.call_id}",
+                  f"CSeq: {self.cseq} REGISTER",
+                  f"Contact: <sip:{self.token}@{hostport};transport={transport}>"
+                  f';+sip.instance="<{self.instance_urn}>"',
+                  f"Expires: {expires}",
+                  f"User-Agent: {ctx.endpoint.user_agent}"]
+        credentials = self.digest.authorization("REGISTER", uri)
+        if credentials is not None:
+            lines.append(f"{credentials[0]}: {credentials[1]}")
+        lines.append("Content-Length: 0\r\n\r\n")
+        return parse_message("\r\n".join(lines).encode("utf-8"))
+
+
+def _timer_fired(client: RegistrationClient) -> None:
+    client._timer = None
+    if client.active:
+        client._run()
+
+
+def _registrar_uri(text: str) -> SipUri:
+    uri = SipUri.parse(text, "registrar")
+    if uri.scheme not in ("sip", "sips") or not uri.host:
+        raise ConfigError(f"registrar {text!r} is not a sip: or sips: URI")
+    # the Request-URI of a REGISTER names the domain only (RFC 3261 10.2)
+    return SipUri(uri.host, scheme=uri.scheme, port=uri.port,
+                  params={k: v for k, v in uri.params.items() if k.lower() == "transport"})
+
+
+def _loose(uri: SipUri) -> SipUri:
+    if uri.has_param("lr"):
+        return uri
+    return SipUri(uri.host, uri.user, scheme=uri.scheme, port=uri.port,
+                  params={**uri.params, "lr": None})
+
+
+def _same_target(flow, target) -> bool:
+    return (flow is not None and not flow.closed and flow.transport == target.transport
+            and flow.remote[0] == target.address and flow.remote[1] == target.port)
+
+
+def _describe(exc: BaseException) -> str:
+    """An error for the operator, with its cause ("all 1 SIP targets failed: tcp connect
+    to ('127.0.0.1', 5060): Connection refused")."""
+    text = str(exc) or type(exc).__name__
+    if exc.__cause__ is not None and str(exc.__cause__):
+        text += f": {exc.__cause__}"
+    return text
+
+
+def _retry_after(response) -> float | None:
+    if response.status not in (500, 503):
+        return None
+    value = response.get("Retry-After")
+    if value is None:
+        return None
+    seconds = value.split(";")[0].split("(")[0].strip()
+    return float(seconds) if seconds.isdigit() else None
+
+
+def refresh_delay(granted: int, spread: float = 0.1) -> float:
+    """When to refresh a registration granted for `granted` seconds: a tenth early (at
+    least 2 s when the expiry allows, at most 2 minutes), jitter only ever earlier."""
+    lead = min(120.0, max(granted * 0.1, min(2.0, granted / 2)))
+    return jitter(max(granted - lead, 0.5), spread)
+
+
+def backoff(failures: int, base: float, cap: float) -> float:
+    """RFC 5626 4.5: min(max-time, base-time * 2^(failures-1)), drawn between 50 and 100 %
+    (the RFC counts from 2^1; we count the first failure as 2^0 so that the first retry
+    comes within base-time)."""
+    return min(cap, base * 2 ** max(failures - 1, 0)) * _rng.uniform(0.5, 1.0)
