@@ -1,8 +1,10 @@
 """Wiring and lifecycle of the running gateway: uvloop, start order, signals, graceful stop.
 
 Start order follows the data: store, timers, instance lifecycle, then the listeners that
-feed them; stop runs the same list backwards. Readiness is announced to systemd
-(`Type=notify`) only once every listener is up.
+feed them; stop runs the same list backwards. The admin listener comes up first among the
+listeners, so that /healthz answers during the start; /readyz says 200 only once every
+listener is up (and the store is open), which is also when systemd (`Type=notify`) hears
+READY=1. It says 503 again as soon as the stop begins.
 """
 
 from __future__ import annotations
@@ -33,9 +35,17 @@ class Gateway:
         self.provider_face = None
         self.registrations = None
         self.push = None
+        self.states = None  # metrics.InstanceStates
+        self.registry = None  # the prometheus CollectorRegistry /metrics exposes
+        self.probe = None
+        self.listening = False
+        #: where each listener is bound ("admin", "device_api"): (host, port)
+        self.addresses: dict[str, tuple] = {}
         self._runners: list[web.AppRunner] = []
 
     async def start(self) -> None:
+        from gateway import metrics
+        from gateway.api.admin import create_admin, start_admin
         from gateway.api.device import create_device_api, start_device_api
         from gateway.instances import InstanceService
         from gateway.push.outcomes import LifecycleOutcomes
@@ -47,16 +57,28 @@ class Gateway:
         Path(config.state_dir).mkdir(parents=True, exist_ok=True, mode=0o750)
         self.store = open_store(config.store.path, config.store.key_file)
         await self.store.open()
-        self.wheel = TimerWheel(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        self.wheel = TimerWheel(loop)
         self.instances = InstanceService(config, self.store, self.wheel)
+        # counted before the lifecycle starts, so that no event is missed or counted twice
+        self.states = metrics.InstanceStates()
+        self.states.load(await self.store.list_instances())
+        self.instances.subscribe(self.states.on_event)
         await self.instances.start()
         self.push = PushService(config, LifecycleOutcomes(self.instances))
         self.push.start()
+        self.probe = metrics.LoopProbe(loop, self.wheel)
+        self.probe.start()
+        self.registry = metrics.create_registry(self.states, self.wheel)
+
+        admin = create_admin(config, self.registry, self.states, self.readiness_checks())
+        self._listen("admin", await start_admin(config, admin))
         await self._start_registrations()
 
         ssl_context = None if config.device_api.plain_http else self._device_api_tls()
         api = create_device_api(config, self.instances)
-        self._runners.append(await start_device_api(config, api, ssl_context))
+        self._listen("device_api", await start_device_api(config, api, ssl_context))
+        self.listening = True
         log.info(
             "gateway ready",
             version=__version__,
@@ -91,6 +113,19 @@ class Gateway:
             cert, key, _ = tls.ensure_self_signed(self.config.state_dir)
         return TlsIdentity(cert_file=str(cert), key_file=str(key))
 
+    def _listen(self, name: str, runner: web.AppRunner) -> None:
+        self._runners.append(runner)
+        self.addresses[name] = tuple(runner.addresses[0][:2])
+
+    def readiness_checks(self) -> dict:
+        """What /readyz asks: the store's thread is alive, every listener is up."""
+
+        def store_open() -> bool:
+            thread = getattr(self.store, "writer_thread", None)
+            return thread is not None and thread.is_alive()
+
+        return {"store": store_open, "listeners": lambda: self.listening}
+
     def _device_api_tls(self):
         from gateway import tls
 
@@ -107,6 +142,9 @@ class Gateway:
 
     async def stop(self) -> None:
         _notify_systemd(b"STOPPING=1")
+        self.listening = False
+        if self.probe is not None:
+            self.probe.stop()
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()

@@ -25,10 +25,11 @@ both, to the "call" target of a service that has no "other" one. APNs VoIP token
 get anything but calls (iOS would kill the app, and APNs refuses the topic anyway).
 
 `counters` counts outcomes per (app, provider, outcome) plus attempts, retries, renewals
-and alerts; the metrics module will export them.
+and alerts; `gateway.metrics` gets the same per provider (no app label), with each
+delivery's kind and duration.
 
 Depends on the providers, `gateway.config`, `gateway.store.records`, `gateway.errors`,
-`gateway.logs` and `gateway.redact`; the lifecycle is reached only through `PushOutcomes`.
+`gateway.logs`, `gateway.metrics` and `gateway.redact`; the lifecycle is reached only through `PushOutcomes`.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from typing import Callable
 
 import msgspec
 
-from gateway import logs
+from gateway import logs, metrics
 from gateway.config import App, Config, Push
 from gateway.errors import ConfigError
 from gateway.push import payloads
@@ -229,6 +230,12 @@ class PushService:
 
     async def deliver(self, app: App, instance_id: str, target: PushTarget, notification: Notification) -> Delivery:
         """One notification to one target, with the retry, auth and limit rules."""
+        started = time.perf_counter()
+        delivery = await self._deliver(app, instance_id, target, notification)
+        metrics.push_result(target.provider, notification.kind, delivery.result.outcome, time.perf_counter() - started)
+        return delivery
+
+    async def _deliver(self, app: App, instance_id: str, target: PushTarget, notification: Notification) -> Delivery:
         name = target.provider
         if name not in app.providers():
             return self._done(app, target, PushResult("rejected", f"app has no {name} credentials"), 0)
@@ -256,6 +263,7 @@ class PushService:
             epoch = self._auth_epoch[key]
             attempts += 1
             self.counters[(app.id, name, "attempts")] += 1
+            metrics.push_attempt(name)
             try:
                 last = await provider.send(target, notification)
             except Exception:  # a provider bug must not take the caller down, nor loop
@@ -275,6 +283,7 @@ class PushService:
                     self._auth_epoch[key] += 1
                     self._renewed_at[key] = self._clock()
                     self.counters[(app.id, name, "renewals")] += 1
+                    metrics.push_auth_renewal(name)
                     log.warning("push credentials refused, renewing", app=app.id, provider=name, reason=last.reason)
                     await provider.renew_auth()
                 continue
@@ -290,6 +299,7 @@ class PushService:
             if self._clock() + delay >= notification.expires_at:
                 return self._done(app, target, PushResult("expired", last.reason, last.status), attempts)
             self.counters[(app.id, name, "retries")] += 1
+            metrics.push_retry(name)
             await self._sleep(delay)
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
@@ -319,6 +329,7 @@ class PushService:
             return
         self._alerted.add(key)
         self.counters[(app.id, name, "alerts")] += 1
+        metrics.push_alert(name)
         log.error("push service refuses the app's setup: operator action needed", app=app.id, provider=name, reason=reason)
         try:
             self.outcomes.on_alert(app.id, name, reason)

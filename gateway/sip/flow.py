@@ -9,7 +9,10 @@ the CRLF pong within the pong timeout, else the flow has failed. (On UDP the CRL
 only keeps NAT bindings open: no pong is expected, as RFC 5626 would use STUN there.) A
 flow nobody holds is closed after the idle timeout without traffic.
 
-This module depends on `gateway.errors`, `gateway.timers.jitter` and a timer wheel passed
+Flows count themselves (opened, closed, keepalive failures) and the messages they send in
+`gateway.metrics`.
+
+This module depends on `gateway.errors`, `gateway.metrics`, `gateway.timers.jitter` and a timer wheel passed
 in (anything with `call_later(delay, callback, arg)` returning a handle with `cancel()`);
 it knows nothing of SIP messages. The transport layer (`gateway.sip.transport`) creates flows.
 """
@@ -23,6 +26,7 @@ import socket
 import time
 from typing import Any, Protocol
 
+from gateway import metrics
 from gateway.errors import TransportError
 from gateway.timers import jitter
 
@@ -92,6 +96,7 @@ class Flow:
         self._idle = None
         if idle_timeout > 0:
             self._idle = owner.wheel.call_later(idle_timeout, _idle_check, self)
+        metrics.flow_opened(transport)
 
     @property
     def reliable(self) -> bool:
@@ -123,6 +128,7 @@ class Flow:
         if trace.isEnabledFor(logging.DEBUG):
             trace.debug("send %s\n%s", self, redact(data))
         self.owner._write(self, data)
+        metrics.sip_sent(self.transport, data)
         self.last_activity = time.monotonic()
 
     # -- sharing and keepalive -----------------------------------------------------------
@@ -183,6 +189,7 @@ class Flow:
 
     def _shut(self) -> None:
         self.closed = True
+        metrics.flow_closed(self.transport)
         for handle in (self._keepalive, self._pong, self._idle):
             _cancel(handle)
         self._keepalive = self._pong = self._idle = None
@@ -197,6 +204,7 @@ def _send_ping(flow: Flow) -> None:
     try:
         flow.owner._write(flow, PING)
     except TransportError as exc:
+        metrics.keepalive_failed(flow.transport)
         flow.fail(exc)
         return
     if flow.reliable and flow._pong is None:
@@ -207,6 +215,7 @@ def _send_ping(flow: Flow) -> None:
 def _pong_missing(flow: Flow) -> None:
     flow._pong = None
     if not flow.closed:
+        metrics.keepalive_failed(flow.transport)
         flow.fail(TransportError(f"no keepalive pong within {flow.pong_timeout:g}s"))
 
 

@@ -14,8 +14,11 @@ final response or raises TransactionTimeout / TransportError. Timers A to K (and
 run on the timer wheel, with T1, T2, T4 from `TimerSettings`; retransmissions happen on
 unreliable flows only.
 
+Transactions ended by a timer are counted in `gateway.metrics`.
+
 Depends on the message model (`gateway.sip.message`), flows (anything with `send`,
-`reliable`, `owner.response_flow`), a timer wheel and `gateway.errors`. Nothing above.
+`reliable`, `owner.response_flow`), a timer wheel, `gateway.errors` and `gateway.metrics`.
+Nothing above.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any, Callable, Protocol
 
 import msgspec
 
+from gateway import metrics
 from gateway.errors import ConfigError, TransactionTimeout, TransportError
 from gateway.sip import message as sipmsg
 
@@ -212,6 +216,7 @@ def _client_timeout(tx: ClientTransaction) -> None:
     tx._timeout = None
     if tx.state in ("calling", "trying", "proceeding"):
         which = "B" if tx.method == "INVITE" else "F"
+        metrics.transaction_timeout("client", tx.method)
         tx._terminate(TransactionTimeout(
             f"{tx.method} got no final response (timer {which}, "
             f"{64 * tx.layer.settings.t1:g}s)"))
@@ -340,6 +345,7 @@ def _server_no_ack(tx: ServerTransaction) -> None:
     """Timer H: the ACK never came."""
     tx._timeout = None
     if tx.state == "completed":
+        metrics.transaction_timeout("server", tx.method)
         tx._terminate(TransactionTimeout("no ACK for the final response (timer H)"))
 
 
@@ -347,6 +353,7 @@ def _server_unanswered(tx: ServerTransaction) -> None:
     tx._timeout = None
     if tx.state in ("trying", "proceeding"):
         log.warning("%s %s got no final response from the TU in time", tx.method, tx.key[0])
+        metrics.transaction_timeout("server", tx.method)
         tx._terminate(TransactionTimeout(f"{tx.method} left unanswered by the TU"))
 
 

@@ -15,7 +15,7 @@ Usage::
     ...
     await store.close()
 
-Depends on the store's own modules and `gateway.errors` only.
+Depends on the store's own modules, `gateway.errors` and (for write latency) `gateway.metrics`.
 """
 
 from __future__ import annotations

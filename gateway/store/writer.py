@@ -16,7 +16,10 @@ A job that raises an ordinary exception fails alone. Anything worse (a bug escap
 job) stops the thread; every pending and later call then fails with TransientError
 instead of hanging.
 
-Depends on sqlite3, asyncio and `erasure`; knows nothing of instances or schemas.
+`submit` times each write from call to durable commit for `gateway.metrics`.
+
+Depends on sqlite3, asyncio, `erasure` and `gateway.metrics`; knows nothing of instances
+or schemas.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+from gateway import metrics
 from gateway.errors import TransientError
 from gateway.store.erasure import Scrubber
 
@@ -146,10 +151,16 @@ class Writer:
             raise TransientError(f"the store's writer thread stopped: {self._crashed!r}")
         assert self._loop is not None
         future = self._loop.create_future()
+        started = time.perf_counter()
         self._queue.put(_Job(work, future, writes))  # SimpleQueue.put never blocks
         if self._crashed is not None:  # it died between the check and the put
             self._fail_queued(self._crashed)
-        return await future
+        if not writes:
+            return await future
+        try:
+            return await future
+        finally:
+            metrics.store_write(time.perf_counter() - started)
 
     def _call_loop(self, jobs: list[_Job]) -> None:
         assert self._loop is not None

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -34,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
+
+from tests.support.processes import log_tail, stop_group
 
 MODULE_DIRS = ("/usr/lib/x86_64-linux-gnu/kamailio/modules", "/usr/lib/kamailio/modules",
                "/usr/local/lib64/kamailio/modules", "/usr/local/lib/kamailio/modules")
@@ -225,29 +226,12 @@ class Kamailio:
             return data.startswith(b"SIP/2.0 ")
 
     def log_tail(self, size: int = 4000) -> str:
-        try:
-            return self.log_file.read_bytes()[-size:].decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return log_tail(self.log_file, size)
 
     def stop(self) -> None:
         """Stop our Kamailio: SIGTERM to its own process group, SIGKILL if it lingers."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        pgid = process.pid  # start_new_session: the group id is our child's pid
-        try:
-            os.killpg(pgid, signal.SIGTERM)
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(pgid, signal.SIGKILL)
-            process.wait(timeout=5)
-        except ProcessLookupError:
-            pass
-        try:  # children that outlived the main process
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        stop_group(process)
 
     def __enter__(self) -> "Kamailio":
         return self.start()
