@@ -7,7 +7,7 @@ CONFIG ?= config/gateway.toml
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: run test test-python build venv deps system-deps test-deps bench check-config clean
+.PHONY: run test test-python build venv deps system-deps test-deps bench bench-only check-config clean
 
 run: build
 	$(VENV)/bin/sip-push-gateway --config $(CONFIG) run
@@ -17,8 +17,25 @@ test: system-deps test-deps build
 	@echo "== the same suite on the pure-Python twins"
 	GATEWAY_NO_EXTENSIONS=1 $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+# Every benchmark in bench/ (pytest-benchmark), then the capacity and restart-storm scenario,
+# then bench/report.md. QUICK=1: a reduced run of a few minutes (fewer registrations, 5,000
+# instances held for three 30 s refresh cycles instead of 100,000 for three 240 s ones).
+# A failing benchmark does not stop the others: the report says what was not measured.
+QUICK ?=
+BENCH_OUT := bench/results
 bench: system-deps test-deps build
-	$(PY) -m pytest bench --benchmark-only --benchmark-columns=min,median,ops -p no:cacheprovider
+	$(MAKE) --no-print-directory bench-only PY=$(PY) QUICK=$(QUICK)
+
+bench-only:
+	@mkdir -p $(BENCH_OUT)
+	@cut -d' ' -f1-3 /proc/loadavg > $(BENCH_OUT)/loadavg-start
+	-QUICK=$(QUICK) $(if $(QUICK),REGISTRATION_BENCH_COUNT=3000) $(PY) -m pytest bench --benchmark-only \
+	  --benchmark-columns=min,median,ops -p no:cacheprovider \
+	  --benchmark-json=$(BENCH_OUT)/benchmarks.json --junitxml=$(BENCH_OUT)/junit.xml $(PYTEST_ARGS)
+	-QUICK=$(QUICK) $(PY) -m bench.scenarios.capacity --out $(BENCH_OUT)/capacity.json
+	$(PY) bench/report.py --benchmarks $(BENCH_OUT)/benchmarks.json --junit $(BENCH_OUT)/junit.xml \
+	  --capacity $(BENCH_OUT)/capacity.json --out bench/report.md \
+	  --command "make bench$(if $(QUICK), QUICK=$(QUICK))" --load-start "$$(cat $(BENCH_OUT)/loadavg-start)"
 
 check-config: build
 	$(VENV)/bin/sip-push-gateway --config $(CONFIG) check-config
