@@ -116,25 +116,21 @@ def benchmark_rows(run: Run) -> list[Row]:
                               lambda e, s: (fmt(e["c_us"], "µs"),
                                             fmt(e["c_us"] / e["c_over_httptools"], "µs (httptools, same size HTTP)"),
                                             f"{e['c_over_httptools']:.2f}x the time")))
-    timers = r"test_timers_bench.py::test_{}\[c\]"
-    rows.append(rows_from(run, timers.format("schedule_and_cancel_a_million"),
-                          "Timer wheel: schedule + cancel (1M)", ">= 10x call_later",
-                          lambda e, s: (fmt(e["wheel_ns_per_pair"], "ns/pair"),
-                                        fmt(e["uvloop_ns_per_pair"], "ns (uvloop call_later+cancel)") + "; "
-                                        + fmt(e["asyncio_ns_per_pair"], "ns (asyncio)"),
-                                        f"{e['speedup_vs_uvloop']:.1f}x / {e['speedup_vs_asyncio']:.1f}x faster")))
-    rows.append(rows_from(run, timers.format("memory_per_pending_timer"),
-                          "Timer wheel: memory per pending timer", "<= 1/3 of a TimerHandle",
-                          lambda e, s: (fmt(e["wheel_bytes"], "B"),
-                                        fmt(e["uvloop_timerhandle_bytes"], "B (uvloop TimerHandle)") + "; "
-                                        + fmt(e["asyncio_timerhandle_bytes"], "B (asyncio)"),
-                                        f"{e['fraction_of_uvloop']:.2f} / {e['fraction_of_asyncio']:.2f} of it")))
-    rows.append(rows_from(run, timers.format("fire_a_million_due_timers"),
-                          "Timer wheel: 1M due timers fired", "faster than the loop",
-                          lambda e, s: (fmt(e["wheel_fired_per_second"], "/s"),
-                                        fmt(e["uvloop_fired_per_second"], "/s (uvloop)") + "; "
-                                        + fmt(e["asyncio_fired_per_second"], "/s (asyncio)"),
-                                        f"{e['speedup_vs_uvloop']:.1f}x / {e['speedup_vs_asyncio']:.1f}x faster")))
+    # (test, figure, goal, subject key, unit, baseline key stem, fraction or speedup key stem)
+    for test, figure, goal, key, unit, stem, ratio, word in (
+        ("schedule_and_cancel_a_million", "Timer wheel: schedule + cancel (1M)", ">= 10x call_later",
+         "wheel_ns_per_pair", "ns/pair", "{}_ns_per_pair", "speedup_vs_{}", "x faster"),
+        ("memory_per_pending_timer", "Timer wheel: memory per pending timer", "<= 1/3 of a TimerHandle",
+         "wheel_bytes", "B", "{}_timerhandle_bytes", "fraction_of_{}", " of it"),
+        ("fire_a_million_due_timers", "Timer wheel: 1M due timers fired", "faster than the loop",
+         "wheel_fired_per_second", "/s", "{}_fired_per_second", "speedup_vs_{}", "x faster"),
+    ):
+        rows.append(rows_from(run, rf"test_timers_bench.py::test_{test}\[c\]", figure, goal,
+                              lambda e, s, key=key, unit=unit, stem=stem, ratio=ratio, word=word: (
+                                  fmt(e[key], unit),
+                                  "; ".join(fmt(e[stem.format(loop)], f"{unit} ({loop})") for loop in ("uvloop", "asyncio")),
+                                  " / ".join(f"{e[ratio.format(loop)]:.2f}{word}" for loop in ("uvloop", "asyncio"))
+                                  + " (uvloop / asyncio)")))
     for kind in ("decode", "encode"):
         rows.append(rows_from(run, rf"test_api_codec.py::test_{kind}_msgspec",
                               f"API codec: {kind} (msgspec vs json)", ">= 3x json",

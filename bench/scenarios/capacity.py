@@ -83,14 +83,9 @@ vapid_key_file = "{state}/vapid.pem"
 """
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def config_text(state: Path, ca_file: str, rate: float, burst: int) -> str:
     from gateway import config as gwconfig
+    from tests.support.kamailio import free_port
 
     return CONFIG.format(state=state, api_port=free_port(), admin_port=free_port(),
                          udp_port=free_port(socket.SOCK_DGRAM), ca_file=ca_file, rate=rate,
@@ -330,10 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     quick = os.environ.get("QUICK") == "1"
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--instances", type=int, default=5000 if quick else 100_000)
-    parser.add_argument("--expires", type=int, default=30 if quick else 240,
+    parser.add_argument("--expires", type=int, default=30 if quick else 300,
                         help="REGISTER expiry asked for (s): short, so that refreshes happen")
     parser.add_argument("--cycles", type=int, default=3, help="refresh cycles to hold")
-    parser.add_argument("--rate", type=float, default=1000.0, help="sip.registration.rate (/s)")
+    parser.add_argument("--rate", type=float, default=500.0, help="sip.registration.rate (/s)")
     parser.add_argument("--burst", type=int, default=50)
     parser.add_argument("--shm", type=int, default=256 if quick else 1024, help="Kamailio -m (MB)")
     parser.add_argument("--out", default="bench/results/capacity.json")
