@@ -33,8 +33,11 @@ class Gateway:
         self.wheel = None
         self.instances = None
         self.provider_face = None
+        self.device_face = None
         self.registrations = None
         self.push = None
+        self.messages = None  # gateway.messages.MessageBox
+        self.calls = None
         self.states = None  # metrics.InstanceStates
         self.registry = None  # the prometheus CollectorRegistry /metrics exposes
         self.probe = None
@@ -67,16 +70,17 @@ class Gateway:
         await self.instances.start()
         self.push = PushService(config, LifecycleOutcomes(self.instances))
         self.push.start()
+        await self._start_registrations()
+        await self._start_calls()
         self.probe = metrics.LoopProbe(loop, self.wheel)
         self.probe.start()
         self.registry = metrics.create_registry(self.states, self.wheel)
 
         admin = create_admin(config, self.registry, self.states, self.readiness_checks())
         self._listen("admin", await start_admin(config, admin))
-        await self._start_registrations()
 
         ssl_context = None if config.device_api.plain_http else self._device_api_tls()
-        api = create_device_api(config, self.instances)
+        api = create_device_api(config, self.instances, self.messages)
         self._listen("device_api", await start_device_api(config, api, ssl_context))
         self.listening = True
         log.info(
@@ -92,22 +96,36 @@ class Gateway:
         from gateway.registrations import RegistrationService
 
         self.provider_face = provider_face(self.config, self.wheel)
-        face = self.config.sip.provider_face
-        for transport in ("udp", "tcp", "tls"):
-            port = getattr(face, f"{transport}_port")
-            if port:
-                identity = self._provider_tls_identity() if transport == "tls" else None
-                bound = await self.provider_face.listen(transport, face.host, port, identity)
-                log.info("provider face listening", transport=transport, address=str(bound))
+        await self._listen_sip("provider face", self.provider_face, self.config.sip.provider_face)
         self.registrations = RegistrationService(self.config, self.instances,
                                                  self.provider_face, self.wheel)
         await self.registrations.start()
 
-    def _provider_tls_identity(self):
+    async def _start_calls(self) -> None:
+        """The device face (where woken phones register), incoming calls and messages."""
+        from gateway.calls import CallService
+        from gateway.messages import MessageBox, MessageIntake
+
+        self.device_face = device_face(self.config, self.wheel)
+        await self._listen_sip("device face", self.device_face, self.config.sip.device_face)
+        self.messages = MessageBox(self.store, self.store.secret_box)
+        intake = MessageIntake(self.config, self.messages, self.push)
+        self.calls = CallService(self.config, self.instances, self.push, self.registrations,
+                                 self.provider_face, self.device_face, self.wheel, intake)
+        await self.calls.start()
+
+    async def _listen_sip(self, name: str, endpoint, face) -> None:
+        for transport in ("udp", "tcp", "tls"):
+            port = getattr(face, f"{transport}_port")
+            if port:
+                identity = self._sip_tls_identity(face) if transport == "tls" else None
+                bound = await endpoint.listen(transport, face.host, port, identity)
+                log.info(f"{name} listening", transport=transport, address=str(bound))
+
+    def _sip_tls_identity(self, face):
         from gateway import tls
         from gateway.sip.transport import TlsIdentity
 
-        face = self.config.sip.provider_face
         cert, key = face.tls_cert_file, face.tls_key_file
         if not cert:
             cert, key, _ = tls.ensure_self_signed(self.config.state_dir)
@@ -148,6 +166,11 @@ class Gateway:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if self.calls is not None:
+            await self.calls.stop()
+            await self.calls.messages.close()
+        if self.device_face is not None:
+            await self.device_face.close()
         if self.registrations is not None:
             await self.registrations.stop()
         if self.provider_face is not None:
@@ -171,8 +194,11 @@ def provider_face(config: Config, wheel):
     from gateway.sip.transport import TransportSettings
 
     sip = config.sip
+    # a MESSAGE body up to the configured limit (plus its header section) must be framed
+    # whole on TCP/TLS, so that it gets its 413 (or is stored) rather than a 513
     transport = TransportSettings(keepalive_interval=sip.keepalive_interval,
-                                  tls_verify=sip.tls_verify, tls_ca_file=sip.tls_ca_file or None)
+                                  tls_verify=sip.tls_verify, tls_ca_file=sip.tls_ca_file or None,
+                                  max_stream_message=max(65535, config.messages.max_body_bytes + 65536))
     timers = TimerSettings(t1=sip.t1, t2=sip.t2, t4=sip.t4)
     dns = DnsSettings()
     if sip.dns_server:
@@ -180,6 +206,19 @@ def provider_face(config: Config, wheel):
             else (sip.dns_server, "", "")
         dns = DnsSettings(nameservers=(host or sip.dns_server,), port=int(port or 53))
     return SipEndpoint(wheel, transport, timers, dns, user_agent=sip.user_agent)
+
+
+def device_face(config: Config, wheel):
+    """The SIP endpoint woken phones register with. No keepalive pings from our side:
+    the phone keeps its own connection alive (and not every SIP stack answers a ping)."""
+    from gateway.sip.endpoint import SipEndpoint
+    from gateway.sip.transaction import TimerSettings
+    from gateway.sip.transport import TransportSettings
+
+    sip = config.sip
+    transport = TransportSettings(keepalive_interval=0.0)
+    return SipEndpoint(wheel, transport, TimerSettings(t1=sip.t1, t2=sip.t2, t4=sip.t4),
+                       user_agent=sip.user_agent)
 
 
 def _notify_systemd(message: bytes) -> None:

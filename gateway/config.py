@@ -210,6 +210,31 @@ class Push(Section):
     tls_ca_file: str = ""  # extra CA bundle for push services (a proxy, an emulator); empty: system store
 
 
+class Calls(Section):
+    """Incoming calls for sleeping phones (SIPIS's timers and answers)."""
+
+    # Seconds the held INVITE waits for the woken device to register (SIPIS T1), and,
+    # once it did, for it to answer (T2). Then: 480 with X-Push-Reason.
+    t1: Positive = 120.0
+    t2: Positive = 120.0
+    # The answer to an INVITE or MESSAGE for a token no instance has, and for an instance
+    # whose app is in the foreground (it registers itself; the gateway must not ring it).
+    unknown_status: Literal[404, 480] = 404
+    foreground_status: Literal[404, 480] = 480
+    # Seconds the resolved addresses of a registrar or outbound proxy are trusted before
+    # they are looked up again (who may send calls and messages to an instance).
+    peer_cache_seconds: Positive = 60.0
+
+
+class Messages(Section):
+    """Incoming SIP MESSAGEs, stored encrypted until the app fetches them."""
+
+    # Bodies larger than this get 413 (SIPIS: 4 MiB).
+    max_body_bytes: Annotated[int, Meta(ge=1, le=64 * 1024 * 1024)] = 4194304
+    # At most this many messages wait per instance; further ones get 486 Busy Here.
+    max_pending: Annotated[int, Meta(ge=1)] = 1000
+
+
 class Retention(Section):
     """How long an instance lives without news from its app (SIPIS's rules)."""
 
@@ -239,6 +264,8 @@ class Config(Section):
     # No app by default: config/gateway.toml ships a "demo" app for a first run.
     apps: list[App] = []
     push: Push = msgspec.field(default_factory=Push)
+    calls: Calls = msgspec.field(default_factory=Calls)
+    messages: Messages = msgspec.field(default_factory=Messages)
     retention: Retention = msgspec.field(default_factory=Retention)
     store: Store = msgspec.field(default_factory=Store)
     logging: Logging = msgspec.field(default_factory=Logging)

@@ -6,6 +6,8 @@
     PUT    /v1/instances/{id}/mode     secret        foreground | background
     POST   /v1/instances/{id}/refresh  secret        the app was opened: extend its life
     DELETE /v1/instances/{id}          secret        erase now: 204
+    GET    /v1/instances/{id}/messages secret        stored SIP MESSAGEs, oldest first
+    POST   /v1/instances/{id}/messages/ack  secret   delete fetched messages by id
     GET    /v1/openapi.json            none          the OpenAPI document
 
 Every error is `{"error": {"code", "message"}}`: 400 (the message starts with the bad
@@ -16,14 +18,15 @@ busy; Retry-After). Anything unexpected is logged with its traceback and answere
 no detail. Which app a request counts against: the app whose API key it carries (create),
 or the instance's app.
 
-This module depends on the instance service, the store's records and hashes, the config,
-the logs and the API schemas; the SIP and push parts are reached only through the
-service's events.
+This module depends on the instance service, the message box (`gateway.messages`), the
+store's records and hashes, the config, the logs and the API schemas; the SIP and push
+parts are reached only through the service's events.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import ssl
 
@@ -37,6 +40,7 @@ from gateway.config import Config, api_key_hash, is_loopback, read_api_key_hashe
 from gateway.errors import ApiError, ConfigError, TransientError
 from gateway.instances import InstanceService
 from gateway.logs import get_logger
+from gateway.messages import MessageBox
 from gateway.redact import shorten_token
 from gateway.store.crypto import same_digest
 from gateway.store.records import InstanceRecord, PushTarget
@@ -174,9 +178,10 @@ def push_targets(push: list[schemas.PushTargetIn]) -> list[PushTarget]:
 class DeviceApi:
     """The handlers, with what they share: config, service, key table and rate limit."""
 
-    def __init__(self, config: Config, instances: InstanceService):
+    def __init__(self, config: Config, instances: InstanceService, messages: MessageBox | None = None):
         self.config = config
         self.instances = instances
+        self.messages = messages or MessageBox(instances.store, instances.box)
         self.limit = config.device_api.max_body_bytes
         self.rate = AppRateLimit(config.device_api.rate_per_app, config.device_api.rate_burst)
         self.key_owner = app_keys(config)
@@ -295,6 +300,26 @@ class DeviceApi:
         log.info("instance erased", id=record.id, by="app")
         return web.Response(status=204)
 
+    async def list_messages(self, request: web.Request) -> web.Response:
+        record = await self._instance(request)
+        out = []
+        for row, content in await self.messages.fetch(record.id):
+            try:
+                body, encoding = content.body.decode("utf-8"), "utf-8"
+            except UnicodeDecodeError:
+                body, encoding = base64.b64encode(content.body).decode(), "base64"
+            out.append(schemas.StoredMessageOut(
+                id=row.id, received_at=_utc(row.received_at), sender=content.sender,
+                sender_name=content.sender_name, content_type=content.content_type,
+                body=body, encoding=encoding, imdn=content.imdn))
+        return json_response(schemas.MessageList(messages=out))
+
+    async def ack_messages(self, request: web.Request) -> web.Response:
+        record = await self._instance(request)
+        body = await read_body(request, self.limit, schemas.AckMessages)
+        deleted = await self.messages.ack(record.id, body.ids)
+        return json_response(schemas.AckResult(deleted=deleted))
+
     async def openapi(self, request: web.Request) -> web.Response:
         return web.Response(body=openapi_document(), content_type=JSON)
 
@@ -347,9 +372,10 @@ def app_keys(config: Config) -> dict[str, str]:
     return owner
 
 
-def create_device_api(config: Config, instances: InstanceService) -> web.Application:
+def create_device_api(config: Config, instances: InstanceService,
+                      messages: MessageBox | None = None) -> web.Application:
     """The aiohttp application of the device API (not yet listening)."""
-    api = DeviceApi(config, instances)
+    api = DeviceApi(config, instances, messages)
     # client_max_size makes aiohttp refuse a bigger body itself, before buffering it all
     app = web.Application(client_max_size=api.limit, middlewares=[error_envelope])
     app.router.add_post("/v1/instances", api.create)
@@ -358,6 +384,8 @@ def create_device_api(config: Config, instances: InstanceService) -> web.Applica
     app.router.add_delete("/v1/instances/{id}", api.delete)
     app.router.add_put("/v1/instances/{id}/mode", api.set_mode)
     app.router.add_post("/v1/instances/{id}/refresh", api.refresh)
+    app.router.add_get("/v1/instances/{id}/messages", api.list_messages, allow_head=False)
+    app.router.add_post("/v1/instances/{id}/messages/ack", api.ack_messages)
     app.router.add_get("/v1/openapi.json", api.openapi, allow_head=False)
     app[DEVICE_API] = api
     return app

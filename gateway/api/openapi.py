@@ -45,6 +45,11 @@ ROUTES = [
      ("400", "401", "404", "409", "413", "415", "429")),
     ("post", "/v1/instances/{id}/refresh", "The app was opened: extend the instance's life",
      "secret", None, "200", schemas.InstanceStatus, ("401", "404", "409", "429")),
+    ("get", "/v1/instances/{id}/messages", "Stored SIP MESSAGEs waiting for the app, oldest "
+     "first", "secret", None, "200", schemas.MessageList, ("401", "404", "429")),
+    ("post", "/v1/instances/{id}/messages/ack", "Delete fetched messages (by id) once the app "
+     "has them", "secret", schemas.AckMessages, "200", schemas.AckResult,
+     ("400", "401", "404", "409", "413", "415", "429")),
     ("get", "/v1/openapi.json", "This document", None, None, "200", None, ()),
 ]
 

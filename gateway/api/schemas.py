@@ -170,6 +170,12 @@ class SetMode(Body):
     mode: Mode
 
 
+class AckMessages(Body):
+    """The ids of fetched messages the app has safely stored: they are deleted."""
+
+    ids: Annotated[list[Annotated[str, Meta(min_length=1, max_length=64)]], Meta(min_length=1, max_length=1000)]
+
+
 def _need_call_target(push: list[PushTargetIn]) -> None:
     if not any(target.usage == "call" for target in push):
         raise ValueError("push: at least one target needs usage 'call'")
@@ -212,6 +218,28 @@ class InstanceStatus(Struct, kw_only=True):
     registered_until: Timestamp | None
     expires_at: Timestamp
     pending_messages: int
+
+
+class StoredMessageOut(Struct, kw_only=True):
+    """A SIP MESSAGE waiting for the app. `body` is the text when it is UTF-8, else its
+    base64 (`encoding` says which)."""
+
+    id: str
+    received_at: Timestamp
+    sender: str
+    sender_name: str | None
+    content_type: str
+    body: str
+    encoding: Literal["utf-8", "base64"]
+    imdn: bool  # a disposition notification (delivered/displayed report)
+
+
+class MessageList(Struct, kw_only=True):
+    messages: list[StoredMessageOut]
+
+
+class AckResult(Struct, kw_only=True):
+    deleted: int
 
 
 class ErrorDetail(Struct, kw_only=True):

@@ -4,6 +4,7 @@
     await face.listen("udp", "0.0.0.0", 5060)
     face.on_flow_failed(callback)        # callback(flow, reason), e.g. re-register
     face.on_request = handler            # handler(request, server_transaction)
+    face.on_ack = handler                # handler(ack, flow): an ACK of a 2xx (no transaction)
 
 It is the transaction layer's user: OPTIONS to the face are answered 200 here (peers use
 them as keepalives); other requests go to `on_request`, or get 480 while nothing that
@@ -37,6 +38,7 @@ class SipEndpoint:
                                         transport or TransportSettings())
         self.resolver = resolver or Resolver(dns or DnsSettings())
         self.on_request: Callable[[Any, Any], None] | None = None
+        self.on_ack: Callable[[Any, Any], None] | None = None
         self._flow_failed: list[Callable[[Any, Exception], None]] = []
 
     async def listen(self, transport: str, host: str, port: int = 0,
@@ -70,7 +72,8 @@ class SipEndpoint:
             log.info("could not answer %s: %s", transaction.method, exc)
 
     def ack_received(self, ack: Any, flow: Any) -> None:
-        pass
+        if self.on_ack is not None:
+            self.on_ack(ack, flow)
 
     def response_received(self, response: Any, flow: Any) -> None:
         pass  # a late retransmission of a final response: its transaction is gone

@@ -60,6 +60,10 @@ class TransportSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     tls_verify: bool = True
     #: CA bundle for verifying servers (None: the system's)
     tls_ca_file: str | None = None
+    #: the largest message framed on a TCP/TLS connection (a datagram is at most 65535
+    #: bytes anyway); the provider face raises it so that a SIP MESSAGE up to the
+    #: configured body limit arrives whole and gets its 413 from the message rules
+    max_stream_message: int = 65535
 
     def __post_init__(self) -> None:
         for name in ("keepalive_interval", "pong_timeout", "idle_timeout", "connect_timeout"):
@@ -67,6 +71,8 @@ class TransportSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
                 raise ConfigError(f"transport.{name}: must not be negative")
         if self.max_connections < 1:
             raise ConfigError("transport.max_connections: must be at least 1")
+        if self.max_stream_message < 1024:
+            raise ConfigError("transport.max_stream_message: must be at least 1024")
 
 
 class TlsIdentity(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -113,7 +119,7 @@ class _Connection(asyncio.Protocol):
         self.name = transport_name
         self.outbound_key = outbound_key
         self.server_name = server_name
-        self.parser = parsing.StreamParser()
+        self.parser = parsing.StreamParser(layer.stream_limits)
         self.flow: Flow | None = None
 
     def connection_made(self, transport) -> None:
@@ -165,6 +171,7 @@ class TransportLayer:
         self.user = user
         self.wheel = wheel
         self.settings = settings or TransportSettings()
+        self.stream_limits = parsing.ParseLimits(max_message_size=self.settings.max_stream_message)
         self._udp: list[_UdpSocket] = []
         self._servers: list[tuple[asyncio.AbstractServer, str]] = []
         self._outbound: dict[tuple, Flow] = {}      # shared connections we opened

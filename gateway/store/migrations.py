@@ -75,6 +75,23 @@ MIGRATIONS: tuple[Migration, ...] = (
         "premium accounts (longer retention)",
         ("ALTER TABLE instances ADD COLUMN premium INTEGER NOT NULL DEFAULT 0",),
     ),
+    Migration(
+        3,
+        "stored SIP messages",
+        (
+            # The content is one sealed blob; only what the queries need is in the clear.
+            # ON DELETE CASCADE: erasing an instance erases its messages in the same statement.
+            """
+            CREATE TABLE messages (
+                id           TEXT PRIMARY KEY NOT NULL,
+                instance_id  TEXT NOT NULL REFERENCES instances (id) ON DELETE CASCADE,
+                received_at  REAL NOT NULL,
+                sealed       BLOB NOT NULL
+            )
+            """,
+            "CREATE INDEX messages_instance ON messages (instance_id, received_at)",
+        ),
+    ),
 )
 
 CURRENT_VERSION = MIGRATIONS[-1].version

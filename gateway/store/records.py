@@ -97,3 +97,24 @@ class InstanceRecord(msgspec.Struct, forbid_unknown_fields=True):
 
 #: the fields `Store.update_instance` accepts (the identity of an instance never changes)
 UPDATABLE_FIELDS = frozenset(InstanceRecord.__struct_fields__) - {"id", "app_id", "device_id", "aor", "created_at"}
+
+
+class MessageContent(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """What a stored SIP MESSAGE says: sealed as a whole (AES-GCM, the message id and
+    the instance id as associated data), so nothing of it is readable on disk."""
+
+    sender: str  # the From URI
+    sender_name: str | None = None  # the From display name
+    content_type: str = "text/plain"
+    body: bytes = b""
+    imdn: bool = False  # a disposition notification (stored, not pushed)
+    sip_call_id: str = ""  # the MESSAGE's Call-ID, to tell retransmissions apart
+
+
+class StoredMessage(msgspec.Struct, frozen=True):
+    """One row of the messages table: the content still sealed."""
+
+    id: str
+    instance_id: str
+    received_at: float
+    sealed: bytes

@@ -24,12 +24,14 @@ from typing import Any
 
 import msgspec
 
+from gateway import metrics
 from gateway.errors import ConfigError, SealError
+from gateway.store import messages as message_sql
 from gateway.store.crypto import SecretBox
 from gateway.store.erasure import Scrubber
 from gateway.store.writer import DEFAULT_MAX_BATCH, Batch, Work, Writer
 from gateway.store.migrations import CURRENT_VERSION, MIGRATIONS, Migration, migrate, schema_version
-from gateway.store.records import UPDATABLE_FIELDS, InstanceRecord, PushTarget
+from gateway.store.records import UPDATABLE_FIELDS, InstanceRecord, PushTarget, StoredMessage
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,14 @@ def _note_erased(batch: Batch, values: Sequence[bytes | str]) -> None:
         batch.scrub = True
 
 
+def _note_messages(batch: Batch, sealed: list[bytes]) -> None:
+    """Messages about to go with their instance: erased from disk like credentials, and
+    counted as expired (never fetched)."""
+    if sealed:
+        _note_erased(batch, sealed)
+        metrics.message_expired(len(sealed))
+
+
 class SQLiteStore:
     """The `Store` on one SQLite file (WAL). See the module docstring."""
 
@@ -166,6 +176,8 @@ class SQLiteStore:
         triple = (rec.app_id, rec.aor, rec.device_id)
 
         def work(conn: sqlite3.Connection, batch: Batch) -> str | None:
+            _note_messages(batch, message_sql.of_instances(
+                conn, "WHERE app_id = ? AND aor = ? AND device_id = ?", triple))
             old = conn.execute(
                 f"DELETE FROM instances WHERE app_id = ? AND aor = ? AND device_id = ? {_RETURNING}", triple
             ).fetchone()
@@ -210,6 +222,7 @@ class SQLiteStore:
 
     async def erase_instance(self, instance_id: str) -> bool:
         def work(conn: sqlite3.Connection, batch: Batch) -> bool:
+            _note_messages(batch, message_sql.of_instances(conn, "WHERE id = ?", (instance_id,)))
             gone = conn.execute(f"DELETE FROM instances WHERE id = ? {_RETURNING}", (instance_id,)).fetchone()
             if gone is None:
                 return False
@@ -222,6 +235,7 @@ class SQLiteStore:
         """Erase every instance with expires_at <= now, in one transaction; their ids."""
 
         def work(conn: sqlite3.Connection, batch: Batch) -> list[str]:
+            _note_messages(batch, message_sql.of_instances(conn, "WHERE expires_at <= ?", (now,)))
             rows = conn.execute(f"DELETE FROM instances WHERE expires_at <= ? {_RETURNING}", (now,)).fetchall()
             for row in rows:
                 _note_erased(batch, row[1:])
@@ -237,6 +251,28 @@ class SQLiteStore:
 
     async def expiring_before(self, ts: float) -> list[InstanceRecord]:
         return await self._submit(lambda conn, batch: _select_all(conn, "WHERE expires_at < ?", (ts,)), writes=False)
+
+    # --- stored SIP messages ------------------------------------------------------------
+
+    async def put_message(self, message: StoredMessage, max_pending: int = 1 << 30) -> str:
+        """Store a message durably: "stored", "full" or "gone" (see `messages.put`)."""
+        return await self._submit(lambda conn, batch: message_sql.put(conn, message, max_pending))
+
+    async def list_messages(self, instance_id: str, limit: int = 1000) -> list[StoredMessage]:
+        return await self._submit(lambda conn, batch: message_sql.listing(conn, instance_id, limit), writes=False)
+
+    async def count_messages(self, instance_id: str) -> int:
+        return await self._submit(lambda conn, batch: message_sql.count(conn, instance_id), writes=False)
+
+    async def delete_messages(self, instance_id: str, ids: Sequence[str]) -> int:
+        """Delete (and erase from disk) the instance's messages among `ids`; how many."""
+
+        def work(conn: sqlite3.Connection, batch: Batch) -> int:
+            gone = message_sql.delete(conn, instance_id, ids)
+            _note_erased(batch, gone)
+            return len(gone)
+
+        return await self._submit(work)
 
     # --- synchronous reads for the CLI (no loop, no writer thread) ----------------------
 

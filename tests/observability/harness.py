@@ -32,29 +32,32 @@ tls_port = 0
 udp_port = 0
 tcp_port = 0
 tls_port = 0
+{push}
 [store]
 path = "{tmp}/state/gw.db"
 key_file = "{tmp}/state/store.key"
 [[apps]]
 id = "demo"
 api_key_hashes = ["{key_hash}"]
-[apps.apns]
-topic = "net.example.phone"
-cert_file = "{tmp}/apns.pem"
+{apns}
 [apps.webpush]
 vapid_key_file = "{tmp}/state/vapid.pem"
 """
 
 
-def make_config(tmp_path, *, token: bool = True) -> gwconfig.Config:
-    # an APNs client certificate the push service can load at start (never used to send)
-    identity = trustme.CA().issue_cert("apns-client.test")
-    identity.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "apns.pem"))
+def make_config(tmp_path, *, token: bool = True, apns: str = "", push: str = "") -> gwconfig.Config:
+    """`apns`: the app's [apps.apns] section and `push` a [push] section (e.g. pointing at
+    an emulator); by default a client certificate the push service loads but never uses."""
+    if not apns:
+        identity = trustme.CA().issue_cert("apns-client.test")
+        identity.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "apns.pem"))
+        apns = f'[apps.apns]\ntopic = "net.example.phone"\ncert_file = "{tmp_path}/apns.pem"'
     token_file = ""
     if token:
         token_file = tmp_path / "admin.token"
         token_file.write_text(ADMIN_TOKEN + "\n")
-    text = CONFIG.format(tmp=tmp_path, token_file=token_file, key_hash=gwconfig.api_key_hash(APP_KEY))
+    text = CONFIG.format(tmp=tmp_path, token_file=token_file, key_hash=gwconfig.api_key_hash(APP_KEY), apns=apns,
+                         push=push)
     return gwconfig.parse(text, "observability.toml")
 
 

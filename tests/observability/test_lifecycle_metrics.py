@@ -7,13 +7,15 @@ What is real and what is not (yet):
   (instances by state, store write latency);
 - register, call, cancel, message: real SIP over TCP through a real Kamailio, sent and
   received by the gateway's SIP core (transport, flows, transactions), which count what
-  they carry. The registration client, the call relay, push delivery and message storage
-  are not in this branch yet: the test plays their part and makes the metric calls they
-  will make (`registration_sent/result`, `call_received/ended`, `push_result`,
-  `invite_to_push`, `message_stored/fetched`), and moves the instance's state through
-  the real lifecycle (`InstanceService.set_state`) as the registration client will.
-  Once those parts land, replace each `# stands in for` block by the real part and keep
-  the expectations.
+  they carry;
+- the call, missed-call and message pushes: the gateway's own PushService, over HTTP/2
+  to the APNs emulator (token auth), which records them.
+The registration client, the call relay and message storage are not in this branch yet:
+the test plays their part and makes the metric calls they will make
+(`registration_sent/result`, `call_received/ended`, `invite_to_push`,
+`message_stored/fetched`), and moves the instance's state through the real lifecycle
+(`InstanceService.set_state`) as the registration client will. Once those parts land,
+replace each `# stands in for` block by the real part and keep the expectations.
 """
 
 from __future__ import annotations
@@ -23,19 +25,24 @@ import re
 import time
 
 import pytest
+import trustme
 
 from gateway import metrics
+from gateway.push.payloads import CallPush, MessagePush, MissedCallPush
 from gateway.sip.dns import Target
 from gateway.sip.transaction import build_cancel, build_response
+from tests.push.conftest import write_ec_key
+from tests.support.apns_emulator import ApnsEmulator
 
-from .harness import ADMIN_TOKEN, APP_KEY, delta, samples
+from .harness import ADMIN_TOKEN, APP_KEY, delta, make_config, samples, start, stop
 
 pytestmark = pytest.mark.kamailio
 
 AOR_USER = "alice-observed"
-PUSH_TOKEN = "f00dfeed" * 8
-ENDPOINT = "https://push.example.org/wpush/v2/observed-endpoint-0123456789"
+VOIP_TOKEN = "f00dfeed" * 8
+OTHER_TOKEN = "0ddba11c" * 8
 PASSWORD = "pw-observed-9876543210"
+BUNDLE, TEAM, KEY_ID = "net.example.observed", "TEAMOBS123", "KEYOBS1234"
 
 
 def create_body(domain: str, contact_port: int) -> dict:
@@ -49,11 +56,30 @@ def create_body(domain: str, contact_port: int) -> dict:
             "registrar": f"sip:{domain};transport=tcp",
         },
         "push": [
-            {"provider": "apns", "usage": "call", "token": PUSH_TOKEN, "environment": "sandbox"},
-            {"provider": "webpush", "usage": "other", "endpoint": ENDPOINT,
-             "p256dh": "B" * 87, "auth": "c" * 22},
+            {"provider": "apns", "usage": "call", "token": VOIP_TOKEN, "environment": "sandbox"},
+            {"provider": "apns", "usage": "other", "token": OTHER_TOKEN, "environment": "sandbox"},
         ],
     }
+
+
+@pytest.fixture
+async def running(tmp_path):
+    """The gateway with its push service pointed at an APNs emulator (token auth)."""
+    ca = trustme.CA()
+    ca_file = tmp_path / "push-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    public_key = write_ec_key(tmp_path / "AuthKey.p8")
+    apns = ApnsEmulator(ca, environment="sandbox", keys={KEY_ID: (TEAM, public_key)})
+    await apns.start()
+    apns.register(VOIP_TOKEN, BUNDLE + ".voip")
+    apns.register(OTHER_TOKEN, BUNDLE)
+    section = (f'[apps.apns]\ntopic = "{BUNDLE}"\nteam_id = "{TEAM}"\nkey_id = "{KEY_ID}"\n'
+               f'key_file = "{tmp_path / "AuthKey.p8"}"\nproduction_url = "{apns.url}"\nsandbox_url = "{apns.url}"')
+    gw = await start(make_config(tmp_path, apns=section, push=f'[push]\ntls_ca_file = "{ca_file}"'))
+    gw.apns = apns
+    yield gw
+    await stop(gw)
+    await apns.stop()
 
 
 async def until(condition, what: str, timeout: float = 5.0) -> None:
@@ -99,26 +125,39 @@ async def test_scripted_lifecycle_moves_each_counter_by_what_happened(running, k
         sip.transactions.send(sip.request("OPTIONS", flow, f"sip:{kamailio.domain}"), flow), 5)
     assert options.status == 200
 
-    # --- 3. call and 4. cancel (real SIP; stands in for the call relay and push) --------
+    # --- 3. call and 4. cancel (real SIP, real pushes; stands in for the call relay) -----
     cancelled = asyncio.get_running_loop().create_future()
     stored = []
+    pushes = []  # the push tasks, awaited before the scrape
+
+    async def push(payload, received_at=None):
+        record = await gw.instances.get(instance_id)
+        deliveries = await gw.push.notify(record, payload)  # the real PushService
+        assert [d.result.outcome for d in deliveries] == ["delivered"]
+        if received_at is not None:
+            metrics.invite_to_push(time.perf_counter() - received_at)
 
     def provider_side(request, tx):
+        # stands in for the call relay and message storage; the pushes are real
+        call = {"instance": instance_id, "call_id": request.call_id, "caller_uri": "sip:bob@example.net"}
         if request.method == "INVITE":
+            received_at = time.perf_counter()
             metrics.call_received()
             tx.respond(build_response(request, 180, "Ringing"))
-            metrics.push_result("apns", "call", "delivered", 0.042)
-            metrics.invite_to_push(0.051)
+            pushes.append(asyncio.ensure_future(push(CallPush(
+                **call, callee=AOR_USER, push_id="p1", connect="sips:gw.example.net:5071",
+                expires_at=time.time() + 60), received_at)))
         elif request.method == "CANCEL":
             tx.respond(build_response(request, 200, "OK"))
             tx.cancels.respond(build_response(tx.cancels.request, 487, "Request Terminated"))
             metrics.call_ended("cancelled")
-            metrics.push_result("webpush", "missed_call", "delivered", 0.2)
+            pushes.append(asyncio.ensure_future(push(MissedCallPush(**call, reason="cancelled"))))
             cancelled.set_result(tx.cancels)
         elif request.method == "MESSAGE":
             tx.respond(build_response(request, 200, "OK"))
             metrics.message_stored()
-            metrics.push_result("webpush", "message", "delivered", 0.3)
+            pushes.append(asyncio.ensure_future(push(MessagePush(
+                instance=instance_id, sender="sip:bob@example.net", message_id="m1"))))
             stored.append(request.body)
 
     sip.user.on_request = provider_side
@@ -137,12 +176,14 @@ async def test_scripted_lifecycle_moves_each_counter_by_what_happened(running, k
     server_invite = await asyncio.wait_for(cancelled, 5)
     await until(lambda: server_invite.state == "terminated", "Kamailio's ACK of our 487")
 
-    # --- 5. message (real SIP; stands in for message storage and the app's fetch) -------
+    # --- 5. message (real SIP, real push; stands in for message storage and the fetch) -
     message = caller.request("MESSAGE", to_kamailio, f"sip:{AOR_USER}@{kamailio.domain}",
                              extra=[("Content-Type", "text/plain")])
     message.body = b"see you at eight"
     answer = await asyncio.wait_for(caller.transactions.send(message, to_kamailio), 5)
     assert answer.status == 200 and stored == [b"see you at eight"]
+    await asyncio.wait_for(asyncio.gather(*pushes), 10)
+    assert len(running.apns.delivered()) == 3
     metrics.message_fetched()
 
     # --- 6. delete (real) --------------------------------------------------------------
@@ -189,16 +230,18 @@ async def test_scripted_lifecycle_moves_each_counter_by_what_happened(running, k
     assert moved("sippush_calls_total", outcome="cancelled") == 1
     assert sum(moved("sippush_calls_total", outcome=o) for o in metrics.CALL_OUTCOMES) == 1
     assert moved("sippush_invite_to_push_seconds_count") == 1
-    assert moved("sippush_invite_to_push_seconds_bucket", le="0.1") == 1
-    assert moved("sippush_invite_to_push_seconds_bucket", le="0.05") == 0
-    pushes = {("apns", "call"): 1, ("webpush", "missed_call"): 1, ("webpush", "message"): 1}
+    assert 0 < moved("sippush_invite_to_push_seconds_sum") < 10
+    delivered = {"call", "missed_call", "message"}  # each to one APNs target
     for provider in metrics.PROVIDERS:
         for kind in metrics.PUSH_KINDS:
             for outcome in metrics.PUSH_OUTCOMES:
-                want = pushes.get((provider, kind), 0) if outcome == "delivered" else 0
+                want = int(provider == "apns" and kind in delivered and outcome == "delivered")
                 assert moved("sippush_pushes_total", provider=provider, kind=kind, outcome=outcome) == want
-    assert moved("sippush_push_duration_seconds_count", provider="webpush") == 2
-    assert moved("sippush_push_duration_seconds_bucket", provider="apns", le="0.05") == 1
+        sent = 3 if provider == "apns" else 0
+        assert moved("sippush_push_attempts_total", provider=provider) == sent
+        assert moved("sippush_push_duration_seconds_count", provider=provider) == sent
+        assert moved("sippush_push_retries_total", provider=provider) == 0
+        assert moved("sippush_push_alerts_total", provider=provider) == 0
     assert moved("sippush_messages_stored_total") == 1
     assert moved("sippush_messages_fetched_total") == 1
     assert moved("sippush_messages_expired_total") == 0
@@ -212,11 +255,11 @@ async def test_scripted_lifecycle_moves_each_counter_by_what_happened(running, k
     stats = await (await running.admin.get(
         "/stats", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})).json()
     assert stats["calls"]["outcomes"]["cancelled"] >= 1
-    assert stats["pushes"]["webpush"]["delivered"] >= 2
+    assert stats["pushes"]["apns"]["delivered"] >= 3
 
     # --- privacy: no label value names anyone ----------------------------------------------
-    secrets_seen = [instance_id, secret, AOR_USER, PUSH_TOKEN, PUSH_TOKEN[:6], ENDPOINT, "push.example.org",
-                    kamailio.domain, "127.0.0.1", str(contact_port), str(kamailio.tcp_port), PASSWORD]
+    secrets_seen = [instance_id, secret, AOR_USER, VOIP_TOKEN, VOIP_TOKEN[:6], OTHER_TOKEN, OTHER_TOKEN[:6],
+                    kamailio.domain, "127.0.0.1", str(contact_port), str(kamailio.tcp_port), PASSWORD, BUNDLE]
     address = re.compile(r"\d+\.\d+\.\d+\.\d+|\[?[0-9a-f]*:[0-9a-f:]+\]?|@|sip:", re.IGNORECASE)
     text = await (await running.admin.get("/metrics")).text()
     for name, labels in samples(text):

@@ -37,6 +37,10 @@ host = "127.0.0.1"
 udp_port = {udp_port}
 tcp_port = {tcp_port}
 tls_port = 0
+[sip.device_face]
+udp_port = 0
+tcp_port = 0
+tls_port = 0
 [sip.registration]
 rate = {rate}
 burst = {burst}

@@ -9,6 +9,7 @@ import pytest
 
 from gateway.errors import ConfigError
 from gateway.store import open_store
+from gateway.store.records import StoredMessage
 from gateway.store.migrations import CURRENT_VERSION, MIGRATIONS, Migration, check_sequence, migrate
 from gateway.store.records import InstanceRecord
 from tests.support.instances import make_instance, password_for
@@ -33,7 +34,7 @@ async def test_fresh_database_is_at_the_current_version(store, db_path):
     indexes = {row[1] for row in conn.execute("PRAGMA index_list(instances)")}
     assert {"instances_owner", "instances_expiry"} <= indexes
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert tables == {"instances", "store_meta"}
+    assert tables == {"instances", "store_meta", "messages"}
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
 
@@ -82,37 +83,36 @@ async def test_upgrade_from_v1_keeps_the_data(db_path, key_path, box):
         await store.close()
 
 
-MESSAGES = Migration(
+FUTURE = Migration(
     CURRENT_VERSION + 1,
-    "stored SIP messages (the shape a later release adds)",
-    (
-        """CREATE TABLE messages (
-               id          INTEGER PRIMARY KEY,
-               instance_id TEXT NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
-               body_ct     BLOB NOT NULL)""",
-        "CREATE INDEX messages_instance ON messages (instance_id)",
-    ),
+    "a step a later release adds",
+    ("CREATE TABLE later_things (id INTEGER PRIMARY KEY)",),
 )
 
 
-async def test_a_future_step_upgrades_a_v1_file_and_cascades(db_path, key_path, box):
-    """How the messages table will arrive: one more step; erasing an instance then erases
+async def test_a_v1_file_gets_the_messages_table_and_erasure_cascades(db_path, key_path, box):
+    """Step 3 adds the messages table to an old file; erasing an instance then erases
     its messages too (foreign keys are on), leaving no orphan rows."""
     old = _v1_database(db_path, box)
-    store = open_store(db_path, key_path, migrations=(*MIGRATIONS, MESSAGES))
+    store = open_store(db_path, key_path)
     await store.open()
     try:
-        assert _version(db_path) == MESSAGES.version
-        await store._submit(
-            lambda conn, batch: conn.executemany(
-                "INSERT INTO messages (instance_id, body_ct) VALUES (?, ?)", [(old.id, b"m1"), (old.id, b"m2")]
-            )
-        )
+        assert _version(db_path) == CURRENT_VERSION
+        for n in range(2):
+            message = StoredMessage(f"m{n}", old.id, 1.0 + n, box.seal(f"hello {n}", f"m{n}".encode()))
+            assert await store.put_message(message) == "stored"
+        assert await store.count_messages(old.id) == 2
         assert await store.erase_instance(old.id)
         with raw_connection(db_path) as conn:
             assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
     finally:
         await store.close()
+
+
+async def test_a_newer_file_is_refused(db_path, key_path):
+    store = open_store(db_path, key_path, migrations=(*MIGRATIONS, FUTURE))
+    await store.open()
+    await store.close()
     # This release's code refuses the newer file rather than guessing.
     with pytest.raises(ConfigError, match="newer"):
         store = open_store(db_path, key_path)

@@ -1,0 +1,177 @@
+"""INVITE to push: how long from an INVITE arriving at the gateway to its call push
+arriving at APNs, at 100 and at 500 calls per second.
+
+Setup: SIPp calls through Kamailio (the provider's proxy and registrar, digest auth on)
+to instances the gateway registered there; the gateway (in this process, uvloop) pushes
+over HTTP/2 to the APNs emulator, which runs in a process of its own and notes when each
+request arrived (time.monotonic(): one clock for every process on the machine). Each
+call: INVITE, 180 Alerting-Device, 180 Push-Notification-Sent, then CANCEL, 487 (which
+also sends a missed-call push: real load).
+
+- subject: INVITE handed to the provider face's request handler (parsed) -> the push
+  request's last byte read by the emulator, per Call-ID;
+- the gateway's own part: INVITE handed to the handler -> the APNs provider starting to
+  send that push (`ApnsProvider.send` entered: the in-flight slot is taken, the HTTP/2
+  request is framed and written from there without waiting);
+- baseline, same run, same rate: a CallPush handed straight to the gateway's
+  PushService (no SIP) -> the emulator; so the ratio says what the SIP side adds.
+
+Figures in extra_info: p50/p99 (ms) of both, their ratios, calls lost. Run with
+`python -m pytest bench/test_call_push_latency.py --benchmark-only -s`. The machine's
+two cores are shared by the gateway, Kamailio, SIPp and the emulator: the absolute
+figures are those of that crowd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+import uvloop
+
+from gateway.push.apns import ApnsProvider
+from gateway.push.payloads import CallPush
+from gateway.registrations import contact_token
+from tests.support.apns_remote import RemoteApns
+from tests.support.kamailio import kamailio_binary
+from tests.support.sipp import run_sipp, sipp_binary
+from tests.support.testbed import BUNDLE, KEY_ID, TEAM, Testbed
+
+SCENARIO = Path(__file__).parent / "sipp" / "call_cancel.xml"
+USERS = 20
+DURATION = {100: 10.0, 500: 6.0}  # seconds of load per rate
+
+pytestmark = pytest.mark.skipif(kamailio_binary() is None or sipp_binary() is None,
+                                reason="needs kamailio and sipp (tests/apt-packages.txt)")
+
+
+def percentile(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+async def _lag_probe(lags: list[float], every: float = 0.005) -> None:
+    """How late the gateway's loop wakes from a 5 ms sleep: stalls of the loop itself
+    (and of the process, on a crowded machine) during the load."""
+    while True:
+        started = time.monotonic()
+        await asyncio.sleep(every)
+        lags.append(time.monotonic() - started - every)
+
+
+async def scenario(tmp_path: Path, rate: int) -> dict:
+    tokens = {f"user{i}": (secrets.token_hex(32), secrets.token_hex(32)) for i in range(USERS)}
+    bed = Testbed(tmp_path, t1=60.0, log_level="warning", kam_children=4, kam_shm_mb=128)
+    registry = {}
+    for voip, alert in tokens.values():
+        registry[voip] = BUNDLE + ".voip"
+        registry[alert] = BUNDLE
+    direct = secrets.token_hex(32)
+    registry[direct] = BUNDLE + ".voip"
+    apns = await RemoteApns.start(tmp_path / "apns", bed.key_file, TEAM, KEY_ID, registry)
+    try:
+        await bed.start(apns_url=apns.url, push_ca=apns.ca_file)
+        instances = [await bed.create_instance(user, tokens=tokens[user]) for user in tokens]
+        gateway = bed.gateway
+        arrived: dict[str, float] = {}
+        handler = gateway.provider_face.on_request
+
+        def stamped(request, tx):
+            if request.method == "INVITE" and request.to_tag is None:
+                arrived[request.call_id] = time.monotonic()
+            handler(request, tx)
+
+        gateway.provider_face.on_request = stamped
+        leaving: dict[str, float] = {}
+        send = ApnsProvider.send
+
+        async def timed_send(provider, target, notification):
+            if notification.kind == "call":
+                leaving[notification.payload.call_id] = time.monotonic()
+            return await send(provider, target, notification)
+
+        ApnsProvider.send = timed_send
+        users = tmp_path / "users.csv"
+        users.write_text("SEQUENTIAL\n" + "".join(f"{i['user']};{bed.kam.domain};\n" for i in instances))
+        kam = ("127.0.0.1", bed.kam.udp_port)
+
+        # warm up: connections to APNs, Kamailio's transactions, the code paths
+        await run_sipp(str(SCENARIO), kam, service="x", calls=50, rate=50, timeout=30,
+                       extra=("-inf", str(users)))
+        arrived.clear()
+
+        calls = int(rate * DURATION[rate])
+        lags: list[float] = []
+        probe = asyncio.ensure_future(_lag_probe(lags))
+        result = await run_sipp(str(SCENARIO), kam, service="x", calls=calls, rate=rate,
+                                timeout=60, extra=("-inf", str(users), "-l", "5000"))
+        probe.cancel()
+        await asyncio.sleep(1.0)
+        pushed = apns.arrivals("call")
+        sip = [pushed[c] - t for c, t in arrived.items() if c in pushed]
+        inside = [leaving[c] - t for c, t in arrived.items() if c in leaving]
+        ApnsProvider.send = send
+
+        # baseline: the same number of call pushes at the same rate, without SIP
+        record = await gateway.instances.get(instances[0]["id"])
+        record = record.__class__(**{**{f: getattr(record, f) for f in record.__struct_fields__},
+                                     "push": [p for p in record.push if p.usage == "call"]})
+        sent: dict[str, float] = {}
+        tasks = []
+        start = time.monotonic()
+        for n in range(calls):
+            delay = start + n / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            call_id = f"direct-{n}"
+            payload = CallPush(instance=record.id, call_id=call_id, caller_uri="sip:load@x",
+                               callee="sip:user@x", push_id=call_id, connect="sip:127.0.0.1",
+                               expires_at=time.time() + 60)
+            sent[call_id] = time.monotonic()
+            tasks.append(asyncio.ensure_future(gateway.push.notify(record, payload)))
+        await asyncio.gather(*tasks)
+        await asyncio.sleep(0.5)
+        pushed = apns.arrivals("call")
+        direct_latency = [pushed[c] - t for c, t in sent.items() if c in pushed]
+        return {"lags": lags, "sip": sip, "inside": inside, "direct": direct_latency, "calls": calls, "invites": len(arrived),
+                "sipp_rc": result.returncode, "sipp_tail": result.output[-600:]}
+    finally:
+        await bed.stop()
+        await apns.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.benchmark(group="invite-to-push")
+@pytest.mark.parametrize("rate", [100, 500])
+def test_invite_to_push_latency(benchmark, tmp_path, rate):
+    outcome = {}
+
+    def run():
+        outcome.update(uvloop.run(scenario(tmp_path, rate)))
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    sip, direct = outcome["sip"], outcome["direct"]
+    assert sip and direct, outcome
+    figures = {
+        "rate_calls_per_s": rate,
+        "calls_sent": outcome["calls"],
+        "invites_seen": outcome["invites"],
+        "pushed": len(sip),
+        "sipp_exit": outcome["sipp_rc"],
+        "invite_to_push_p50_ms": round(percentile(sip, 50) * 1000, 3),
+        "invite_to_push_p99_ms": round(percentile(sip, 99) * 1000, 3),
+        "invite_to_send_p50_ms": round(percentile(outcome["inside"], 50) * 1000, 3),
+        "invite_to_send_p99_ms": round(percentile(outcome["inside"], 99) * 1000, 3),
+        "loop_lag_p50_ms": round(percentile(outcome["lags"], 50) * 1000, 3),
+        "loop_lag_p99_ms": round(percentile(outcome["lags"], 99) * 1000, 3),
+        "direct_push_p50_ms": round(percentile(direct, 50) * 1000, 3),
+        "direct_push_p99_ms": round(percentile(direct, 99) * 1000, 3),
+    }
+    figures["p50_ratio_to_direct"] = round(figures["invite_to_push_p50_ms"] / figures["direct_push_p50_ms"], 2)
+    figures["p99_ratio_to_direct"] = round(figures["invite_to_push_p99_ms"] / figures["direct_push_p99_ms"], 2)
+    benchmark.extra_info.update(figures)
+    print(f"\n{figures}\nload average: {os.getloadavg()}")

@@ -1,0 +1,398 @@
+"""Incoming calls and messages for sleeping phones: who may knock, which instance, what
+to push, and the wiring of the two SIP faces to the call relay and the device registrar.
+
+`CallService(config, instances, push, registrations, provider, device, wheel)`:
+
+Provider face (`provider.on_request`, `provider.on_ack`):
+- an INVITE or MESSAGE whose Request-URI user is an instance's contact token
+  (`gateway.registrations.contact_token`) is taken only from the resolved addresses of
+  the instance's registrar and outbound proxy, or on the flow its registration uses (a
+  flow the gateway opened); anything else gets 403 and no push, so a SIP scanner cannot
+  make phones ring;
+- an unknown token gets `calls.unknown_status`, an instance in the foreground
+  `calls.foreground_status` (404 or 480), no push;
+- an INVITE becomes a `CallRelay` (100, 180 Alerting-Device, T1) and a `CallPush` to
+  every call target; a push service accepting it gives the second 180. The relay is keyed
+  by (instance, Call-ID): a retransmission is absorbed by its transaction, another
+  branch of the same call (a fork, or a merged request) gets 482 and no second push;
+- the end of a call that never reached the device (cancelled, answered_elsewhere,
+  no_answer) sends a `MissedCallPush` with that reason;
+- a MESSAGE goes to `gateway.messages.MessageIntake`;
+- CANCEL, in-dialog requests and ACKs go to the relay and the dialogs.
+
+Device face (`device.on_request`, `device.on_ack`): REGISTER to the `DeviceRegistrar`
+(digest with the instance id and the stored HA1s), whose first binding during a held call
+makes the relay forward the INVITE; RFC 8599 `pn-*` parameters replace the instance's
+push token; in-dialog requests and ACKs from the device go upstream. New requests from
+the device (it calling out through us) get 403: media and outgoing calls are not ours.
+
+Instances are mirrored in memory from the lifecycle's events (by id and by contact
+token), so an INVITE costs no store read.
+
+Depends on the instance lifecycle (events, update), the push service, the registration
+service (tokens, flows), the SIP relay and device registrar, messages, config and metrics.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from typing import Any
+
+import msgspec
+
+from gateway import logs, metrics
+from gateway.config import Config
+from gateway.errors import ParseError, TransientError, TransportError
+from gateway.push.payloads import CallPush, MissedCallPush
+from gateway.registrations import contact_token
+from gateway.sip.device_face import DeviceRegistrar, PushParams
+from gateway.sip.relay import CallRelay, Dialogs, Faces
+from gateway.sip.transaction import build_response
+from gateway.store.records import InstanceRecord, PushTarget
+from gateway.tasks import Background
+
+log = logs.get_logger(__name__)
+
+MISSED = frozenset({"cancelled", "answered_elsewhere", "no_answer"})
+_REASONS = {403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+            480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
+            482: "Loop Detected", 400: "Bad Request"}
+
+
+class CallService:
+    def __init__(self, config: Config, instances: Any, push: Any, registrations: Any,
+                 provider: Any, device: Any, wheel: Any, messages: Any = None):
+        self.config = config
+        self.settings = config.calls
+        self.instances = instances
+        self.push = push
+        self.registrations = registrations
+        self.provider = provider
+        self.device = device
+        self.wheel = wheel
+        self.messages = messages
+        public = config.sip.public_address
+        self.faces = Faces(provider, device, _host_of(public) if public else "")
+        self.dialogs = Dialogs(self.faces, wheel)
+        self.registrar = DeviceRegistrar(config.sip.device_realm, self._credentials,
+                                         user_agent=config.sip.user_agent)
+        self.registrar.on_registered = self._device_registered
+        self.registrar.on_push_params = self._push_params
+        self.by_id: dict[str, InstanceRecord] = {}
+        self.by_token: dict[str, str] = {}
+        self.relays: dict[tuple[str, str], CallRelay] = {}
+        self._by_tx: dict[tuple, CallRelay] = {}
+        self._recent: dict[tuple[str, str], float] = {}  # ended calls: late forks get 482
+        self._peers: dict[str, tuple[float, frozenset]] = {}  # host -> (until, addresses)
+        self._tasks = Background(__name__)
+        self._unsubscribe = None
+        self.connect_uri = ""
+
+    # -- start and stop -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        for record in await self.instances.store.list_instances():
+            self._remember(record)
+        self._unsubscribe = self.instances.subscribe(self._event)
+        self.provider.on_request = self.provider_request
+        self.provider.on_ack = self._provider_ack
+        self.device.on_request = self.device_request
+        self.device.on_ack = lambda ack, flow: self.dialogs.ack_from_device(ack)
+        self.connect_uri = self._connect_uri()
+
+    async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        for relay in list(self.relays.values()):
+            relay.stop()
+        await self.dialogs.close()
+        await self._tasks.close()
+
+    def _connect_uri(self) -> str:
+        """The device face's URI for the call push: TLS first, then TCP, then UDP."""
+        face = self.config.sip.device_face
+        for transport in ("tls", "tcp", "udp"):
+            bound = self.device.transport.local_address(transport)
+            if bound:
+                host = self.faces.public_host or (face.host if face.host not in ("", "0.0.0.0", "::")
+                                                  else bound[0])
+                if host in ("0.0.0.0", "::"):
+                    host = "127.0.0.1"
+                host = f"[{host}]" if ":" in host else host
+                return f"sip:{host}:{bound[1]};transport={transport}"
+        return ""
+
+    # -- instances mirrored from the lifecycle ------------------------------------------
+
+    def _remember(self, record: InstanceRecord) -> None:
+        self.by_id[record.id] = record
+        self.by_token[contact_token(record.id)] = record.id
+
+    def _event(self, event) -> None:
+        if event.kind in ("expired", "erased"):
+            self.by_id.pop(event.instance_id, None)
+            self.by_token.pop(contact_token(event.instance_id), None)
+            self.registrar.forget(event.instance_id)
+        elif event.record is not None:
+            self._remember(event.record)
+
+    async def _credentials(self, instance_id: str) -> tuple[str, str] | None:
+        record = self.by_id.get(instance_id)
+        return None if record is None else (record.secret_ha1, record.secret_ha1_sha256)
+
+    # -- who may knock ------------------------------------------------------------------
+
+    def _allowed_now(self, record: InstanceRecord, flow: Any) -> bool | None:
+        """True / False when known at once; None when a name must be resolved first."""
+        client = self.registrations.clients.get(record.id) if self.registrations else None
+        if client is not None and client.flow is flow:
+            return True
+        source = flow.remote[0]
+        unknown = False
+        for host in _peer_hosts(record):
+            addresses = self._cached_addresses(host)
+            if addresses is None:
+                unknown = True
+            elif source in addresses:
+                return True
+        return None if unknown else False
+
+    def _cached_addresses(self, host: str) -> frozenset | None:
+        if _is_ip(host):
+            return frozenset({host.strip("[]")})
+        cached = self._peers.get(host)
+        if cached is None or cached[0] < time.monotonic():
+            return None
+        return cached[1]
+
+    async def _allowed(self, record: InstanceRecord, flow: Any) -> bool:
+        verdict = self._allowed_now(record, flow)
+        if verdict is not None:
+            return verdict
+        for host in _peer_hosts(record):
+            if self._cached_addresses(host) is None:
+                try:
+                    targets = await self.provider.resolver.resolve(host)
+                except (TransportError, TransientError, OSError) as exc:
+                    log.info("cannot resolve a peer of an instance", host=host, error=str(exc))
+                    targets = []
+                until = time.monotonic() + self.settings.peer_cache_seconds
+                self._peers[host] = (until, frozenset(t.address for t in targets))
+        return bool(self._allowed_now(record, flow))
+
+    # -- the provider face --------------------------------------------------------------
+
+    def provider_request(self, request: Any, tx: Any) -> None:
+        method = request.method
+        if method == "OPTIONS":
+            _reply(tx, 200, "OK")
+        elif method == "CANCEL":
+            self._cancel(request, tx)
+        elif request.to_tag is not None:
+            if not self.dialogs.from_provider(request, tx):
+                _reply(tx, 481)
+        elif method in ("INVITE", "MESSAGE"):
+            self._incoming(request, tx, time.perf_counter())
+        else:
+            _reply(tx, 405, extra=(("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE"),))
+
+    def _provider_ack(self, ack: Any, flow: Any) -> None:
+        self.dialogs.ack_from_provider(ack)
+
+    def _cancel(self, request: Any, tx: Any) -> None:
+        relay = self._by_tx.get(tx.cancels.key) if tx.cancels is not None else None
+        if relay is None:
+            _reply(tx, 481)
+            return
+        _reply(tx, 200, "OK")
+        relay.cancel(request)
+
+    def _incoming(self, request: Any, tx: Any, arrived: float) -> None:
+        """A new INVITE or MESSAGE. The hot path stays synchronous (no task before the
+        push's own) unless a registrar's name must be resolved first."""
+        try:
+            token = request.uri.user or ""
+        except ParseError:
+            _reply(tx, 400)
+            return
+        instance_id = self.by_token.get(token)
+        record = self.by_id.get(instance_id) if instance_id else None
+        if record is None:
+            _reply(tx, self.settings.unknown_status)
+            return
+        verdict = self._allowed_now(record, tx.flow)
+        if verdict is None:
+            self._tasks.spawn(self._resolve_then(record, request, tx, arrived))
+        else:
+            self._admit(verdict, record, request, tx, arrived)
+
+    async def _resolve_then(self, record, request, tx, arrived: float) -> None:
+        self._admit(await self._allowed(record, tx.flow), record, request, tx, arrived)
+
+    def _admit(self, allowed: bool, record: InstanceRecord, request: Any, tx: Any,
+               arrived: float) -> None:
+        if not allowed:
+            log.warning("refused a request from a stranger", method=request.method,
+                        source=f"{tx.flow.remote[0]}:{tx.flow.remote[1]}", instance=record.id)
+            _reply(tx, 403)
+        elif record.mode == "foreground":
+            _reply(tx, self.settings.foreground_status)
+        elif request.method == "MESSAGE":
+            self._tasks.spawn(self._message(record, request, tx))
+        else:
+            self._invite(record, request, tx, arrived)
+
+    async def _message(self, record: InstanceRecord, request: Any, tx: Any) -> None:
+        if self.messages is None:
+            _reply(tx, 480)
+            return
+        try:
+            status, reason = await self.messages.receive(record, request)
+        except TransientError:
+            status, reason = 503, "Service Unavailable"
+        _reply(tx, status, reason)
+
+    def _invite(self, record: InstanceRecord, request: Any, tx: Any, arrived: float) -> None:
+        key = (record.id, request.call_id)
+        if key in self.relays or key in self._recent:
+            _reply(tx, 482)  # another branch of a call we already hold: no second push
+            return
+        metrics.call_received()
+        relay = CallRelay(self.faces, tx, self.wheel, self.settings.t1, self.settings.t2,
+                          self._call_ended, self.dialogs, record.id)
+        self.relays[key] = relay
+        self._by_tx[tx.key] = relay
+        relay.start()
+        binding = self.registrar.binding(record.id)
+        if binding is not None:  # the app is awake and connected already
+            relay.device_ready(binding)
+        self._tasks.spawn(self._push_call(record, request, relay, arrived))
+
+    async def _push_call(self, record: InstanceRecord, request: Any, relay: CallRelay,
+                         arrived: float) -> None:
+        caller = request.from_
+        payload = CallPush(instance=record.id, call_id=request.call_id, caller_uri=str(caller.uri),
+                           caller_name=caller.display_name, callee=str(request.to.uri),
+                           push_id=relay.push_id, connect=self.connect_uri,
+                           expires_at=time.time() + self.settings.t1 + self.settings.t2)
+        deliveries = await self.push.notify(record, payload)
+        if any(d.delivered for d in deliveries):
+            metrics.invite_to_push(time.perf_counter() - arrived)
+            relay.push_sent()
+        elif relay.ringing:
+            log.warning("no push service took the call push", instance=record.id,
+                        outcomes=",".join(d.result.outcome for d in deliveries) or "no target")
+
+    def _call_ended(self, relay: CallRelay, outcome: str) -> None:
+        key = (relay.instance_id, relay.invite.call_id)
+        self.relays.pop(key, None)
+        self._by_tx.pop(relay.tx.key, None)
+        self._recent[key] = time.monotonic()
+        self.wheel.call_later(64 * self.config.sip.t1 + 1.0, self._forget_call, key)
+        metrics.call_ended(outcome if outcome in metrics.CALL_OUTCOMES else "rejected")
+        log.info("call ended", instance=relay.instance_id, outcome=outcome)
+        record = self.by_id.get(relay.instance_id)
+        if outcome in MISSED and record is not None:
+            caller = relay.invite.from_
+            payload = MissedCallPush(instance=record.id, call_id=relay.invite.call_id,
+                                     caller_uri=str(caller.uri), caller_name=caller.display_name,
+                                     reason=outcome)
+            self._tasks.spawn(self.push.notify(record, payload))
+
+    def _forget_call(self, key: tuple[str, str]) -> None:
+        self._recent.pop(key, None)
+
+    # -- the device face ----------------------------------------------------------------
+
+    def device_request(self, request: Any, tx: Any) -> None:
+        method = request.method
+        if method == "REGISTER":
+            self._tasks.spawn(self.registrar.register(request, tx))
+        elif method == "OPTIONS":
+            _reply(tx, 200, "OK")
+        elif request.to_tag is not None and method != "CANCEL":
+            if not self.dialogs.from_device(request, tx):
+                _reply(tx, 481)
+        elif method == "CANCEL":
+            _reply(tx, 481)
+        else:
+            _reply(tx, 403)
+
+    def _device_registered(self, binding, first: bool) -> None:
+        for (instance_id, _), relay in list(self.relays.items()):
+            if instance_id == binding.instance_id:
+                relay.device_ready(binding)
+
+    def _push_params(self, instance_id: str, params: PushParams) -> None:
+        record = self.by_id.get(instance_id)
+        if record is None:
+            return
+        targets = _with_token(record.push, params)
+        if targets is not None:
+            self._tasks.spawn(self.instances.update(instance_id, push=targets))
+
+
+def _with_token(targets: list[PushTarget], params: PushParams) -> list[PushTarget] | None:
+    """The targets with the device's RFC 8599 token in place (None: nothing changes).
+    APNs: pn-param is "<team id>.<topic>", a topic ending in ".voip" is a PushKit token
+    (usage call). FCM: the token serves calls. Web Push needs keys pn-* cannot carry."""
+    if params.provider == "apns":
+        topic = (params.param or "").partition(".")[2]
+        usage = "call" if topic.endswith(".voip") else "other"
+    elif params.provider == "fcm":
+        usage = "call"
+    else:
+        return None
+    out, found = [], False
+    for target in targets:
+        if target.provider == params.provider and target.usage == usage and not found:
+            found = True
+            if target.token == params.prid:
+                return None
+            target = msgspec.structs.replace(target, token=params.prid)
+        out.append(target)
+    if not found:
+        out.append(PushTarget(provider=params.provider, usage=usage, token=params.prid,
+                              environment="production" if params.provider == "apns" else None))
+    return out
+
+
+def _peer_hosts(record: InstanceRecord) -> list[str]:
+    from gateway.sip.message import SipUri
+
+    hosts = []
+    for text in (record.registrar, record.outbound_proxy):
+        if text:
+            try:
+                hosts.append(SipUri.parse(text).host.lower())
+            except ParseError:
+                continue
+    return hosts
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _host_of(address: str) -> str:
+    if address.startswith("["):
+        return address[1:].partition("]")[0]
+    return address.rpartition(":")[0] if address.count(":") == 1 else address
+
+
+def _reply(tx: Any, status: int, reason: str | None = None, extra=()) -> None:
+    response = build_response(tx.request, status, reason or _REASONS.get(status, ""))
+    if response.to_tag is None and status > 100:
+        response.headers.set("To", f"{tx.request.get('To')};tag=gw{id(tx) & 0xffffff:x}")
+    for name, value in extra:
+        response.headers.add(name, value)
+    try:
+        tx.respond(response)
+    except TransportError as exc:
+        log.info("could not answer", method=tx.method, status=status, error=str(exc))
