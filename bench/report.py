@@ -136,7 +136,7 @@ def benchmark_rows(run: Run) -> list[Row]:
                               f"API codec: {kind} (msgspec vs json)", ">= 3x json",
                               lambda e, s, kind=kind: (fmt(s["median"] * 1e6, "µs"),
                                                        fmt(median_of(run, rf"test_{kind}_stdlib_json") * 1e6, "µs (json)"),
-                                                       f"{e['ratio_vs_stdlib_json']:.2f}x faster")))
+                                                       f"{e['ratio_vs_stdlib_json']:.2f}x json's speed")))
     rows.append(rows_from(run, r"test_api_http.py::test_create_instance", "API: POST /v1/instances over HTTP",
                           "(reference)",
                           lambda e, s: (fmt(e["requests_per_second"], "req/s"),
