@@ -169,10 +169,15 @@ class Scenario:
         return sum(1 for c in self.clients(gateway).values() if c.state != "registered")
 
     async def wait_all_registered(self, gateway, bound: float) -> float | None:
-        started = time.monotonic()
+        started = shown = time.monotonic()
         while time.monotonic() - started < bound:
-            if len(self.clients(gateway)) == self.args.instances and not self.not_registered(gateway):
+            down = self.not_registered(gateway)
+            if len(self.clients(gateway)) == self.args.instances and not down:
                 return time.monotonic() - started
+            if time.monotonic() - shown >= 30:
+                shown = time.monotonic()
+                progress(f"{self.args.instances - down:,} of {self.args.instances:,} registered "
+                         f"after {shown - started:.0f} s")
             await asyncio.sleep(0.5)
         return None
 
@@ -222,6 +227,7 @@ class Scenario:
             config_file.write_text(text)
             config = gwconfig.parse(text, str(config_file))
             registrar = f"sip:127.0.0.1:{kam.udp_port};transport=udp"
+            progress(f"bulk-loading {args.instances:,} instances")
             t0 = time.monotonic()
             subprocess.run([sys.executable, "-m", "bench.scenarios.capacity", "--load", str(config_file),
                             "--instances", str(args.instances), "--registrar", registrar,
@@ -230,6 +236,7 @@ class Scenario:
             res["bulk_load_s"] = round(time.monotonic() - t0, 1)
 
             # --- ramp ----------------------------------------------------------------
+            progress("starting the gateway: ramp")
             gateway = Gateway(config)
             started = time.monotonic()
             await gateway.start()
@@ -266,6 +273,8 @@ class Scenario:
                 down = self.not_registered(gateway)
                 samples.append(down)
                 worst = max(worst, down)
+                if len(samples) % 6 == 0:
+                    progress(f"holding: {time.monotonic() - wall0:.0f} of {hold:.0f} s, {down} not registered")
             wall = time.monotonic() - wall0
             cpu, kcpu = sum(os.times()[:2]) - cpu0, session_cpu_seconds(kam.process.pid) - kcpu0
             sent = sum(outcomes.values())
@@ -293,6 +302,7 @@ class Scenario:
             res["lost_after_hold"] = await self.missing_in_table(kam, gateway)
 
             # --- restart storm ----------------------------------------------------------
+            progress("restart storm")
             await gateway.stop()
             gateway = Gateway(config)
             started = time.monotonic()
@@ -312,6 +322,10 @@ class Scenario:
 
 
 RTTS: list[float] = []
+
+
+def progress(text: str) -> None:
+    print(f"capacity: {text}", file=sys.stderr, flush=True)
 
 
 def percentile(values: list[float], pct: float) -> float:
