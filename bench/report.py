@@ -201,6 +201,11 @@ def capacity_rows(cap: dict | None) -> list[Row]:
                  f"{fmt(lost_hold)} missing from Kamailio's table; at most "
                  f"{fmt(cap.get('hold_max_not_registered'))} not registered at any sample",
                  f"{fmt(n)} expected", "", "0"))
+    kam = cap.get("kamailio_after_hold")
+    if kam:
+        rows.append(("Capacity: contacts Kamailio dropped as expired (lapsed registrations), ramp + hold",
+                     fmt(kam.get("usrloc:location_expires")),
+                     f"{fmt(kam.get('registrar:accepted_regs'))} REGISTERs accepted by Kamailio", "", "0"))
     rows.append(("Capacity: initial ramp", fmt(cap.get("ramp_s"), "s") + f" ({fmt(cap.get('ramp_registrations_per_s'))}/s)",
                  fmt(n / cap["rate_per_s"], "s at the configured rate"),
                  f"{n / cap['rate_per_s'] / cap['ramp_s']:.2f}x the configured rate" if cap.get("ramp_s") else "n/a", ""))

@@ -114,6 +114,19 @@ def session_cpu_seconds(sid: int) -> float:
     return total / tick
 
 
+def kamailio_stats(kam) -> dict[str, int]:
+    """Kamailio's own counters since its start: REGISTERs it accepted (a retransmitted
+    REGISTER is accepted again) and contacts it dropped because they expired (a
+    registration that lapsed: the gateway refreshed too late)."""
+    found = {}
+    for name in ("registrar:accepted_regs", "usrloc:location_expires", "usrloc:location_contacts"):
+        for line in kam.kamcmd("stats.get_statistics", name).splitlines():
+            key, _, value = line.partition(" = ")
+            if value.strip().isdigit():
+                found[key.strip()] = int(value)
+    return found
+
+
 # --- the bulk load, in a child process ---------------------------------------------------
 
 
@@ -300,6 +313,7 @@ class Scenario:
                 timer_lateness_max_ms=round(1e3 * max(lateness), 2) if lateness else None,
             )
             res["lost_after_hold"] = await self.missing_in_table(kam, gateway)
+            res["kamailio_after_hold"] = kamailio_stats(kam)
 
             # --- restart storm ----------------------------------------------------------
             progress("restart storm")
@@ -315,6 +329,7 @@ class Scenario:
             res["storm_not_registered_at_end"] = self.not_registered(gateway)
             res["storm_outcomes"] = dict(outcomes)
             res["lost_after_storm"] = await self.missing_in_table(kam, gateway)
+            res["kamailio_after_storm"] = kamailio_stats(kam)
             await gateway.stop()
         finally:
             kam.stop()
