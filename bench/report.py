@@ -198,30 +198,36 @@ def capacity_rows(cap: dict | None) -> list[Row]:
     label = "Capacity"
     if cap is None:
         return [(label, "not measured: the capacity scenario did not run", "", "", "")]
-    if "not_measured" in cap and "lost_after_hold" not in cap:
+    if "not_measured" in cap and "hold_s" not in cap:
         return [(label, f"not measured: {cap['not_measured']}", "", "", "")]
+    why = f"not measured: {cap.get('not_measured', 'the scenario did not get there')}"
     n = cap["instances"]
     rows: list[Row] = []
     lost_hold = cap.get("lost_after_hold")
     rows.append((f"Capacity: {n:,} instances, UDP, expiry {cap['expires_s']} s, "
                  f"{cap['refresh_cycles']} refresh cycles: registrations lost",
-                 f"{fmt(lost_hold)} missing from Kamailio's table; at most "
-                 f"{fmt(cap.get('hold_max_not_registered'))} not registered at any sample",
+                 (f"{fmt(lost_hold)} missing from Kamailio's table" if lost_hold is not None
+                  else f"table check {why}") + "; at most "
+                 f"{fmt(cap.get('hold_max_not_registered'))} not registered at any sample "
+                 f"(mean {fmt(cap.get('hold_mean_not_registered'))})",
                  f"{fmt(n)} expected", "", "0"))
     kam = cap.get("kamailio_after_hold")
     if kam:
         rows.append(("Capacity: contacts Kamailio dropped as expired (lapsed registrations), ramp + hold",
                      fmt(kam.get("usrloc:location_expires")),
                      f"{fmt(kam.get('registrar:accepted_regs'))} REGISTERs accepted by Kamailio", "", "0"))
-    rows.append(("Capacity: initial ramp", fmt(cap.get("ramp_s"), "s") + f" ({fmt(cap.get('ramp_registrations_per_s'))}/s)",
+    rows.append(("Capacity: initial ramp",
+                 (fmt(cap.get("ramp_s"), "s") + f" ({fmt(cap.get('ramp_registrations_per_s'))}/s)"
+                  if cap.get("ramp_s") else f"not all registered within the bound: "
+                  f"{fmt(cap.get('ramp_not_registered_at_end'))} left; outcomes {cap.get('ramp_outcomes')}"),
                  fmt(n / cap["rate_per_s"], "s at the configured rate"),
                  f"{n / cap['rate_per_s'] / cap['ramp_s']:.2f}x the configured rate" if cap.get("ramp_s") else "n/a", ""))
     rows.append(("Capacity: gateway CPU share at steady state",
-                 fmt(cap.get("gateway_cpu_share_pct"), "% of one core") + f" at {fmt(cap.get('refreshes_per_s'))} refreshes/s",
+                 fmt(cap.get("gateway_cpu_share_pct"), "% of one core") + f" at {fmt(cap.get('refreshes_per_s'))} REGISTER exchanges/s (refreshes and retries)",
                  fmt(cap.get("kamailio_cpu_share_pct"), "% (Kamailio, same refreshes)"),
                  f"{cap['gateway_cpu_share_pct'] / cap['kamailio_cpu_share_pct']:.1f}x Kamailio"
                  if cap.get("kamailio_cpu_share_pct") else "n/a", ""))
-    rows.append(("Capacity: CPU per refresh (REGISTER/401/REGISTER/200)",
+    rows.append(("Capacity: CPU per REGISTER exchange (REGISTER/401/REGISTER/200)",
                  fmt(cap.get("gateway_cpu_us_per_refresh"), "µs"),
                  fmt(cap.get("kamailio_cpu_us_per_refresh"), "µs (Kamailio)"),
                  f"{cap['gateway_cpu_us_per_refresh'] / cap['kamailio_cpu_us_per_refresh']:.1f}x"
@@ -237,13 +243,14 @@ def capacity_rows(cap: dict | None) -> list[Row]:
                  "10 ms wheel tick", f"{cap['timer_lateness_p99_ms'] / 10:.1f} ticks"
                  if cap.get("timer_lateness_p99_ms") is not None else "n/a", ""))
     storm = cap.get("storm_s")
+    if "storm_not_registered_at_end" not in cap:
+        rows.append(("Restart storm: all re-registered after a gateway restart", why, "", "", "0 lost"))
+        return rows
     rows.append(("Restart storm: all re-registered after a gateway restart",
                  fmt(storm, "s") + f" ({fmt(cap.get('storm_registrations_per_s'))}/s), "
                  f"{fmt(cap.get('lost_after_storm'))} lost",
                  fmt(n / cap["rate_per_s"], "s at the configured rate"),
                  f"{n / cap['rate_per_s'] / storm:.2f}x the configured rate" if storm else "did not finish", "0 lost"))
-    if cap.get("not_measured"):
-        rows.append(("Capacity: scenario ended early", cap["not_measured"], "", "", ""))
     return rows
 
 
