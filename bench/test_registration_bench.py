@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.app import tune_gc
 from gateway.sip.endpoint import SipEndpoint
 from gateway.sip.pacing import Pacer
 from gateway.sip.registration import (RegistrationClient, RegistrationContext,
@@ -90,6 +91,7 @@ async def run_engine(kam, count: int, prefix: str) -> tuple[float, float, int]:
                 failures += 1
             ctx.unbind(client)
 
+    tune_gc()  # as `sip-push-gateway run` does once started
     before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))

@@ -10,6 +10,7 @@ READY=1. It says 503 again as soon as the stop begins.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import socket
@@ -97,6 +98,9 @@ class Gateway:
 
         self.provider_face = provider_face(self.config, self.wheel)
         await self._listen_sip("provider face", self.provider_face, self.config.sip.provider_face)
+        if not self.config.sip.registration.enabled:
+            log.info("registrations disabled (sip.registration.enabled = false)")
+            return
         self.registrations = RegistrationService(self.config, self.instances,
                                                  self.provider_face, self.wheel)
         await self.registrations.start()
@@ -228,8 +232,21 @@ def _notify_systemd(message: bytes) -> None:
         return
     if address.startswith("@"):
         address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.sendto(message, address)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(message, address)
+    except OSError as exc:  # the manager went away; nothing to tell, nothing to fail
+        log.warning("cannot notify the service manager", error=str(exc))
+
+
+def tune_gc() -> None:
+    """Once started: move what start-up allocated out of the collector's sight and let
+    the young generation grow larger before a collection. Nearly everything the SIP path
+    allocates is freed by reference counting; with the default threshold (700) the
+    cyclic collector ran every registration or two and cost a fifth of its CPU time."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 50)
 
 
 async def serve(config: Config) -> None:
@@ -241,6 +258,7 @@ async def serve(config: Config) -> None:
         loop.add_signal_handler(signum, stopping.set)
     try:
         await gateway.start()
+        tune_gc()
         await stopping.wait()
         log.info("stopping")
     finally:

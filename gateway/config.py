@@ -92,11 +92,15 @@ def _device_face() -> SipFace:
 class Registration(Section):
     """REGISTER towards providers: send rates, retries, refresh jitter."""
 
+    # false: the gateway registers nothing (the API, the lifecycle and push still run)
+    enabled: bool = True
     # REGISTER exchanges per second for the whole gateway, and per registrar (next hop)
     rate: Positive = 500.0
     burst: Annotated[int, Meta(ge=1)] = 50
     per_registrar_rate: Positive = 100.0
     per_registrar_burst: Annotated[int, Meta(ge=1)] = 20
+    # REGISTER exchanges under way at once (the rest wait: back-pressure under overload)
+    max_in_flight: Annotated[int, Meta(ge=1)] = 200
     # RFC 5626 4.5 backoff after errors: min(retry_max, retry_base * 2^(failures-1))
     retry_base: Positive = 30.0
     retry_max: Positive = 1800.0

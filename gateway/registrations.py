@@ -65,7 +65,8 @@ class RegistrationService:
                                  unauthorized_retry=settings.unauthorized_retry,
                                  unauthorized_retry_max=settings.unauthorized_retry_max,
                                  refresh_jitter=settings.refresh_jitter),
-            public_address=config.sip.public_address, report=self._report)
+            public_address=config.sip.public_address, max_in_flight=settings.max_in_flight,
+            report=self._report)
         self.clients: dict[str, RegistrationClient] = {}
         self._tokens: dict[str, str] = {}
         self._sealed: dict[str, bytes] = {}  # instance id -> password ciphertext
@@ -94,7 +95,7 @@ class RegistrationService:
         # the registrations that lapse first go first; never registered counts as lapsed
         records.sort(key=lambda r: r.registered_until or 0.0)
         for record in records:
-            self._add(record)
+            self._add(record, announce=False)
         log.info("registration ramp started", instances=len(records),
                  rate=self.config.sip.registration.rate)
 
@@ -131,7 +132,7 @@ class RegistrationService:
             if self._sealed.get(instance_id) != record.password_ct:
                 self._remove(instance_id, then=record)  # new credentials: start afresh
 
-    def _add(self, record) -> RegistrationClient | None:
+    def _add(self, record, announce: bool = True) -> RegistrationClient | None:
         if record.id in self.clients:
             return self.clients[record.id]
         self._sealed[record.id] = record.password_ct
@@ -150,7 +151,7 @@ class RegistrationService:
             return None
         self.clients[record.id] = client
         self._tokens[token] = record.id
-        client.start()
+        client.start(announce=announce)
         return client
 
     def _remove(self, instance_id: str, then=None) -> None:

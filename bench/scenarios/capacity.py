@@ -85,7 +85,7 @@ vapid_key_file = "{state}/vapid.pem"
 
 def config_text(state: Path, ca_file: str, rate: float, burst: int) -> str:
     from gateway import config as gwconfig
-    from tests.support.kamailio import free_port
+    from tests.support.ports import free_port
 
     return CONFIG.format(state=state, api_port=free_port(), admin_port=free_port(),
                          udp_port=free_port(socket.SOCK_DGRAM), ca_file=ca_file, rate=rate,

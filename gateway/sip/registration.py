@@ -21,7 +21,8 @@ without a lookup by AOR). The exchange handles 401/407 (digest, `gateway.sip.dig
 `unregister()` removes our Contact only (Expires: 0). A flow that fails (keepalive pong
 missing, connection lost) is reported by the endpoint; `flow_lost()` re-registers.
 
-Every REGISTER exchange waits for a slot of the `Pacer` (global and per-registrar rate).
+Every REGISTER exchange waits for one of `max_in_flight` slots, then for the `Pacer`
+(global and per-registrar rate).
 Results go to `RegistrationContext.report(client, state, error, until)` and, for metrics,
 to `RegistrationContext.on_register_result(outcome, rtt)`.
 
@@ -34,13 +35,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import secrets
 import time
 from typing import Any, Callable
 
 import msgspec
 
-from gateway.errors import (AuthError, ConfigError, ParseError, PeerError, TransientError)
+from gateway import metrics
+from gateway.errors import (AuthError, ConfigError, ParseError, PeerError, TransactionTimeout,
+                            TransientError)
 from gateway.sip.digest import DigestClient
 from gateway.sip.dns import DEFAULT_PORT, Target, is_ip, send_with_failover
 from gateway.sip.message import SipUri
@@ -52,6 +56,8 @@ from gateway.timers import jitter
 log = logging.getLogger(__name__)
 
 _rng = random.Random()
+#: registrar URIs with an IP address -> their one target (no DNS, never changes)
+_IP_TARGETS: dict[str, list] = {}
 
 
 class RegistrationSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -77,7 +83,7 @@ class RegistrationContext:
     where our Contact points, and where results go."""
 
     def __init__(self, endpoint: Any, pacer: Pacer, settings: RegistrationSettings, *,
-                 public_address: str = "",
+                 public_address: str = "", max_in_flight: int = 200,
                  report: Callable[["RegistrationClient", str, str | None, float | None], None]
                  = lambda client, state, error, until: None):
         self.endpoint = endpoint
@@ -87,6 +93,9 @@ class RegistrationContext:
         self.public_host, self.public_port = _split_public(public_address)
         self.report = report
         self.on_register_result: Callable[[str, float], None] = lambda outcome, rtt: None
+        # exchanges under way at once: beyond this they wait, so an overloaded registrar
+        # (or host) sees retransmissions of a bounded set, not of everything queued
+        self.in_flight = asyncio.Semaphore(max_in_flight)
         self.flows: dict[Any, set] = {}  # flow -> clients registered over it
 
     def contact_hostport(self, flow: Any) -> str:
@@ -182,10 +191,12 @@ class RegistrationClient:
 
     # -- control ------------------------------------------------------------------------
 
-    def start(self, delay: float = 0.0) -> None:
-        """Register (again) now or after `delay`, and keep refreshing."""
+    def start(self, delay: float = 0.0, announce: bool = True) -> None:
+        """Register (again) now or after `delay`, and keep refreshing. `announce`: report
+        the state "registering" at once (not done for the restart ramp, where thousands
+        of store writes would only say what the next outcome says anyway)."""
         self.active = True
-        if self.state in ("idle", "off"):
+        if self.state in ("idle", "off") and announce:
             self._set_state("registering", None)
         self._schedule(delay)
 
@@ -249,15 +260,16 @@ class RegistrationClient:
     async def _register(self) -> None:
         started = None
         try:
-            await self.ctx.pacer.acquire(self.pacing_key)
-            if not self.active:
-                return
-            started = time.monotonic()
-            granted = await self._exchange(self.expires)
+            async with self.ctx.in_flight:
+                await self.ctx.pacer.acquire(self.pacing_key)
+                if not self.active:
+                    return
+                started = time.monotonic()
+                granted = await self._exchange(self.expires)
         except asyncio.CancelledError:
             raise
         except AuthError as exc:
-            self._failed("unauthorized", f"credentials rejected ({exc})", started)
+            self._failed("unauthorized", str(exc), started)
         except RegisterFailed as exc:
             if exc.status in (403, 404):
                 self._failed("unauthorized", f"{exc.status} {exc.reason}", started)
@@ -317,7 +329,7 @@ class RegistrationClient:
         while True:
             if expires > 0:
                 self.bound_maybe = True
-            response, flow = await self._send(expires)
+            response, flow = await self._transaction(expires)
             status = response.status
             if 200 <= status < 300:
                 if expires == 0:
@@ -327,11 +339,18 @@ class RegistrationClient:
                 return granted
             if status in (401, 407):
                 challenges += 1
-                if challenges > settings.max_challenges:
-                    raise AuthError(f"still challenged after {settings.max_challenges} answers",
-                                    status=status)
-                self.digest.challenged(response)
-            elif status == 423 and too_brief < 2:
+                try:
+                    if challenges > settings.max_challenges:
+                        raise AuthError(f"still challenged after {settings.max_challenges} "
+                                        "answers", status=status)
+                    self.digest.challenged(response)
+                except AuthError:
+                    metrics.registration_result("unauthorized")
+                    raise
+                metrics.registration_result("challenged")
+                continue
+            metrics.registration_result("unauthorized" if status == 403 else "rejected")
+            if status == 423 and too_brief < 2:
                 minimum = response.get("Min-Expires")
                 if minimum is None or not minimum.strip().isdigit() or int(minimum) <= expires:
                     raise RegisterFailed(423, "Interval Too Brief without a usable Min-Expires")
@@ -356,12 +375,34 @@ class RegistrationClient:
 
     def _granted(self, response, asked: int) -> int:
         """The expiry of OUR Contact in the 200 (the registrar may list others too)."""
+        fast = _our_expires(response, self.token)
+        if fast is not None:
+            return fast
         for contact in response.contacts:
             if contact.uri is not None and contact.uri.user == self.token:
                 if contact.expires is not None:
                     return contact.expires
                 return response.expires if response.expires is not None else asked
         raise RegisterFailed(response.status, "the 200 does not list our Contact")
+
+    async def _transaction(self, expires: int):
+        """One REGISTER transaction (with target failover), counted for the metrics."""
+        metrics.registration_sent()
+        sent = time.monotonic()
+        try:
+            response, flow = await self._send(expires)
+        except TransactionTimeout:
+            metrics.registration_result("timeout")
+            raise
+        except TransientError:
+            metrics.registration_result("transport_error")
+            raise
+        if 200 <= response.status < 300:
+            metrics.registration_result("unregistered" if expires == 0 else "registered",
+                                        time.monotonic() - sent)
+        else:
+            metrics.REGISTER_RTT.observe(time.monotonic() - sent)
+        return response, flow
 
     async def _send(self, expires: int):
         hop = self.outbound_proxy or self.target
@@ -379,10 +420,16 @@ class RegistrationClient:
         return response, used[-1]
 
     async def _targets(self, hop: SipUri) -> list:
+        cached = _IP_TARGETS.get(str(hop))
+        if cached is not None:
+            return cached
         if is_ip(hop.host):  # no DNS: skip the resolver's work on every request
             transport = hop.transport or ("tls" if hop.scheme == "sips" else "udp")
-            return [Target(hop.host.strip("[]"), hop.port or DEFAULT_PORT[transport],
-                           transport, hop.host.strip("[]"))]
+            targets = [Target(hop.host.strip("[]"), hop.port or DEFAULT_PORT[transport],
+                              transport, hop.host.strip("[]"))]
+            if len(_IP_TARGETS) < 10_000:
+                _IP_TARGETS[str(hop)] = targets
+            return targets
         return await self.ctx.endpoint.resolver.resolve(
             hop.host, hop.port, hop.transport, secure=hop.scheme == "sips")
 
@@ -440,6 +487,28 @@ def _loose(uri: SipUri) -> SipUri:
 def _same_target(flow, target) -> bool:
     return (flow is not None and not flow.closed and flow.transport == target.transport
             and flow.remote[0] == target.address and flow.remote[1] == target.port)
+
+
+def _our_expires(response, token: str) -> int | None:
+    """The expires parameter of our Contact read off the raw header text, or None when
+    the text is anything but the plain `<sip:TOKEN@...>;...;expires=N` form (then the
+    caller parses every Contact properly). Registrars echo our Contact as we wrote it;
+    this saves a full parse of each Contact list, which is the bulk of a 200's cost."""
+    marker = f"<sip:{token}@"
+    for value in response.headers.fields("Contact"):
+        start = value.find(marker)
+        if start < 0:
+            continue
+        end = value.find(">", start)
+        if end < 0 or '"' in value[:start]:
+            return None  # quoted text before it may hide commas: parse properly
+        params = value[end + 1:].split(",", 1)[0]
+        found = _EXPIRES.search(params)
+        return int(found.group(1)) if found else None
+    return None
+
+
+_EXPIRES = re.compile(r";\s*expires\s*=\s*(\d{1,10})\s*(?:;|$)", re.I)
 
 
 def _describe(exc: BaseException) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 import socket
 import ssl
 import time
@@ -469,15 +470,27 @@ def stamp_via(request: Any, source: tuple) -> None:
     request.headers.set("Via", ", ".join([str(via)] + rest))
 
 
+_RECEIVED = re.compile(r";\s*received\s*=\s*([^;,\s]+)", re.I)
+_RPORT = re.compile(r";\s*rport\s*=\s*(\d{1,5})\b", re.I)
+
+
 def observe_via(response: Any, flow: Flow) -> None:
-    """Remember how the peer saw us (the received/rport it put on our Via)."""
-    via = response.via[0] if response.via else None
-    if via is not None and via.received:
-        try:
-            port = via.rport or flow.local[1]
-        except ParseError:
-            return
-        flow.observed = (via.received, port)
+    """Remember how the peer saw us (the received/rport it put on our Via).
+
+    Read from the top Via's raw text: this runs for every response, and a full Via parse
+    (every Via of the list) cost more than the rest of the response's handling."""
+    raw = response.headers.get("Via")
+    if raw is None:
+        return
+    top = raw.split(",", 1)[0]
+    received = _RECEIVED.search(top)
+    if received is None:
+        return
+    rport = _RPORT.search(top)
+    port = int(rport.group(1)) if rport else flow.local[1]
+    if port > 65535:
+        return
+    flow.observed = (received.group(1).strip('"[]'), port)
 
 
 def _host_differs(host: str, address: str) -> bool:

@@ -5,6 +5,8 @@ either side ends it. Over UDP and TLS on the device face."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from gateway import metrics
@@ -66,15 +68,23 @@ async def test_in_dialog_requests_both_ways(bed, phones):
     await device.expect("media_state", account="device", status="remote_hold")
     await phone.expect("media_state", account="bob", status="local_hold")
     device.events.clear()
+    phone.events.clear()
     await phone.send("unhold", account="bob")
     await device.expect("media_state", account="device", status="active")
+    await phone.expect("media_state", account="bob", status="active")
+    await asyncio.sleep(0.3)  # the ACK crosses before the next re-INVITE (no glare, 491)
     phone.events.clear()
     device.events.clear()
     await device.send("hold", account="device")  # re-INVITE device -> provider side
     await phone.expect("media_state", account="bob", status="remote_hold")
+    await device.expect("media_state", account="device", status="local_hold")
+    await asyncio.sleep(0.3)
     phone.events.clear()
+    device.events.clear()
     await device.send("unhold", account="device")
     await phone.expect("media_state", account="bob", status="active")
+    await device.expect("media_state", account="device", status="active")
+    await asyncio.sleep(0.3)
     device.events.clear()
     await device.send("update", account="device")  # UPDATE device -> provider side
     await device.expect("media_state", account="device", status="active")

@@ -24,10 +24,6 @@ plain_http = true
 host = "127.0.0.1"
 port = 0
 bearer_token_file = "{token_file}"
-[sip.provider_face]
-udp_port = 0
-tcp_port = 0
-tls_port = 0
 [sip.device_face]
 udp_port = 0
 tcp_port = 0
@@ -42,6 +38,15 @@ api_key_hashes = ["{key_hash}"]
 {apns}
 [apps.webpush]
 vapid_key_file = "{tmp}/state/vapid.pem"
+# The registration client would register the test accounts itself; these tests play its
+# part (and the call relay's, which would need the provider face), so it stays off, and
+# so does the provider face (no fixed ports 5060/5061 in tests).
+[sip.provider_face]
+udp_port = 0
+tcp_port = 0
+tls_port = 0
+[sip.registration]
+enabled = false
 """
 
 

@@ -16,6 +16,7 @@ from gateway import config as gwconfig
 from gateway.app import Gateway
 from tests.support.kamailio import kamailio_binary
 from tests.support.registrar import AuthRegistrar
+from tests.support.ports import free_port
 
 APP_KEY = "registration-test-key-0123456789"
 
@@ -27,6 +28,9 @@ port = {api_port}
 plain_http = true
 rate_per_app = 10000.0
 rate_burst = 10000
+[admin]
+host = "127.0.0.1"
+port = {admin_port}
 [sip]
 keepalive_interval = {keepalive}
 tls_ca_file = "{ca_file}"
@@ -46,6 +50,7 @@ rate = {rate}
 burst = {burst}
 per_registrar_rate = {rate}
 per_registrar_burst = {burst}
+max_in_flight = {in_flight}
 retry_base = {retry_base}
 retry_max = 4.0
 unauthorized_retry = {unauthorized_retry}
@@ -64,16 +69,12 @@ vapid_key_file = "{tmp}/state/vapid.pem"
 """
 
 
-def free_port(kind=socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def gateway_config(tmp_path, ca_file, **overrides) -> gwconfig.Config:
-    values = dict(tmp=tmp_path, api_port=free_port(), udp_port=free_port(socket.SOCK_DGRAM),
+    values = dict(tmp=tmp_path, api_port=free_port(), admin_port=free_port(), udp_port=free_port(socket.SOCK_DGRAM),
                   tcp_port=free_port(), ca_file=ca_file, keepalive=30.0, rate=200.0, burst=20,
-                  retry_base=0.5, unauthorized_retry=2.0, key_hash=gwconfig.api_key_hash(APP_KEY), t1=0.1, t2=0.4)
+                  retry_base=0.5, unauthorized_retry=2.0, key_hash=gwconfig.api_key_hash(APP_KEY), t1=0.1, t2=0.4, in_flight=200)
     values.update(overrides)
     return gwconfig.parse(CONFIG.format(**values), "registration-test.toml")
 

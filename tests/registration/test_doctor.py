@@ -60,3 +60,32 @@ def test_bad_password_both_refused(kam, tmp_path):
     assert status.split()[1] == "401" and "401" in status.split()[3:], done.stdout
     assert "an account problem" in done.stdout
     assert "wrong-password-123" not in done.stdout + done.stderr
+
+
+def test_stored_instance_account(kam, tmp_path):
+    """`doctor --instance ID` takes the account (and the sealed password) from the store."""
+    import asyncio
+
+    from gateway.store import open_store
+    from tests.support.instances import make_instance
+
+    async def store_one():
+        store = open_store(str(tmp_path / "state" / "gw.db"), str(tmp_path / "state" / "store.key"))
+        await store.open()
+        await store.put_instance(make_instance(
+            store.secret_box, 7, password=kam.password("gina"), aor=f"sip:gina@{kam.domain}",
+            auth_username="gina", registrar=f"sip:127.0.0.1:{kam.tcp_port};transport=tcp"))
+        await store.close()
+
+    (tmp_path / "state").mkdir()
+    asyncio.run(store_one())
+    doctor(kam, tmp_path, "unused")  # writes the config
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "--config", str(tmp_path / "gateway.toml"), "doctor",
+         "--instance", "inst-00007"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "both registered" in done.stdout and "sip:gina@" in done.stdout
+    missing = subprocess.run(
+        [sys.executable, "-m", "gateway", "--config", str(tmp_path / "gateway.toml"), "doctor",
+         "--instance", "nope"], capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 3 and "no instance nope" in missing.stderr

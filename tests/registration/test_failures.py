@@ -68,14 +68,18 @@ async def test_registrar_restart_is_repaired(registrar, start_gateway, transport
     instance = await api.create(registrar, "carol", transport)
     token = contact_token(instance["id"])
     assert await eventually(lambda: bound(registrar, "carol", token), 1.0)
+    client = gateway.registrations.clients[instance["id"]]
+    flow_before = client.flow
     await asyncio.to_thread(registrar.restart)
     restarted = time.monotonic()
-    assert not await asyncio.to_thread(bound, registrar, "carol", token) or transport == "udp"
-    # TCP: the connection loss is seen at once and the instance registers again; UDP has
-    # no connection to lose: the next refresh (3 s granted) brings the binding back
-    assert await eventually(lambda: bound(registrar, "carol", token), 3.5)
+    # TCP: the connection loss is seen at once and the instance registers again (while
+    # Kamailio starts up it is refused and backs off: retry_base 0.5 s); UDP has no
+    # connection to lose: the next refresh (3 s granted) brings the binding back
+    assert await eventually(lambda: bound(registrar, "carol", token), 4.0)
     took = time.monotonic() - restarted
-    assert took < (1.5 if transport == "tcp" else 3.5), took
+    assert took < 4.0, took
+    if transport == "tcp":
+        assert flow_before.closed and client.flow is not flow_before
 
 
 async def test_gateway_restart_reregisters_every_instance_at_the_rate(tmp_path, start_gateway):
@@ -115,3 +119,42 @@ async def test_gateway_restart_reregisters_every_instance_at_the_rate(tmp_path, 
         assert counts[-1][0] > 1.8, counts
     finally:
         kam.stop()
+
+
+async def test_missing_keepalive_pong_reregisters_on_a_new_flow(registrar, start_gateway):
+    """Kamailio frozen (SIGSTOP): the TCP connection stays up but CRLF pings get no pong;
+    the flow is declared dead and its instance registers again once Kamailio thaws."""
+    import os
+    import signal
+
+    gateway, api = await start_gateway(registrar, keepalive=1.0)
+    instance = await api.create(registrar, "erin", "tcp")
+    token = contact_token(instance["id"])
+    assert await eventually(lambda: bound(registrar, "erin", token), 1.0)
+    client = gateway.registrations.clients[instance["id"]]
+    first_flow = client.flow
+    assert first_flow is not None and first_flow.users >= 1  # keepalives run while held
+    os.killpg(registrar.process.pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 3.0  # ping within 0.8-1 s, pong due 0.5 s later
+        while not first_flow.closed and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert first_flow.closed, "the frozen peer's flow was not declared dead"
+    finally:
+        os.killpg(registrar.process.pid, signal.SIGCONT)
+    assert await eventually(lambda: client.state == "registered" and client.flow is not None
+                            and client.flow is not first_flow, 5.0), client
+    assert bound(registrar, "erin", token)
+
+
+async def test_corrected_password_registers_at_once(registrar, start_gateway):
+    """The app fixes a wrong password (PATCH): no waiting for the slow unauthorized retry."""
+    gateway, api = await start_gateway(registrar)
+    instance = await api.create(registrar, "frank", "udp", password="typo")
+    assert (await wait_state(api, instance, "unauthorized", 2.0))["state"] == "unauthorized"
+    status, _ = await api._call("PATCH", instance, "",
+                                {"account": {"password": registrar.password("frank")}})
+    assert status == 200
+    token = contact_token(instance["id"])
+    assert await eventually(lambda: bound(registrar, "frank", token), 1.5)
+    assert (await wait_state(api, instance, "registered", 1.0))["state"] == "registered"

@@ -166,3 +166,24 @@ async def test_unregister_sends_expires_zero_for_our_contact_only(stack):
     last = registrar.requests[-1]
     assert last.get("Expires") == "0"
     assert last.contacts[0].uri.user == "gwtoken1" and not last.contacts[0].wildcard
+
+
+async def test_each_transaction_is_counted_in_the_metrics(stack):
+    from gateway import metrics
+
+    def counts():
+        results = metrics.REGISTER_RESULTS.values
+        return (metrics.REGISTER_SENT.values[()], results[("challenged",)],
+                results[("registered",)], results[("rejected",)], results[("unregistered",)])
+
+    challenge = (CORPUS / "04-flexisip-401-tls-qop-opaque.sip").read_bytes()
+    registrar = await stack.registrar([challenge, response(423, "Interval Too Brief", "Min-Expires: 900"),
+                                       response(200, "OK", "Contact: {contact};expires=900"),
+                                       response(200, "OK")])
+    before = counts()
+    c = client(stack, registrar.port, expires=300)
+    c.start()
+    assert await settled(c) == "registered", stack.reports
+    await c.unregister()
+    after = counts()
+    assert [a - b for a, b in zip(after, before)] == [4, 1, 1, 1, 1]

@@ -30,7 +30,8 @@ async def test_twenty_thousand_instances_over_udp(tmp_path):
     need_kamailio()
     # debug=0: no log line per REGISTER (they would cost Kamailio more than the auth)
     kam = AuthRegistrar(tmp_path / "kamailio", shm_mb=512, children=4, debug=0).start()
-    config = gateway_config(tmp_path, kam.ca_file, rate=1000.0, burst=50, t1=0.5, t2=4.0)
+    config = gateway_config(tmp_path, kam.ca_file, rate=600.0, burst=50, t1=0.5, t2=4.0,
+                            in_flight=100)
     gateway = None
     try:
         # the instances as a previous run left them: stored, in the background

@@ -10,11 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support.ports import free_port
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
 
 
 def write_config(directory: Path, *, extra: str = "", plain_http: bool = False) -> Path:

@@ -35,6 +35,7 @@ from pathlib import Path
 import trustme
 
 from tests.support.processes import log_tail, stop_group
+from tests.support.ports import free_port
 
 MODULE_DIRS = ("/usr/lib/x86_64-linux-gnu/kamailio/modules", "/usr/lib/kamailio/modules",
                "/usr/local/lib64/kamailio/modules", "/usr/local/lib/kamailio/modules")
@@ -48,10 +49,6 @@ def kamailio_binary() -> str | None:
         None)
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

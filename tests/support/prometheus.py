@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -25,6 +24,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.support.processes import log_tail, stop_group
+from tests.support.ports import free_port
 
 
 def prometheus_binary() -> str | None:
@@ -32,10 +32,6 @@ def prometheus_binary() -> str | None:
         (p for p in ("/usr/bin/prometheus", "/usr/local/bin/prometheus") if os.path.exists(p)), None)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Prometheus:

@@ -32,6 +32,7 @@ from gateway import config as gwconfig
 from gateway.app import Gateway
 from tests.support.apns_emulator import ApnsEmulator
 from tests.support.registrar import AuthRegistrar
+from tests.support.ports import free_port
 
 TEAM = "TEAM123456"
 KEY_ID = "KEY1234567"
@@ -95,10 +96,6 @@ sandbox_url = "{apns_url}"
 """
 
 
-def free_port(kind=socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_ec_key(path: Path) -> bytes:

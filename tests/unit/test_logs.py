@@ -56,3 +56,4 @@ def test_helpers():
     assert redact_field("auth_password", "x") == "<redacted>"
     assert "Bearer abcdef..." in scrub("Authorization2 Bearer abcdefghijklmnop")
     assert "password=<redacted>" in scrub("password=abc&x=1")
+

@@ -1,0 +1,54 @@
+"""The restart ramp: every stored background instance registers again, the ones whose
+registration lapses first going first, foreground ones not at all, never above the rate.
+Against a scripted UDP registrar that notes the order of the REGISTERs it gets."""
+
+import asyncio
+import time
+
+from gateway.app import provider_face
+from gateway.instances import InstanceService
+from gateway.registrations import RegistrationService
+from gateway.store import open_store
+from gateway.timers import TimerWheel
+from tests.support.instances import make_instance
+from tests.support.scripted_registrar import ScriptedRegistrar, response
+
+from .conftest import gateway_config
+
+
+async def test_ramp_goes_oldest_expiry_first_at_the_rate(tmp_path):
+    registrar = await ScriptedRegistrar([response(200, "OK", "Contact: {contact};expires=600")]).start()
+    config = gateway_config(tmp_path, "", rate=20.0, burst=1)
+    store = open_store(config.store.path, config.store.key_file)
+    await store.open()
+    wheel = TimerWheel()
+    now = time.time()
+    # registered_until: None (lapsed) first, then the soonest; one in the foreground
+    lapses = {0: now + 500, 1: None, 2: now + 100, 3: now + 300, 4: now + 200, 5: now + 50}
+    for n, until in lapses.items():
+        await store.put_instance(make_instance(
+            store.secret_box, n, app_id="demo", aor=f"sip:user{n}@example.com",
+            registrar=f"sip:127.0.0.1:{registrar.port};transport=udp", registered_until=until,
+            mode="foreground" if n == 3 else "background", state="registered"))
+    instances = InstanceService(config, store, wheel)
+    endpoint = provider_face(config, wheel)
+    service = RegistrationService(config, instances, endpoint, wheel)
+    try:
+        started = time.monotonic()
+        await service.start()
+        while len(registrar.requests) < 5 and time.monotonic() - started < 3:
+            await asyncio.sleep(0.01)
+        took = time.monotonic() - started
+        users = [r.from_.uri.user for r in registrar.requests]
+        assert users == ["user1", "user5", "user2", "user4", "user0"]
+        assert took >= 4 / 20.0 - 0.02  # one at once, then 20 per second
+        await asyncio.sleep(0.2)
+        assert all(c.state == "registered" for c in service.clients.values())
+        record = await store.get_instance("inst-00005")
+        assert record.state == "registered" and record.registered_until > now + 500
+    finally:
+        await service.stop()
+        await endpoint.close()
+        registrar.close()
+        wheel.close()
+        await store.close()
