@@ -114,9 +114,9 @@ class AuthRegistrar(Kamailio):
             raise RuntimeError(f"{method}: {message['error']}")
         return message["result"]
 
-    def all_contacts(self) -> dict[str, list[str]]:
+    def all_contacts(self, timeout: float = 60.0) -> dict[str, list[str]]:
         """Every AOR with its Contact URIs, from one `ul.dump`."""
-        result = self.rpc("ul.dump")
+        result = self.rpc("ul.dump", timeout=timeout)
         table: dict[str, list[str]] = {}
         for domain in result.get("Domains", []):
             for entry in domain.get("Domain", {}).get("AoRs", []):
