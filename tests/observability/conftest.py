@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.support.sipstack import kamailio, make_stack  # noqa: F401 - fixtures
+from tests.support.sipstack import make_stack  # noqa: F401 - fixture
 
 from .harness import make_config, start, stop
 

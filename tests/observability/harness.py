@@ -1,6 +1,10 @@
 """The gateway under observation: the real `Gateway` (store, timer wheel, lifecycle, device
 API over plain HTTP and the admin listener, all on loopback ports), clients for both
-listeners, and `/metrics` read with prometheus-client's own parser."""
+listeners, and `/metrics` read with prometheus-client's own parser.
+
+This gateway has no provider to register with; the scripted lifecycle with every part
+real (Kamailio, registration client, calls, messages, APNs emulator) runs on
+`tests/support/testbed.py` instead (test_lifecycle_metrics.py)."""
 
 from __future__ import annotations
 
@@ -28,19 +32,19 @@ bearer_token_file = "{token_file}"
 udp_port = 0
 tcp_port = 0
 tls_port = 0
-{push}
 [store]
 path = "{tmp}/state/gw.db"
 key_file = "{tmp}/state/store.key"
 [[apps]]
 id = "demo"
 api_key_hashes = ["{key_hash}"]
-{apns}
+[apps.apns]
+topic = "net.example.phone"
+cert_file = "{tmp}/apns.pem"
 [apps.webpush]
 vapid_key_file = "{tmp}/state/vapid.pem"
-# The registration client would register the test accounts itself; these tests play its
-# part (and the call relay's, which would need the provider face), so it stays off, and
-# so does the provider face (no fixed ports 5060/5061 in tests).
+# No registrar here: the registration client stays off, and the provider face listens on
+# ephemeral ports (no fixed 5060/5061 in tests).
 [sip.provider_face]
 udp_port = 0
 tcp_port = 0
@@ -50,19 +54,15 @@ enabled = false
 """
 
 
-def make_config(tmp_path, *, token: bool = True, apns: str = "", push: str = "") -> gwconfig.Config:
-    """`apns`: the app's [apps.apns] section and `push` a [push] section (e.g. pointing at
-    an emulator); by default a client certificate the push service loads but never uses."""
-    if not apns:
-        identity = trustme.CA().issue_cert("apns-client.test")
-        identity.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "apns.pem"))
-        apns = f'[apps.apns]\ntopic = "net.example.phone"\ncert_file = "{tmp_path}/apns.pem"'
+def make_config(tmp_path, *, token: bool = True) -> gwconfig.Config:
+    """The app pushes to APNs with a client certificate the push service loads but never uses."""
+    identity = trustme.CA().issue_cert("apns-client.test")
+    identity.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "apns.pem"))
     token_file = ""
     if token:
         token_file = tmp_path / "admin.token"
         token_file.write_text(ADMIN_TOKEN + "\n")
-    text = CONFIG.format(tmp=tmp_path, token_file=token_file, key_hash=gwconfig.api_key_hash(APP_KEY), apns=apns,
-                         push=push)
+    text = CONFIG.format(tmp=tmp_path, token_file=token_file, key_hash=gwconfig.api_key_hash(APP_KEY))
     return gwconfig.parse(text, "observability.toml")
 
 
@@ -88,12 +88,6 @@ def samples(text: str) -> dict[tuple, float]:
         for sample in family.samples:
             found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return found
-
-
-def delta(before: dict, after: dict, name: str, **labels: str) -> float:
-    key = (name, tuple(sorted(labels.items())))
-    assert key in after, f"no series {name}{labels}"
-    return after[key] - before.get(key, 0.0)
 
 
 async def start(config) -> Running:
