@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 from tests.support.ports import free_port
@@ -64,8 +65,7 @@ class GatewayProcess:
         self.config = config
         self.directory = config.parent
         self.proc: subprocess.Popen | None = None
-        text = config.read_text()
-        self.api_port = int(text.split("[device_api]")[1].split("port = ")[1].split()[0])
+        self.api_port = tomllib.loads(config.read_text())["device_api"]["port"]
 
     @property
     def log_path(self) -> Path:
