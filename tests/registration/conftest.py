@@ -170,3 +170,14 @@ async def eventually(check, timeout: float, interval: float = 0.05):
         if value or time.monotonic() > deadline:
             return value
         await asyncio.sleep(interval)
+
+
+async def wait_state(api, instance, state: str, timeout: float) -> dict:
+    """Poll the instance until it reaches `state`; its last status either way."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = await api.get(instance)
+        if status["state"] == state:
+            return status
+        await asyncio.sleep(0.05)
+    return await api.get(instance)

@@ -9,23 +9,13 @@ import pytest
 from gateway.app import Gateway
 from gateway.registrations import contact_token
 
-from .conftest import Api, eventually
+from .conftest import Api, eventually, wait_state
 
 pytestmark = pytest.mark.kamailio
 
 
 def bound(kam, user, token):
     return [c for c in kam.contacts(user) if token in c]
-
-
-async def wait_state(api, instance, state, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = await api.get(instance)
-        if status["state"] == state:
-            return status
-        await asyncio.sleep(0.05)
-    return await api.get(instance)
 
 
 async def test_wrong_password_ends_unauthorized_with_few_attempts(registrar, start_gateway):

@@ -7,7 +7,7 @@ import pytest
 
 from gateway.registrations import contact_token
 
-from .conftest import eventually
+from .conftest import eventually, wait_state
 
 pytestmark = pytest.mark.kamailio
 
@@ -25,8 +25,9 @@ async def test_create_refresh_foreground_background_delete(registrar, start_gate
     contacts = await eventually(lambda: bound(registrar, "alice", token), 1.0)
     assert contacts, registrar.log_tail()
     assert f"transport={transport}" in contacts[0]
-    status = await api.get(instance)
-    assert status["state"] == "registered" and status["last_error"] in (None, "")
+    # Kamailio shows the binding a moment before its 200 OK reaches the gateway
+    status = await wait_state(api, instance, "registered", 1.0)
+    assert status["state"] == "registered" and status["last_error"] in (None, ""), status
 
     # Kamailio grants 3 s: three refreshes within ~5 s, the binding never missing
     before = registrar.registers("alice")
@@ -40,7 +41,7 @@ async def test_create_refresh_foreground_background_delete(registrar, start_gate
 
     await api.set_mode(instance, "foreground")
     assert await eventually(lambda: not bound(registrar, "alice", token), 1.0)
-    assert (await api.get(instance))["state"] == "off"
+    assert (await wait_state(api, instance, "off", 1.0))["state"] == "off"
 
     await api.set_mode(instance, "background")
     assert await eventually(lambda: bound(registrar, "alice", token), 1.0)
