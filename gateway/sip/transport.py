@@ -25,7 +25,6 @@ import asyncio
 import ipaddress
 import logging
 import re
-import socket
 import ssl
 import time
 from typing import Any, Protocol
@@ -219,21 +218,36 @@ class TransportLayer:
     async def connect(self, target: Any, identity: TlsIdentity | None = None) -> Flow:
         """The flow to `target` (anything with .address .port .transport .server_name,
         e.g. `gateway.sip.dns.Target`), shared with every other user of the same peer."""
+        flow = self.connect_now(target, identity)
+        if flow is not None:
+            return flow
+        remote = (target.address, int(target.port))
+        transport = target.transport.lower()
+        if transport == "udp":  # no socket of the family yet: a client-only one
+            await self.listen("udp", "::" if ":" in remote[0] else "0.0.0.0")
+            return self._udp_flow_for(self._udp[-1], remote)
+        server_name = getattr(target, "server_name", None) or target.address
+        key = _outbound_key(target, transport, server_name, identity)
+        return await self._connecting.run(
+            key, lambda: self._open(key, remote, transport, server_name, identity))
+
+    def connect_now(self, target: Any, identity: TlsIdentity | None = None) -> Flow | None:
+        """`connect()` when it needs no waiting (a UDP socket of the family is there, the
+        connection is open), else None. Per-request callers (the registration client)
+        skip a coroutine per request this way."""
         transport = target.transport.lower()
         if transport not in TRANSPORTS:
             raise TransportError(f"unsupported SIP transport {transport!r}")
-        remote = (target.address, int(target.port))
         if transport == "udp":
-            return await self._udp_flow(remote)
+            remote = (target.address, int(target.port))
+            v6 = ":" in remote[0]
+            for sock in self._udp:
+                if (":" in sock.local[0]) == v6:
+                    return self._udp_flow_for(sock, remote)
+            return None
         server_name = getattr(target, "server_name", None) or target.address
-        key = (target.address, remote[1], transport,
-               server_name if transport == "tls" else None,
-               identity.cert_file if identity and transport == "tls" else None)
-        flow = self._outbound.get(key)
-        if flow is not None and not flow.closed:
-            return flow
-        return await self._connecting.run(
-            key, lambda: self._open(key, remote, transport, server_name, identity))
+        flow = self._outbound.get(_outbound_key(target, transport, server_name, identity))
+        return flow if flow is not None and not flow.closed else None
 
     async def _open(self, key, remote, transport, server_name, identity) -> Flow:
         # connections being opened count too (this one is among them)
@@ -255,15 +269,6 @@ class TransportLayer:
         except (OSError, ssl.SSLError) as exc:
             raise TransportError(f"{transport} connect to {remote}: {exc}") from exc
         return conn.flow
-
-    async def _udp_flow(self, remote: tuple) -> Flow:
-        family = socket.AF_INET6 if ":" in remote[0] else socket.AF_INET
-        sock = next((s for s in self._udp if (":" in s.local[0]) == (family == socket.AF_INET6)),
-                    None)
-        if sock is None:  # client only: an ephemeral socket of the right family
-            await self.listen("udp", "::" if family == socket.AF_INET6 else "0.0.0.0")
-            sock = self._udp[-1]
-        return self._udp_flow_for(sock, remote)
 
     def _udp_flow_for(self, sock: _UdpSocket, remote: tuple) -> Flow:
         key = ("udp", sock.local, remote)
@@ -448,6 +453,14 @@ class TransportLayer:
             await server.wait_closed()
         self._servers.clear()
         self._udp.clear()
+
+
+def _outbound_key(target: Any, transport: str, server_name: str,
+                  identity: TlsIdentity | None) -> tuple:
+    """What shared outbound connections are keyed by (see `Flow`)."""
+    tls = transport == "tls"
+    return (target.address, int(target.port), transport, server_name if tls else None,
+            identity.cert_file if identity and tls else None)
 
 
 def _remote_key(flow: Flow) -> tuple:
