@@ -96,7 +96,7 @@ class ClientTransaction(_Transaction):
                  "_ack", "retransmissions")
 
     def __init__(self, layer: "TransactionLayer", request: Any, flow: Any,
-                 on_response: Callable[[Any], None] | None = None):
+                 on_response: Callable[[Any], None] | None = None, wire: bytes | None = None):
         self.layer = layer
         self.request = request
         self.flow = flow
@@ -105,7 +105,7 @@ class ClientTransaction(_Transaction):
         self.state = "calling" if self.method == "INVITE" else "trying"
         self.final: asyncio.Future = asyncio.get_running_loop().create_future()
         self.on_response = on_response
-        self._wire = request.encode()
+        self._wire = request.encode() if wire is None else wire
         self._interval = layer.settings.t1
         self._retransmit = self._timeout = self._end = None
         self._ack: bytes | None = None
@@ -375,12 +375,15 @@ class TransactionLayer:
         self.servers: dict[tuple, ServerTransaction] = {}
 
     def request(self, request: Any, flow: Any,
-                on_response: Callable[[Any], None] | None = None) -> ClientTransaction:
+                on_response: Callable[[Any], None] | None = None, *,
+                wire: bytes | None = None) -> ClientTransaction:
         """Start a client transaction for `request` (its top Via has a fresh branch, see
-        `new_branch`) on `flow`. ACK for a 2xx is no transaction: send it on the flow."""
+        `new_branch`) on `flow`. ACK for a 2xx is no transaction: send it on the flow.
+        `wire`: the request's bytes when the caller has them already (they must be what
+        `request.encode()` gives; the caller parsed the request from them)."""
         if request.method == "ACK":
             raise ValueError("an ACK is not sent through a client transaction")
-        tx = ClientTransaction(self, request, flow, on_response)
+        tx = ClientTransaction(self, request, flow, on_response, wire)
         if tx.key in self.clients:
             raise ValueError(f"branch {tx.key[0]} is already in use")
         self.clients[tx.key] = tx
