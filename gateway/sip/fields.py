@@ -306,6 +306,14 @@ class Challenge:
     @classmethod
     def parse_all(cls, value: str, what: str = "WWW-Authenticate") -> list[Challenge]:
         """Every challenge in one header value (a value may carry several, RFC 7235)."""
+        single = _single_challenge(value)
+        if single is not None:
+            return [cls(single[0], single[1])]
+        return cls._parse_list(value, what)
+
+    @classmethod
+    def _parse_list(cls, value: str, what: str) -> list[Challenge]:
+        """The general parser: any number of challenges, every malformation an error."""
         challenges: list[Challenge] = []
         for item in split_list(value, what):
             if not item:
@@ -352,6 +360,42 @@ class Challenge:
 
     def __repr__(self) -> str:
         return f"Challenge({self.scheme!r}, {self.params!r})"
+
+
+_TOKEN_RE = r"[A-Za-z0-9\-.!%*_+`'~]+"
+# `Scheme name=value` and then `, name=value` items: the shape of nearly every challenge.
+# A value is a quoted string or a run without whitespace, commas, quotes or angle brackets
+# (those would change how the general parser splits the list).
+_CHALLENGE_HEAD = re.compile(rf"({_TOKEN_RE})[ \t]+(?=[A-Za-z0-9\-.!%*_+`'~]+[ \t]*=)")
+_CHALLENGE_PARAM = re.compile(
+    rf'[ \t]*({_TOKEN_RE})[ \t]*=[ \t]*(?:"([^"\\]*(?:\\.[^"\\]*)*)"|([^ \t,"<>]+))[ \t]*(,|\Z)',
+    re.S)
+_ESCAPE = re.compile(r"\\(.)", re.S)
+
+
+def _single_challenge(value: str) -> tuple[str, dict] | None:
+    """(scheme, params) of a value holding one challenge in the plain shape, read with
+    two regular expressions; None for anything else (then the general parser decides,
+    errors included). Gives what the general parser gives for the values it takes."""
+    head = _CHALLENGE_HEAD.match(value)
+    if head is None:
+        return None
+    params: dict = {}
+    pos, end = head.end(), len(value)
+    match = _CHALLENGE_PARAM.match
+    while True:
+        found = match(value, pos)
+        if found is None:
+            return None
+        name, quoted, plain, sep = found.groups()
+        if quoted is not None:
+            plain = _ESCAPE.sub(r"\1", quoted) if "\\" in quoted else quoted
+        params.setdefault(name.lower(), plain)
+        pos = found.end()
+        if not sep:
+            return head.group(1), params
+        if pos >= end:
+            return None  # a trailing comma: the general parser skips the empty element
 
 
 _DATE = re.compile(
