@@ -44,7 +44,7 @@ import msgspec
 
 from gateway import metrics
 from gateway.errors import (AuthError, ConfigError, ParseError, PeerError, TransactionTimeout,
-                            TransientError)
+                            TransientError, TransportError)
 from gateway.sip.digest import DigestClient
 from gateway.sip.dns import DEFAULT_PORT, Target, is_ip, send_with_failover
 from gateway.sip.message import SipUri
@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 _rng = random.Random()
 #: registrar URIs with an IP address -> their one target (no DNS, never changes)
 _IP_TARGETS: dict[str, list] = {}
+#: registrar texts already parsed -> the parts of their Request-URI (accounts share a
+#: few registrars: each client skips the URI parser)
+_REGISTRARS: dict[str, tuple] = {}
 
 
 class RegistrationSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -406,18 +409,37 @@ class RegistrationClient:
 
     async def _send(self, expires: int):
         hop = self.outbound_proxy or self.target
-        targets = await self._targets(hop)
+        targets = _IP_TARGETS.get(str(hop))
+        if targets is not None:
+            # an IP hop: one target, and usually a flow to it without waiting; the same
+            # outcome as send_with_failover over one target, without its coroutines
+            target = targets[0]
+            flow = self.flow if _same_target(self.flow, target) else \
+                self.ctx.endpoint.transport.connect_now(target)
+            if flow is not None:
+                try:
+                    return await self._attempt(flow, expires), flow
+                except (TransportError, TransactionTimeout) as exc:
+                    log.info("target %s:%s/%s failed: %s", target.address, target.port,
+                             target.transport, exc)
+                    raise TransportError("all 1 SIP targets failed") from exc
+        else:
+            targets = await self._targets(hop)
         used = []
 
         async def attempt(target):
             flow = self.flow if _same_target(self.flow, target) else \
                 await self.ctx.endpoint.transport.connect(target)
-            request = self._request(flow, expires)
             used.append(flow)
-            return await self.ctx.endpoint.transactions.request(request, flow).final
+            return await self._attempt(flow, expires)
 
         response = await send_with_failover(targets, attempt)
         return response, used[-1]
+
+    def _attempt(self, flow, expires: int):
+        """Start one REGISTER transaction on `flow`; the future of its final response."""
+        request, wire = self._request(flow, expires)
+        return self.ctx.endpoint.transactions.request(request, flow, wire=wire).final
 
     async def _targets(self, hop: SipUri) -> list:
         cached = _IP_TARGETS.get(str(hop))
@@ -434,32 +456,31 @@ class RegistrationClient:
             hop.host, hop.port, hop.transport, secure=hop.scheme == "sips")
 
     def _request(self, flow, expires: int):
-        """The REGISTER, written as text and read back by the parser (the Cython twin when
-        built): cheaper than building it field by field, and what goes on the wire is
-        exactly what the transaction layer sees."""
-        ctx = self.ctx
-        hostport = ctx.contact_hostport(flow)
+        """The REGISTER as (request, its bytes): written as text and read back by the
+        parser (the Cython twin when built), cheaper than building it field by field;
+        what goes on the wire is exactly what the transaction layer sees."""
+        hostport = self.ctx.contact_hostport(flow)
         transport = flow.transport
         self.cseq += 1
         uri = str(self.target)
-        lines = [f"REGISTER {uri} SIP/2.0",
-                 f"Via: SIP/2.0/{transport.upper()} {hostport};branch={new_branch()};rport",
-                 "Max-Forwards: 70"]
-        if self.outbound_proxy is not None:
-            lines.append(f"Route: <{_loose(self.outbound_proxy)}>")
-        lines += [f"From: <{self.aor}>;tag={self.from_tag}",
-                  f"To: <{self.aor}>",
-                  f"Call-ID: {self.call_id}",
-                  f"CSeq: {self.cseq} REGISTER",
-                  f"Contact: <sip:{self.token}@{hostport};transport={transport}>"
-                  f';+sip.instance="<{self.instance_urn}>"',
-                  f"Expires: {expires}",
-                  f"User-Agent: {ctx.endpoint.user_agent}"]
+        route = "" if self.outbound_proxy is None else \
+            f"Route: <{_loose(self.outbound_proxy)}>\r\n"
         credentials = self.digest.authorization("REGISTER", uri)
-        if credentials is not None:
-            lines.append(f"{credentials[0]}: {credentials[1]}")
-        lines.append("Content-Length: 0\r\n\r\n")
-        return parse_message("\r\n".join(lines).encode("utf-8"))
+        authorization = "" if credentials is None else \
+            f"{credentials[0]}: {credentials[1]}\r\n"
+        wire = (f"REGISTER {uri} SIP/2.0\r\n"
+                f"Via: SIP/2.0/{transport.upper()} {hostport};branch={new_branch()};rport\r\n"
+                f"Max-Forwards: 70\r\n{route}"
+                f"From: <{self.aor}>;tag={self.from_tag}\r\n"
+                f"To: <{self.aor}>\r\n"
+                f"Call-ID: {self.call_id}\r\n"
+                f"CSeq: {self.cseq} REGISTER\r\n"
+                f"Contact: <sip:{self.token}@{hostport};transport={transport}>"
+                f';+sip.instance="<{self.instance_urn}>"\r\n'
+                f"Expires: {expires}\r\n"
+                f"User-Agent: {self.ctx.endpoint.user_agent}\r\n"
+                f"{authorization}Content-Length: 0\r\n\r\n").encode("utf-8")
+        return parse_message(wire), wire
 
 
 def _timer_fired(client: RegistrationClient) -> None:
@@ -469,12 +490,18 @@ def _timer_fired(client: RegistrationClient) -> None:
 
 
 def _registrar_uri(text: str) -> SipUri:
-    uri = SipUri.parse(text, "registrar")
-    if uri.scheme not in ("sip", "sips") or not uri.host:
-        raise ConfigError(f"registrar {text!r} is not a sip: or sips: URI")
-    # the Request-URI of a REGISTER names the domain only (RFC 3261 10.2)
-    return SipUri(uri.host, scheme=uri.scheme, port=uri.port,
-                  params={k: v for k, v in uri.params.items() if k.lower() == "transport"})
+    parts = _REGISTRARS.get(text)
+    if parts is None:
+        uri = SipUri.parse(text, "registrar")
+        if uri.scheme not in ("sip", "sips") or not uri.host:
+            raise ConfigError(f"registrar {text!r} is not a sip: or sips: URI")
+        # the Request-URI of a REGISTER names the domain only (RFC 3261 10.2)
+        parts = (uri.host, uri.scheme, uri.port,
+                 tuple((k, v) for k, v in uri.params.items() if k.lower() == "transport"))
+        if len(_REGISTRARS) < 10_000:
+            _REGISTRARS[text] = parts
+    host, scheme, port, params = parts
+    return SipUri(host, scheme=scheme, port=port, params=dict(params))  # each its own
 
 
 def _loose(uri: SipUri) -> SipUri:

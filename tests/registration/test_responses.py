@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from gateway.errors import TransportError
 from gateway.sip.endpoint import SipEndpoint
 from gateway.sip.pacing import Pacer
+from gateway.sip.parsing import parse_message
 from gateway.sip.registration import RegistrationClient, RegistrationContext, RegistrationSettings
 from gateway.sip.transaction import TimerSettings
 from gateway.timers import TimerWheel
+from tests.support.ports import free_port
 from tests.support.scripted_registrar import ScriptedRegistrar, response
 
 CORPUS = Path(__file__).parents[1] / "sip" / "corpus" / "shared"
@@ -187,3 +190,39 @@ async def test_each_transaction_is_counted_in_the_metrics(stack):
     await c.unregister()
     after = counts()
     assert [a - b for a, b in zip(after, before)] == [4, 1, 1, 1, 1]
+
+
+# -- the REGISTER as written: the bytes handed to the transaction (sent as they are, not
+# re-serialized) are what the parsed request encodes to; the one-target shortcut past
+# send_with_failover fails the way the general path does
+
+CHALLENGE = (b"SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx\r\n"
+             b"From: <sip:alice@example.com>;tag=a\r\nTo: <sip:alice@example.com>;tag=b\r\n"
+             b"Call-ID: c\r\nCSeq: 1 REGISTER\r\n"
+             b'WWW-Authenticate: Digest realm="example.com", nonce="n0nce", qop="auth", '
+             b'opaque="op"\r\nContent-Length: 0\r\n\r\n')
+
+
+
+@pytest.mark.parametrize("proxy", [None, "sip:127.0.0.1:5999"])
+async def test_wire_is_what_the_request_encodes_to(stack, proxy):
+    c = client(stack, 5098, outbound_proxy=proxy)
+    flow = await stack.endpoint.transport.connect(
+        (await c._targets(c.outbound_proxy or c.target))[0])
+    for challenged in (False, True):
+        if challenged:
+            c.digest.challenged(parse_message(CHALLENGE))
+        request, wire = c._request(flow, 600)
+        assert request.encode() == wire
+        assert request.method == "REGISTER" and request.get("Expires") == "600"
+        assert request.branch.startswith("z9hG4bK")
+        assert (request.get("Route") is not None) == (proxy is not None)
+        assert (request.get("Authorization") is not None) == challenged
+    assert request.cseq.number == 2
+
+
+async def test_single_target_failure_reads_like_the_failover_path(stack):
+    c = client(stack, free_port())  # nobody listens there: timer F fires
+    with pytest.raises(TransportError, match="all 1 SIP targets failed") as caught:
+        await c._send(600)
+    assert "timer F" in str(caught.value.__cause__)
