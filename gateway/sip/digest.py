@@ -16,17 +16,18 @@ One `DigestClient` per account. It answers 401 (WWW-Authenticate -> Authorizatio
 - The password is never kept: `password_source()` is called when a realm (or algorithm)
   is first met, HA1 is computed and kept, and the password dropped.
 
-Depends on `gateway.errors` and the message model's `Challenge` only (duck-typed responses
-with `.status`, `.www_authenticate`, `.proxy_authenticate`); nothing above.
+Depends on `gateway.errors`, `gateway.sip.ids` (cnonces) and the message model's
+`Challenge` only (duck-typed responses with `.status`, `.www_authenticate`,
+`.proxy_authenticate`); nothing above.
 """
 
 from __future__ import annotations
 
 import hashlib
-import secrets
 from collections.abc import Callable
 
 from gateway.errors import AuthError
+from gateway.sip.ids import random_hex
 
 #: supported algorithms, strongest first
 ALGORITHMS = ("SHA-256", "SHA-256-sess", "MD5", "MD5-sess")
@@ -72,7 +73,7 @@ class _Session:
         self.algorithm = algorithm
         self.algorithm_given = "algorithm" in params
         self.qop = qop
-        self.cnonce = secrets.token_hex(8)
+        self.cnonce = random_hex(8)
         self.nc = 0
         self.answered = False  # credentials were sent for this nonce
 

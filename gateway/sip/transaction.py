@@ -17,15 +17,14 @@ unreliable flows only.
 Transactions ended by a timer are counted in `gateway.metrics`.
 
 Depends on the message model (`gateway.sip.message`), flows (anything with `send`,
-`reliable`, `owner.response_flow`), a timer wheel, `gateway.errors` and `gateway.metrics`.
-Nothing above.
+`reliable`, `owner.response_flow`), a timer wheel, `gateway.errors`, `gateway.metrics` and
+`gateway.sip.ids` (branches). Nothing above.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from typing import Any, Callable, Protocol
 
 import msgspec
@@ -33,6 +32,7 @@ import msgspec
 from gateway import metrics
 from gateway.errors import ConfigError, TransactionTimeout, TransportError
 from gateway.sip import message as sipmsg
+from gateway.sip.ids import random_hex
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class TransactionUser(Protocol):
 
 def new_branch() -> str:
     """A fresh RFC 3261 branch (magic cookie + 80 random bits)."""
-    return MAGIC_COOKIE + secrets.token_hex(10)
+    return MAGIC_COOKIE + random_hex(10)
 
 
 # ---- client transactions (17.1) -----------------------------------------------------------
