@@ -36,7 +36,6 @@ import asyncio
 import logging
 import random
 import re
-import secrets
 import time
 from typing import Any, Callable
 
@@ -47,6 +46,7 @@ from gateway.errors import (AuthError, ConfigError, ParseError, PeerError, Trans
                             TransientError, TransportError)
 from gateway.sip.digest import DigestClient
 from gateway.sip.dns import DEFAULT_PORT, Target, is_ip, send_with_failover
+from gateway.sip.ids import random_hex
 from gateway.sip.message import SipUri
 from gateway.sip.parsing import parse_message
 from gateway.sip.pacing import Pacer
@@ -169,8 +169,8 @@ class RegistrationClient:
         self.outbound_proxy = SipUri.parse(outbound_proxy) if outbound_proxy else None
         self.expires = expires
         self.digest = DigestClient(username, password_source)
-        self.call_id = secrets.token_hex(12)
-        self.from_tag = secrets.token_hex(6)
+        self.call_id = random_hex(12)
+        self.from_tag = random_hex(6)
         self.cseq = 0
         self.state = "idle"
         self.last_error: str | None = None
@@ -393,7 +393,18 @@ class RegistrationClient:
         metrics.registration_sent()
         sent = time.monotonic()
         try:
-            response, flow = await self._send(expires)
+            flow = self._ready_flow()
+            if flow is None:
+                response, flow = await self._send(expires)
+            else:
+                # the one target of an IP hop, with a flow to it at hand: the outcome of
+                # send_with_failover over one target, without its coroutines
+                try:
+                    response = await self._attempt(flow, expires)
+                except (TransportError, TransactionTimeout) as exc:
+                    log.info("target %s:%s/%s failed: %s", flow.remote[0], flow.remote[1],
+                             flow.transport, exc)
+                    raise TransportError("all 1 SIP targets failed") from exc
         except TransactionTimeout:
             metrics.registration_result("timeout")
             raise
@@ -407,24 +418,19 @@ class RegistrationClient:
             metrics.REGISTER_RTT.observe(time.monotonic() - sent)
         return response, flow
 
+    def _ready_flow(self):
+        """The flow to the hop when the hop is an IP address already seen (one target,
+        no DNS) and the flow needs no waiting; else None."""
+        targets = _IP_TARGETS.get(str(self.outbound_proxy or self.target))
+        if targets is None:
+            return None
+        target = targets[0]
+        if _same_target(self.flow, target):
+            return self.flow
+        return self.ctx.endpoint.transport.connect_now(target)
+
     async def _send(self, expires: int):
-        hop = self.outbound_proxy or self.target
-        targets = _IP_TARGETS.get(str(hop))
-        if targets is not None:
-            # an IP hop: one target, and usually a flow to it without waiting; the same
-            # outcome as send_with_failover over one target, without its coroutines
-            target = targets[0]
-            flow = self.flow if _same_target(self.flow, target) else \
-                self.ctx.endpoint.transport.connect_now(target)
-            if flow is not None:
-                try:
-                    return await self._attempt(flow, expires), flow
-                except (TransportError, TransactionTimeout) as exc:
-                    log.info("target %s:%s/%s failed: %s", target.address, target.port,
-                             target.transport, exc)
-                    raise TransportError("all 1 SIP targets failed") from exc
-        else:
-            targets = await self._targets(hop)
+        targets = await self._targets(self.outbound_proxy or self.target)
         used = []
 
         async def attempt(target):

@@ -221,8 +221,16 @@ async def test_wire_is_what_the_request_encodes_to(stack, proxy):
     assert request.cseq.number == 2
 
 
-async def test_single_target_failure_reads_like_the_failover_path(stack):
+@pytest.mark.parametrize("shortcut", [True, False])
+async def test_single_target_failure_reads_like_the_failover_path(stack, shortcut):
     c = client(stack, free_port())  # nobody listens there: timer F fires
+    target = (await c._targets(c.target))[0]
+    if shortcut:
+        await stack.endpoint.transport.connect(target)  # a UDP socket: a flow at hand
+        assert c._ready_flow() is not None
+        failing = c._transaction(600)
+    else:
+        failing = c._send(600)  # through send_with_failover
     with pytest.raises(TransportError, match="all 1 SIP targets failed") as caught:
-        await c._send(600)
+        await failing
     assert "timer F" in str(caught.value.__cause__)
