@@ -55,7 +55,9 @@ def response_value(algorithm: str, ha1_value: str, nonce: str, nc: str, cnonce: 
 
 
 def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if "\\" in value or '"' in value:
+        value = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{value}"'
 
 
 class _Session:
@@ -101,11 +103,11 @@ def pick(challenges: list, header: str) -> tuple[object, str, str | None] | None
     return None if best is None else best[1:]
 
 
+_BY_NAME = {known.lower(): known for known in ALGORITHMS}
+
+
 def _algorithm(name: str) -> str | None:
-    for known in ALGORITHMS:
-        if known.lower() == name.strip().lower():
-            return known
-    return None
+    return _BY_NAME.get(name.strip().lower())
 
 
 class DigestClient:
