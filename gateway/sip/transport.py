@@ -306,8 +306,10 @@ class TransportLayer:
         return flow
 
     def _datagram(self, sock: _UdpSocket, data: bytes, remote: tuple) -> None:
-        if not data.strip(b"\r\n"):
-            return  # a CRLF keepalive from a NAT-minded peer: nothing to answer on UDP
+        # a CRLF keepalive from a NAT-minded peer: nothing to answer on UDP (looked for
+        # only when the datagram starts like one: stripping copies the whole datagram)
+        if not data or (data[0] in (10, 13) and not data.strip(b"\r\n")):
+            return
         try:
             message = self._parse(parsing.parse_message, data)
         except ParseError as exc:

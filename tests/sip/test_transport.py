@@ -7,6 +7,7 @@ import time
 import pytest
 import trustme
 
+from gateway import metrics
 from gateway.errors import TransportError
 from gateway.sip.dns import Target
 from gateway.sip.parsing import parse_message
@@ -192,6 +193,27 @@ async def test_rport_and_received_on_requests_we_get(make_stack):
         data, _ = await asyncio.wait_for(peer.received.get(), 2)
         via = parse_message(data).via[0]
         assert (via.received, via.has_rport) == ("127.0.0.1", False)
+    finally:
+        peer.transport.close()
+
+
+async def test_udp_crlf_keepalives_are_absorbed_and_leading_crlfs_allowed(make_stack):
+    stack = make_stack()
+    stack.user.on_request = answer_200
+    _, port = await stack.transport.listen("udp", "127.0.0.1")
+    peer = await UdpPeer.open()
+    errors = metrics.SIP_PARSE_ERRORS.total()
+    try:
+        for keepalive in (b"\r\n\r\n", b"\r\n", b"\n\r\n", b""):
+            peer.transport.sendto(keepalive, ("127.0.0.1", port))
+        # CRLFs before a start line are allowed (RFC 3261 7.5): this one is answered
+        peer.transport.sendto(b"\r\n" + raw_options("SIP/2.0/UDP 127.0.0.1:1;rport"),
+                              ("127.0.0.1", port))
+        data, _ = await asyncio.wait_for(peer.received.get(), 2)
+        assert data.startswith(b"SIP/2.0 200")
+        await asyncio.sleep(0.05)
+        assert peer.received.empty()  # nothing answered the keepalives
+        assert metrics.SIP_PARSE_ERRORS.total() == errors
     finally:
         peer.transport.close()
 
