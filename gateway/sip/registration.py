@@ -427,7 +427,10 @@ class RegistrationClient:
         target = targets[0]
         if _same_target(self.flow, target):
             return self.flow
-        return self.ctx.endpoint.transport.connect_now(target)
+        try:
+            return self.ctx.endpoint.transport.connect_now(target)
+        except TransportError:
+            return None  # (an unsupported transport) the general path reports it
 
     async def _send(self, expires: int):
         targets = await self._targets(self.outbound_proxy or self.target)

@@ -234,3 +234,13 @@ async def test_single_target_failure_reads_like_the_failover_path(stack, shortcu
     with pytest.raises(TransportError, match="all 1 SIP targets failed") as caught:
         await failing
     assert "timer F" in str(caught.value.__cause__)
+
+
+async def test_unsupported_transport_fails_alike_on_every_attempt(stack):
+    c = RegistrationClient(stack, key="i1", token="gwtoken1", instance_urn="urn:uuid:1",
+                           aor="sip:alice@example.com", username="alice",
+                           password_source=lambda: "pw",
+                           registrar="sip:127.0.0.1:5060;transport=sctp")
+    for _ in range(2):  # the first fills the target cache, the second may take the shortcut
+        with pytest.raises(TransportError, match="all 1 SIP targets failed"):
+            await c._transaction(600)
