@@ -41,7 +41,7 @@ async def test_create_refresh_foreground_background_delete(registrar, start_gate
 
     await api.set_mode(instance, "foreground")
     assert await eventually(lambda: not bound(registrar, "alice", token), 1.0)
-    assert (await wait_state(api, instance, "off", 1.0))["state"] == "off"
+    assert (await wait_state(api, instance, "off", 3.0))["state"] == "off"
 
     await api.set_mode(instance, "background")
     assert await eventually(lambda: bound(registrar, "alice", token), 1.0)

@@ -53,8 +53,9 @@ async def test_dropped_responses_make_timer_e_retransmit(make_stack, relay, fast
     sent = [e for e in relay.to_peer if e[1].startswith("OPTIONS")]
     assert len(sent) == 6
     expected = [T1, 2 * T1, 4 * T1, T2, T2]  # doubling from T1, capped at T2
+    # never early (10 ms wheel ticks); late only by what a loaded machine adds
     for got, want in zip(gaps(sent), expected):
-        assert got == pytest.approx(want, abs=0.04), gaps(sent)
+        assert want - 0.02 <= got <= want + 0.15, gaps(sent)
 
 
 async def test_lost_requests_too(make_stack, relay, fast_timers):
@@ -65,7 +66,9 @@ async def test_lost_requests_too(make_stack, relay, fast_timers):
         stack.request("OPTIONS", flow, "sip:kamailio.test"), flow)
     assert response.status == 200
     times = sorted(relay.dropped + relay.to_peer)
-    assert [round(g / T1) for g in gaps(times)] == [1, 2, 4]
+    assert len(times) == 4, times
+    for got, want in zip(gaps(times), [T1, 2 * T1, 4 * T1]):
+        assert want - 0.02 <= got <= want + 0.15, gaps(times)
 
 
 async def test_invite_non_2xx_is_acknowledged(make_stack, relay, fast_timers):
