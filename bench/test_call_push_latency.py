@@ -8,18 +8,23 @@ request arrived (time.monotonic(): one clock for every process on the machine). 
 call: INVITE, 180 Alerting-Device, 180 Push-Notification-Sent, then CANCEL, 487 (which
 also sends a missed-call push: real load).
 
-- subject: INVITE handed to the provider face's request handler (parsed) -> the push
-  request's last byte read by the emulator, per Call-ID;
-- the gateway's own part: INVITE handed to the handler -> the APNs provider starting to
-  send that push (`ApnsProvider.send` entered: the in-flight slot is taken, the HTTP/2
-  request is framed and written from there without waiting);
+- subject: the INVITE's datagram handed to the gateway's UDP transport (before parsing,
+  transaction matching and everything else the gateway does with it; stamped by wrapping
+  `TransportLayer._datagram`, the call's Call-ID known once the handler sees the
+  request) -> the push request's last byte read by the emulator, per Call-ID;
+- the gateway's own part: the same datagram -> the APNs provider starting to send that
+  push (`ApnsProvider.send` entered: the in-flight slot is taken, the HTTP/2 request is
+  framed and written from there without waiting);
 - baseline, same run, same rate: a CallPush handed straight to the gateway's
   PushService (no SIP) -> the emulator; so the ratio says what the SIP side adds.
 
 Figures in extra_info: p50/p99 (ms) of both, their ratios, calls lost, the loop's lag,
 and the loop thread's CPU time per call against per direct push (time.thread_time(): a
 crowded machine's preemption does not count there, unlike in the latencies). Run with
-`python -m pytest bench/test_call_push_latency.py --benchmark-only -s`. The machine's
+`python -m pytest bench/test_call_push_latency.py --benchmark-only -s`; with
+`BENCH_PROFILE=DIR` the loop is profiled (cProfile) during the SIP load, the stats go to
+DIR/invite-RATE.prof and the top functions are printed (the profiler slows the loop:
+latencies of such a run are not figures). The machine's
 two cores are shared by the gateway, Kamailio, SIPp and the emulator: the absolute
 figures are those of that crowd.
 """
@@ -27,7 +32,9 @@ figures are those of that crowd.
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import os
+import pstats
 import secrets
 import statistics
 import time
@@ -38,7 +45,7 @@ import uvloop
 
 from gateway.push.apns import ApnsProvider
 from gateway.push.payloads import CallPush
-from gateway.registrations import contact_token
+from gateway.sip.transport import TransportLayer
 from tests.support.apns_remote import RemoteApns
 from tests.support.kamailio import kamailio_binary
 from tests.support.sipp import run_sipp, sipp_binary
@@ -81,12 +88,21 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         gateway = bed.gateway
         arrived: dict[str, float] = {}
         handler = gateway.provider_face.on_request
+        datagram = TransportLayer._datagram
+        received = [0.0]  # when the datagram being handled reached the transport
+
+        def stamped_datagram(layer, sock, data, remote):
+            received[0] = time.monotonic()
+            datagram(layer, sock, data, remote)
 
         def stamped(request, tx):
+            # UDP: the handler runs inside the datagram's own call, so received[0] is
+            # this INVITE's arrival
             if request.method == "INVITE" and request.to_tag is None:
-                arrived[request.call_id] = time.monotonic()
+                arrived[request.call_id] = received[0]
             handler(request, tx)
 
+        TransportLayer._datagram = stamped_datagram
         gateway.provider_face.on_request = stamped
         leaving: dict[str, float] = {}
         send = ApnsProvider.send
@@ -109,11 +125,23 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         calls = int(rate * DURATION[rate])
         lags: list[float] = []
         probe = asyncio.ensure_future(_lag_probe(lags))
+        profile_dir = os.environ.get("BENCH_PROFILE")
+        profiler = cProfile.Profile() if profile_dir else None
         cpu = time.thread_time()
+        if profiler is not None:
+            profiler.enable()
         result = await run_sipp(str(SCENARIO), kam, service="x", calls=calls, rate=rate,
                                 timeout=60, extra=("-inf", str(users), "-l", "5000"))
+        if profiler is not None:
+            profiler.disable()
         sip_cpu = time.thread_time() - cpu
         probe.cancel()
+        TransportLayer._datagram = datagram
+        if profiler is not None:
+            out = Path(profile_dir) / f"invite-{rate}.prof"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            profiler.dump_stats(str(out))
+            pstats.Stats(str(out)).sort_stats("tottime").print_stats(30)
         await asyncio.sleep(1.0)
         pushed = apns.arrivals("call")
         sip = [pushed[c] - t for c, t in arrived.items() if c in pushed]
@@ -187,3 +215,5 @@ def test_invite_to_push_latency(benchmark, tmp_path, rate):
     figures["p99_ratio_to_direct"] = round(figures["invite_to_push_p99_ms"] / figures["direct_push_p99_ms"], 2)
     benchmark.extra_info.update(figures)
     print(f"\n{figures}\nload average: {os.getloadavg()}")
+    if outcome["sipp_rc"] != 0:
+        print(f"SIPp's last words:\n{outcome['sipp_tail']}")

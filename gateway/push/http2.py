@@ -24,9 +24,10 @@ streams, PINGs, one connection carrying hundreds of requests), and aioapns hard-
 Apple's hosts. h2 does the framing; this module is the few hundred lines around it.
 
 Every failure of the network or the server surfaces as a `TransientError`; timeouts reset
-the stream. Header values unique per request should be passed as
-`hpack.NeverIndexedHeaderTuple`, so that they do not push the ones that repeat (like a
-bearer token) out of the HPACK dynamic table. Depends on h2, hpack and `gateway.errors`.
+the stream. Header blocks are made by `gateway.push.headerblock.LiteralEncoder` (no
+dynamic table, no Huffman: cheap), h2 keeping the connection's state; fields passed as
+`hpack.NeverIndexedHeaderTuple` are sent "never indexed". Depends on h2, hpack,
+`gateway.push.headerblock` and `gateway.errors`.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from h2.errors import ErrorCodes
 from hpack import NeverIndexedHeaderTuple
 
 from gateway.errors import TransientError
+from gateway.push.headerblock import LiteralEncoder
 
 Headers = list[tuple[str, str]]
 
@@ -85,8 +87,13 @@ class Http2Connection(asyncio.Protocol):
     """One HTTP/2 connection. Open with `await Http2Connection.open(...)`."""
 
     def __init__(self, authority: str, max_streams: int = 100):
-        config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        # Our requests are built by us, lowercase and valid: h2's outbound checks and its
+        # Huffman-coding HPACK encoder were most of a push's CPU (see headerblock).
+        config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8",
+                                           validate_outbound_headers=False,
+                                           normalize_outbound_headers=False)
         self._h2 = h2.connection.H2Connection(config)
+        self._h2.encoder = LiteralEncoder()
         self._authority = authority
         self._cap = max_streams
         self._streams: dict[int, _Stream] = {}
