@@ -13,8 +13,8 @@ also sends a missed-call push: real load).
   `TransportLayer._datagram`, the call's Call-ID known once the handler sees the
   request) -> the push request's last byte read by the emulator, per Call-ID;
 - the gateway's own part: the same datagram -> the APNs provider starting to send that
-  push (`ApnsProvider.send` entered: the in-flight slot is taken, the HTTP/2 request is
-  framed and written from there without waiting);
+  push (`ApnsProvider.start` -- the request framed and written before it returns -- or,
+  when no stream was free at once, `ApnsProvider.send` entered);
 - baseline, same run, same rate: a CallPush handed straight to the gateway's
   PushService (no SIP) -> the emulator; so the ratio says what the SIP side adds.
 
@@ -105,14 +105,21 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         TransportLayer._datagram = stamped_datagram
         gateway.provider_face.on_request = stamped
         leaving: dict[str, float] = {}
-        send = ApnsProvider.send
+        send, start = ApnsProvider.send, ApnsProvider.start
+
+        def stamp(notification):
+            if notification.kind == "call":
+                leaving.setdefault(notification.payload.call_id, time.monotonic())
 
         async def timed_send(provider, target, notification):
-            if notification.kind == "call":
-                leaving[notification.payload.call_id] = time.monotonic()
+            stamp(notification)
             return await send(provider, target, notification)
 
-        ApnsProvider.send = timed_send
+        def timed_start(provider, target, notification):
+            stamp(notification)
+            return start(provider, target, notification)
+
+        ApnsProvider.send, ApnsProvider.start = timed_send, timed_start
         users = tmp_path / "users.csv"
         users.write_text("SEQUENTIAL\n" + "".join(f"{i['user']};{bed.kam.domain};\n" for i in instances))
         kam = ("127.0.0.1", bed.kam.udp_port)
@@ -146,7 +153,7 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         pushed = apns.arrivals("call")
         sip = [pushed[c] - t for c, t in arrived.items() if c in pushed]
         inside = [leaving[c] - t for c, t in arrived.items() if c in leaving]
-        ApnsProvider.send = send
+        ApnsProvider.send, ApnsProvider.start = send, start
 
         # baseline: the same number of call pushes at the same rate, without SIP
         record = await gateway.instances.get(instances[0]["id"])

@@ -259,25 +259,30 @@ class CallService:
         if key in self.relays or key in self._recent:
             _reply(tx, 482)  # another branch of a call we already hold: no second push
             return
-        metrics.call_received()
         relay = CallRelay(self.faces, tx, self.wheel, self.settings.t1, self.settings.t2,
                           self._call_ended, self.dialogs, record.id)
         self.relays[key] = relay
         self._by_tx[tx.key] = relay
-        relay.start()
-        binding = self.registrar.binding(record.id)
-        if binding is not None:  # the app is awake and connected already
-            relay.device_ready(binding)
-        self._tasks.spawn(self._push_call(record, request, relay, arrived))
-
-    async def _push_call(self, record: InstanceRecord, request: Any, relay: CallRelay,
-                         arrived: float) -> None:
+        # The push first, written to its connection before anything else is done (the
+        # 100 and 180 can follow it by microseconds; the phone needs seconds to wake)
         caller = request.from_
         payload = CallPush(instance=record.id, call_id=request.call_id, caller_uri=str(caller.uri),
                            caller_name=caller.display_name, callee=str(request.to.uri),
                            push_id=relay.push_id, connect=self.connect_uri,
                            expires_at=time.time() + self.settings.t1 + self.settings.t2)
-        deliveries = await self.push.notify(record, payload)
+        pushing = self.push.notify_now(record, payload)
+        relay.start()
+        metrics.call_received()
+        binding = self.registrar.binding(record.id)
+        if binding is not None:  # the app is awake and connected already
+            relay.device_ready(binding)
+        self._tasks.spawn(pushing).add_done_callback(
+            lambda done: self._pushed(record, relay, done, arrived))
+
+    def _pushed(self, record: InstanceRecord, relay: CallRelay, pushing: Any, arrived: float) -> None:
+        if pushing.cancelled() or pushing.exception() is not None:
+            return  # stopping, or a bug the Background has logged
+        deliveries = pushing.result()
         if any(d.delivered for d in deliveries):
             metrics.invite_to_push(time.perf_counter() - arrived)
             relay.push_sent()

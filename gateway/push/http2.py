@@ -17,6 +17,9 @@ long-lived TLS connections.
 - `Http2Pool` keeps `size` connections to one origin, reconnects lazily when one closes,
   retries a refused (unprocessed) stream on another connection, and can `recycle()` its
   connections (drain them and open new ones, e.g. after a credential change).
+  `request()` is a coroutine; `start()` writes the request before it returns when a
+  connection has a free stream at once (the call push's path: no task hop, no queueing
+  behind the loop's other work) and gives an awaitable of the response.
 
 Why our own client: httpx[http2] and aiohttp either do not speak HTTP/2 or hide what
 APNs needs controlled (the server's changing stream limit, GOAWAY with unprocessed
@@ -37,7 +40,7 @@ import collections
 import logging
 import os
 import ssl
-from typing import NamedTuple
+from typing import Awaitable, NamedTuple
 from urllib.parse import urlsplit
 
 import h2.config
@@ -197,8 +200,19 @@ class Http2Connection(asyncio.Protocol):
 
     async def request(self, method: str, path: str, headers: Headers, body: bytes, timeout: float) -> Response:
         await self._slot()
+        stream_id, stream = self.start(method, path, headers, body)
+        return await self.answer(stream_id, stream, timeout)
+
+    @property
+    def free_now(self) -> bool:
+        """Whether a request may start at once (a free stream and nobody queued for one)."""
+        return self.usable and len(self._streams) + self._granted < self.limit and not self._waiters
+
+    def start(self, method: str, path: str, headers: Headers, body: bytes) -> tuple[int, _Stream]:
+        """Frame the request and hand it to the transport now (the caller made sure of a
+        slot: `free_now` or `_slot()`). `answer()` then waits for the response."""
         self._last_activity = asyncio.get_running_loop().time()
-        # A per-device path would only churn the HPACK dynamic table: never index it.
+        # The path names a device: "never indexed" for any intermediary too.
         request_headers = [
             (":method", method),
             (":scheme", "https"),
@@ -215,6 +229,9 @@ class Http2Connection(asyncio.Protocol):
         if body:
             self._send_body(stream_id, stream)
         self._flush()
+        return stream_id, stream
+
+    async def answer(self, stream_id: int, stream: _Stream, timeout: float) -> Response:
         try:
             async with asyncio.timeout(timeout):
                 return await stream.future
@@ -229,7 +246,7 @@ class Http2Connection(asyncio.Protocol):
         """Wait for a free stream; requests queue in order behind earlier waiters. A woken
         waiter has its slot reserved (`_granted`) until it runs, so a burst of finished
         streams wakes exactly as many waiters as there are slots."""
-        if self.usable and len(self._streams) + self._granted < self.limit and not self._waiters:
+        if self.free_now:
             return
         while True:
             if not self.usable:
@@ -418,6 +435,31 @@ class Http2Pool:
         if isinstance(last, _Unusable):
             raise TransientError(f"no usable connection to {self.host}:{self.port}")
         raise last
+
+    def start(self, method: str, path: str, headers: Headers, body: bytes = b"", *,
+              timeout: float) -> Awaitable[Response] | None:
+        """The request written to a connection now, before the caller does anything else
+        (a call push must not wait for the loop's next turn), and an awaitable of its
+        response; None, with nothing sent, when no open connection has a free stream at
+        once (then use `request`)."""
+        best = None
+        for conn in self._slots:
+            if conn is not None and conn.free_now and (best is None or conn.in_flight < best.in_flight):
+                best = conn
+        if best is None:
+            return None
+        try:
+            stream_id, stream = best.start(method, path, headers, body)
+        except _Unusable:
+            return None
+        return self._answer(best, stream_id, stream, (method, path, headers, body), timeout)
+
+    async def _answer(self, conn: Http2Connection, stream_id: int, stream: _Stream,
+                      again: tuple, timeout: float) -> Response:
+        try:
+            return await conn.answer(stream_id, stream, timeout)
+        except StreamRefused:  # the server never processed it: another connection may
+            return await self.request(*again, timeout=timeout)
 
     async def _connection(self) -> Http2Connection:
         # The least busy open connection; empty or closed slots are (re)opened.
