@@ -12,7 +12,7 @@
   (5 for background, 10 otherwise), `apns-expiration` (the notification's useful life),
   `apns-collapse-id`, and our own `apns-id` so that logs can be matched with Apple's.
 
-Depends on h2/hpack (through `gateway.push.http2`), the other `gateway.push` modules,
+Depends on `gateway.push.http2`, the other `gateway.push` modules,
 the config's credential Structs, the stored `PushTarget`, `gateway.errors`, `gateway.logs`
 and `gateway.redact`; never on the API, SIP or lifecycle modules.
 """

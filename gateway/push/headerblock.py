@@ -1,8 +1,9 @@
 """A lean HPACK encoder (RFC 7541) for the requests the push clients send.
 
-`LiteralEncoder` stands in for `hpack.Encoder` inside the h2 connection (h2 keeps owning
-the connection's state: stream ids, flow-control windows, frames); only the header block
-is made here. It never uses the dynamic table:
+`LiteralEncoder` makes the header blocks of `gateway.push.http2.Http2Connection` (which
+owns the connection's state: stream ids, flow-control windows, frames; it also has the
+`hpack.Encoder` interface h2 uses: `encode(headers)`, `header_table_size`). It never
+uses the dynamic table:
 - a field that matches the static table exactly (":method: POST", ":scheme: https")
   goes as a one-byte index;
 - every other field is a literal without indexing (or "never indexed" for the
@@ -15,7 +16,7 @@ for every field, which was most of the CPU of a push (a 200-byte provider token,
 bytes on the wire (the provider token is sent whole each time instead of as an index),
 nothing next to the TLS records they travel in.
 
-A decoder may lower its table size through SETTINGS: h2 then sets `header_table_size`,
+A decoder may lower its table size through SETTINGS: the connection then sets `header_table_size`,
 and the next block starts with a size update (to 0: we never insert anything, so an
 empty table is always right). The first block says so too.
 
@@ -67,7 +68,7 @@ def encode_field(name: bytes, value: bytes, never_indexed: bool = False) -> byte
 
 
 class LiteralEncoder:
-    """What h2 needs of an encoder: `encode(headers)` and `header_table_size`."""
+    """An HPACK encoder that never indexes: `encode(headers)` and `header_table_size`."""
 
     def __init__(self) -> None:
         self._size_update = True  # say "no dynamic table" in the first block
@@ -93,7 +94,7 @@ class LiteralEncoder:
                 name = name.encode("utf-8")
             if isinstance(value, str):
                 value = value.encode("utf-8")
-            # HTTP/2 field names are lowercase; h2's normalisation is off for speed
+                    # HTTP/2 field names are lowercase
             parts.append(encode_field(name.lower(), value,
                                       isinstance(header, HeaderTuple) and not header.indexable))
         return b"".join(parts)
