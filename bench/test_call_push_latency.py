@@ -135,7 +135,9 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         lags: list[float] = []
         probe = asyncio.ensure_future(_lag_probe(lags))
         profile_dir = os.environ.get("BENCH_PROFILE")
-        profiler = cProfile.Profile() if profile_dir else None
+        # CPU time, not wall time: a crowded machine preempting the loop must not show up
+        # as the cost of whatever was running then
+        profiler = cProfile.Profile(time.thread_time) if profile_dir else None
         cpu = time.thread_time()
         if profiler is not None:
             profiler.enable()

@@ -68,11 +68,18 @@ def encode_field(name: bytes, value: bytes, never_indexed: bool = False) -> byte
 
 
 class LiteralEncoder:
-    """An HPACK encoder that never indexes: `encode(headers)` and `header_table_size`."""
+    """An HPACK encoder that never indexes: `encode(headers)` and `header_table_size`.
+
+    The encoded form of the fields that repeat from request to request (method, scheme,
+    authority, topic, push type, the provider token) is remembered; fields passed as
+    `NeverIndexedHeaderTuple` (unique per request, or secret) never are."""
+
+    CACHE_SIZE = 64
 
     def __init__(self) -> None:
         self._size_update = True  # say "no dynamic table" in the first block
         self._table_size = 4096
+        self._cache: dict[tuple, bytes] = {}
 
     @property
     def header_table_size(self) -> int:
@@ -88,15 +95,25 @@ class LiteralEncoder:
         if self._size_update:
             self._size_update = False
             parts.append(_TABLE_SIZE_ZERO)
+        cache = self._cache
         for header in headers:
+            never = isinstance(header, HeaderTuple) and not header.indexable
+            if not never:
+                encoded = cache.get(header)
+                if encoded is not None:
+                    parts.append(encoded)
+                    continue
             name, value = header[0], header[1]
             if isinstance(name, str):
                 name = name.encode("utf-8")
             if isinstance(value, str):
                 value = value.encode("utf-8")
-                    # HTTP/2 field names are lowercase
-            parts.append(encode_field(name.lower(), value,
-                                      isinstance(header, HeaderTuple) and not header.indexable))
+            encoded = encode_field(name.lower(), value, never)  # HTTP/2 names are lowercase
+            if not never:
+                if len(cache) >= self.CACHE_SIZE:
+                    cache.clear()  # e.g. a per-request value passed as indexable
+                cache[(header[0], header[1])] = encoded
+            parts.append(encoded)
         return b"".join(parts)
 
 
