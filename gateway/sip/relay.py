@@ -98,7 +98,7 @@ def _send_response(tx: Any, response: Response) -> None:
 
 class CallRelay:
     __slots__ = ("faces", "tx", "invite", "wheel", "t1", "t2", "on_end", "dialogs", "state",
-                 "to_tag", "timer", "forwarded", "branch", "binding", "outcome",
+                 "to_tag", "timer", "forwarded", "branch", "binding", "outcome", "base",
                  "instance_id", "push_id", "__weakref__")
 
     def __init__(self, faces: Faces, tx: Any, wheel: Any, t1: float, t2: float,
@@ -120,6 +120,7 @@ class CallRelay:
         self.branch = None     # its client transaction
         self.binding = None
         self.outcome: str | None = None
+        self.base: list[tuple[str, str]] | None = None  # fields every final/180 answer shares
         tx.on_failure = self._upstream_failed
 
     @property
@@ -129,13 +130,20 @@ class CallRelay:
     # -- towards the provider -------------------------------------------------------------
 
     def _answer(self, status: int, reason: str, *extra: tuple[str, str]) -> None:
-        response = build_response(self.invite, status, reason)
-        if status > 100:
-            response.headers.set("To", f"{self.invite.get('To')};tag={self.to_tag}")
+        if status == 100:
+            response = build_response(self.invite, status, reason)
+        else:
+            # A call answers its INVITE three or four times (180s, then 487/480): the
+            # fields they share, To with our tag, are taken from the INVITE once.
+            if self.base is None:
+                first = build_response(self.invite, status, reason)
+                first.headers.set("To", f"{self.invite.get('To')};tag={self.to_tag}")
+                self.base = list(first.headers)
+            fields = list(self.base)
             if status < 300:
-                response.headers.add("Contact", self.faces.contact(self.tx.flow))
-        for name, value in extra:
-            response.headers.add(name, value)
+                fields.append(("Contact", self.faces.contact(self.tx.flow)))
+            fields += extra
+            response = Response(status, reason, fields)
         response.headers.add("Server", self.faces.provider.user_agent)
         _send_response(self.tx, response)
 
