@@ -21,8 +21,9 @@ also sends a missed-call push: real load).
   PushService (no SIP) -> the emulator; so the ratio says what the SIP side adds.
 
 Figures in extra_info: p50/p99 (ms) of both, their ratios, calls lost, the loop's lag,
-and the loop thread's CPU time per call against per direct push (time.thread_time(): a
-crowded machine's preemption does not count there, unlike in the latencies). Run with
+the garbage collector's pauses (per call, longest), and the loop thread's CPU time per
+call against per direct push (time.thread_time(): a crowded machine's preemption does
+not count there, unlike in the latencies). Run with
 `python -m pytest bench/test_call_push_latency.py --benchmark-only -s`; with
 `BENCH_PROFILE=DIR` the loop is profiled (cProfile) during the SIP load, the stats go to
 DIR/invite-RATE.prof and the top functions are printed (the profiler slows the loop:
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
+import gc
 import os
 import pstats
 import secrets
@@ -134,6 +136,16 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         calls = int(rate * DURATION[rate])
         lags: list[float] = []
         probe = asyncio.ensure_future(_lag_probe(lags))
+        pauses: list[float] = []  # the collector's pauses during the load
+        gc_started = [0.0]
+
+        def collecting(phase, info):
+            if phase == "start":
+                gc_started[0] = time.perf_counter()
+            else:
+                pauses.append(time.perf_counter() - gc_started[0])
+
+        gc.callbacks.append(collecting)
         profile_dir = os.environ.get("BENCH_PROFILE")
         # CPU time, not wall time: a crowded machine preempting the loop must not show up
         # as the cost of whatever was running then
@@ -146,6 +158,7 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         if profiler is not None:
             profiler.disable()
         sip_cpu = time.thread_time() - cpu
+        gc.callbacks.remove(collecting)
         probe.cancel()
         TransportLayer._datagram = datagram
         if profiler is not None:
@@ -183,7 +196,7 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         pushed = await apns.arrivals("call")
         direct_latency = [pushed[c] - t for c, t in sent.items() if c in pushed]
         return {"sip_cpu": sip_cpu / calls, "direct_cpu": direct_cpu / calls, "lags": lags, "sip": sip, "inside": inside, "direct": direct_latency, "calls": calls, "invites": len(arrived),
-                "sipp_rc": result.returncode, "sipp_tail": result.output[-600:]}
+                "gc": pauses, "sipp_rc": result.returncode, "sipp_tail": result.output[-600:]}
     finally:
         await bed.stop()
         await apns.stop()
@@ -222,6 +235,9 @@ def test_invite_to_push_latency(benchmark, tmp_path, rate):
     figures["loop_cpu_per_call_ms"] = round(outcome["sip_cpu"] * 1000, 3)
     figures["loop_cpu_per_direct_push_ms"] = round(outcome["direct_cpu"] * 1000, 3)
     figures["cpu_ratio_call_to_push"] = round(outcome["sip_cpu"] / outcome["direct_cpu"], 2)
+    pauses = outcome["gc"]
+    figures["gc_ms_per_call"] = round(sum(pauses) * 1000 / outcome["calls"], 3)
+    figures["gc_pause_max_ms"] = round(max(pauses, default=0.0) * 1000, 3)
     figures["p50_ratio_to_direct"] = round(figures["invite_to_push_p50_ms"] / figures["direct_push_p50_ms"], 2)
     figures["p99_ratio_to_direct"] = round(figures["invite_to_push_p99_ms"] / figures["direct_push_p99_ms"], 2)
     benchmark.extra_info.update(figures)
