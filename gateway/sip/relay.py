@@ -22,7 +22,10 @@ transaction `tx` on the provider face):
 or failed (the provider's flow died).
 
 `Dialogs` relays in-dialog requests (BYE, re-INVITE, UPDATE, INFO, REFER, NOTIFY...) and
-ACKs both ways until a BYE ends the dialog (or `max_age` passes).
+ACKs both ways until a BYE ends the dialog (or `max_age` passes). A device's provisional
+response with a To tag opens an early dialog there, so PRACK (100rel), UPDATE and INFO
+before the answer cross the gateway too; it ends with the call unless the call is
+answered.
 
 Depends on the SIP layers below (message model, proxy rules, transactions, transport via
 the endpoints) and a timer wheel; never on instances, push or the store.
@@ -162,6 +165,7 @@ class CallRelay:
         self.outcome = outcome
         if self.state != "answered":
             self.state = "ended"
+            self.dialogs.end(self.invite.call_id)  # an early dialog ends with the call
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -227,6 +231,9 @@ class CallRelay:
         relayed = proxy.strip_via(response)
         if status < 200:
             if self.ringing:
+                if response.to_tag and self.dialogs.get(self.invite.call_id) is None:
+                    # an early dialog (RFC 3261 12.1): PRACK, UPDATE, INFO cross it
+                    self.dialogs.add(self.invite.call_id, self.binding.flow, self.instance_id)
                 _send_response(self.tx, relayed)
         elif status < 300:
             if self.state == "answered":
