@@ -18,7 +18,8 @@ also sends a missed-call push: real load).
   push (`ApnsProvider.start` -- the request framed and written before it returns -- or,
   when no stream was free at once, `ApnsProvider.send` entered);
 - baseline, same run, same rate: a CallPush handed straight to the gateway's
-  PushService (no SIP) -> the emulator; so the ratio says what the SIP side adds.
+  PushService (no SIP; `notify_now`, the call push's own path) -> the emulator; so the
+  ratio says what the SIP side adds.
 
 Figures in extra_info: p50/p99 (ms) of both, their ratios, calls lost, the loop's lag,
 the garbage collector's pauses (per call, longest), and the loop thread's CPU time per
@@ -189,7 +190,7 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
                                callee="sip:user@x", push_id=call_id, connect="sip:127.0.0.1",
                                expires_at=time.time() + 60)
             sent[call_id] = time.monotonic()
-            tasks.append(asyncio.ensure_future(gateway.push.notify(record, payload)))
+            tasks.append(gateway.push.notify_now(record, payload))
         await asyncio.gather(*tasks)
         direct_cpu = time.thread_time() - cpu
         await asyncio.sleep(0.5)

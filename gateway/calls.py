@@ -304,7 +304,7 @@ class CallService:
             payload = MissedCallPush(instance=record.id, call_id=relay.invite.call_id,
                                      caller_uri=str(caller.uri), caller_name=caller.display_name,
                                      reason=outcome)
-            self._tasks.spawn(self.push.notify(record, payload))
+            self._tasks.spawn(self.push.notify_now(record, payload))
 
     def _forget_call(self, key: tuple[str, str]) -> None:
         self._recent.pop(key, None)
