@@ -48,6 +48,7 @@ from pathlib import Path
 import pytest
 import uvloop
 
+from gateway.app import tune_gc
 from gateway.push.apns import ApnsProvider
 from gateway.push.payloads import CallPush
 from gateway.sip.transport import TransportLayer
@@ -133,6 +134,10 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         await run_sipp(str(SCENARIO), kam, service="x", calls=50, rate=50, timeout=30,
                        extra=("-inf", str(users)))
         arrived.clear()
+        # as `gateway.app.serve` runs the gateway: start-up's objects frozen, a larger
+        # young generation (here the frozen heap is pytest's too)
+        thresholds = gc.get_threshold()
+        tune_gc()
 
         calls = int(rate * DURATION[rate])
         lags: list[float] = []
@@ -199,6 +204,9 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         return {"sip_cpu": sip_cpu / calls, "direct_cpu": direct_cpu / calls, "lags": lags, "sip": sip, "inside": inside, "direct": direct_latency, "calls": calls, "invites": len(arrived),
                 "gc": pauses, "sipp_rc": result.returncode, "sipp_tail": result.output[-600:]}
     finally:
+        if "thresholds" in locals():
+            gc.unfreeze()
+            gc.set_threshold(*thresholds)
         await bed.stop()
         await apns.stop()
 
