@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 import time
@@ -60,6 +61,11 @@ class RemoteApns:
             self.lines.append(json.loads(line))
         return {item["payload"]["call_id"]: item["t"] for item in self.lines
                 if item["payload"].get("type") == kind and item["status"] == 200}
+
+    def cpu_seconds(self) -> float:
+        """The emulator process's CPU time so far (user + system), from /proc."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     async def stop(self) -> None:
         if self.process.returncode is None:
