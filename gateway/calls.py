@@ -11,8 +11,10 @@ Provider face (`provider.on_request`, `provider.on_ack`):
   make phones ring;
 - an unknown token gets `calls.unknown_status`, an instance in the foreground
   `calls.foreground_status` (404 or 480), no push;
-- an INVITE becomes a `CallRelay` (100, 180 Alerting-Device, T1) and a `CallPush` to
-  every call target; a push service accepting it gives the second 180. The relay is keyed
+- an INVITE becomes a `CallPush` to every call target, written to the push service's
+  connection before anything else is done for the call (`PushService.notify_now`), then
+  a `CallRelay` (100, 180 Alerting-Device, T1); a push service accepting the push gives
+  the second 180. The relay is keyed
   by (instance, Call-ID): a retransmission is absorbed by its transaction, another
   branch of the same call (a fork, or a merged request) gets 482 and no second push;
 - the end of a call that never reached the device (cancelled, answered_elsewhere,

@@ -11,6 +11,9 @@
   `payloads.apns_push_type`), `apns-topic` (`<bundle>.voip` for VoIP), `apns-priority`
   (5 for background, 10 otherwise), `apns-expiration` (the notification's useful life),
   `apns-collapse-id`, and our own `apns-id` so that logs can be matched with Apple's.
+- `send()` is one attempt; `start()` is the same attempt with the request written
+  before it returns (None when no connection has a free stream at once), for the
+  incoming call's push (`PushService.notify_now`).
 
 Depends on `gateway.push.http2`, the other `gateway.push` modules,
 the config's credential Structs, the stored `PushTarget`, `gateway.errors`, `gateway.logs`

@@ -24,6 +24,10 @@ everything else goes to "other" targets, and for FCM and Web Push, whose one tok
 both, to the "call" target of a service that has no "other" one. APNs VoIP tokens never
 get anything but calls (iOS would kill the app, and APNs refuses the topic anyway).
 
+`notify_now(record, payload)` does the same, but writes each target's first attempt
+before it returns when the provider can (`start()`: APNs), a slot is free and a
+connection has a free stream; the incoming call's push takes this path.
+
 `counters` counts outcomes per (app, provider, outcome) plus attempts, retries, renewals
 and alerts; `gateway.metrics` gets the same per provider (no app label), with each
 delivery's kind and duration.
