@@ -372,6 +372,9 @@ class Http2Connection(asyncio.Protocol):
             if not flags & frames.ACK:
                 self._on_settings(frames.parse_settings(payload))
                 out.append(frames.frame(frames.SETTINGS, frames.ACK, 0))
+                for sid, stream in list(self._streams.items()):  # a larger initial window
+                    if stream.pending:
+                        self._body_frames(sid, stream, out)
         elif kind == frames.PING:
             if flags & frames.ACK:
                 if self._ping_ack is not None and not self._ping_ack.done():
