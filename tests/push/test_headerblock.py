@@ -7,7 +7,8 @@ import h2.connection
 import h2.events
 import pytest
 from hpack import Decoder, HeaderTuple, NeverIndexedHeaderTuple
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.push.headerblock import LiteralEncoder, encode_field, encode_integer
 
