@@ -4,22 +4,31 @@ arriving at APNs, at 100 and at 500 calls per second.
 Setup: SIPp calls through Kamailio (the provider's proxy and registrar, digest auth on)
 to instances the gateway registered there; the gateway (in this process, uvloop) pushes
 over HTTP/2 to the APNs emulator, which runs in a process of its own and notes when each
-request arrived (time.monotonic(): one clock for every process on the machine). Each
+request arrived (time.monotonic(): one clock for every process on the machine; the time
+its loop read the request's last bytes, before its own parsing; the arrivals are fetched
+after the load, so nothing of the emulator runs in the gateway's loop meanwhile). Each
 call: INVITE, 180 Alerting-Device, 180 Push-Notification-Sent, then CANCEL, 487 (which
 also sends a missed-call push: real load).
 
-- subject: INVITE handed to the provider face's request handler (parsed) -> the push
-  request's last byte read by the emulator, per Call-ID;
-- the gateway's own part: INVITE handed to the handler -> the APNs provider starting to
-  send that push (`ApnsProvider.send` entered: the in-flight slot is taken, the HTTP/2
-  request is framed and written from there without waiting);
+- subject: the INVITE's datagram handed to the gateway's UDP transport (before parsing,
+  transaction matching and everything else the gateway does with it; stamped by wrapping
+  `TransportLayer._datagram`, the call's Call-ID known once the handler sees the
+  request) -> the push request's last byte read by the emulator, per Call-ID;
+- the gateway's own part: the same datagram -> the APNs provider starting to send that
+  push (`ApnsProvider.start` -- the request framed and written before it returns -- or,
+  when no stream was free at once, `ApnsProvider.send` entered);
 - baseline, same run, same rate: a CallPush handed straight to the gateway's
-  PushService (no SIP) -> the emulator; so the ratio says what the SIP side adds.
+  PushService (no SIP; `notify_now`, the call push's own path) -> the emulator; so the
+  ratio says what the SIP side adds.
 
 Figures in extra_info: p50/p99 (ms) of both, their ratios, calls lost, the loop's lag,
-and the loop thread's CPU time per call against per direct push (time.thread_time(): a
-crowded machine's preemption does not count there, unlike in the latencies). Run with
-`python -m pytest bench/test_call_push_latency.py --benchmark-only -s`. The machine's
+the garbage collector's pauses (per call, longest), and the loop thread's CPU time per
+call against per direct push (time.thread_time(): a crowded machine's preemption does
+not count there, unlike in the latencies). Run with
+`python -m pytest bench/test_call_push_latency.py --benchmark-only -s`; with
+`BENCH_PROFILE=DIR` the loop is profiled (cProfile) during the SIP load, the stats go to
+DIR/invite-RATE.prof and the top functions are printed (the profiler slows the loop:
+latencies of such a run are not figures). The machine's
 two cores are shared by the gateway, Kamailio, SIPp and the emulator: the absolute
 figures are those of that crowd.
 """
@@ -27,7 +36,10 @@ figures are those of that crowd.
 from __future__ import annotations
 
 import asyncio
+import cProfile
+import gc
 import os
+import pstats
 import secrets
 import statistics
 import time
@@ -36,9 +48,10 @@ from pathlib import Path
 import pytest
 import uvloop
 
+from gateway.app import tune_gc
 from gateway.push.apns import ApnsProvider
 from gateway.push.payloads import CallPush
-from gateway.registrations import contact_token
+from gateway.sip.transport import TransportLayer
 from tests.support.apns_remote import RemoteApns
 from tests.support.kamailio import kamailio_binary
 from tests.support.sipp import run_sipp, sipp_binary
@@ -81,22 +94,38 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         gateway = bed.gateway
         arrived: dict[str, float] = {}
         handler = gateway.provider_face.on_request
+        datagram = TransportLayer._datagram
+        received = [0.0]  # when the datagram being handled reached the transport
+
+        def stamped_datagram(layer, sock, data, remote):
+            received[0] = time.monotonic()
+            datagram(layer, sock, data, remote)
 
         def stamped(request, tx):
+            # UDP: the handler runs inside the datagram's own call, so received[0] is
+            # this INVITE's arrival
             if request.method == "INVITE" and request.to_tag is None:
-                arrived[request.call_id] = time.monotonic()
+                arrived[request.call_id] = received[0]
             handler(request, tx)
 
+        TransportLayer._datagram = stamped_datagram
         gateway.provider_face.on_request = stamped
         leaving: dict[str, float] = {}
-        send = ApnsProvider.send
+        send, start = ApnsProvider.send, ApnsProvider.start
+
+        def stamp(notification):
+            if notification.kind == "call":
+                leaving.setdefault(notification.payload.call_id, time.monotonic())
 
         async def timed_send(provider, target, notification):
-            if notification.kind == "call":
-                leaving[notification.payload.call_id] = time.monotonic()
+            stamp(notification)
             return await send(provider, target, notification)
 
-        ApnsProvider.send = timed_send
+        def timed_start(provider, target, notification):
+            stamp(notification)
+            return start(provider, target, notification)
+
+        ApnsProvider.send, ApnsProvider.start = timed_send, timed_start
         users = tmp_path / "users.csv"
         users.write_text("SEQUENTIAL\n" + "".join(f"{i['user']};{bed.kam.domain};\n" for i in instances))
         kam = ("127.0.0.1", bed.kam.udp_port)
@@ -105,20 +134,51 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         await run_sipp(str(SCENARIO), kam, service="x", calls=50, rate=50, timeout=30,
                        extra=("-inf", str(users)))
         arrived.clear()
+        # as `gateway.app.serve` runs the gateway: start-up's objects frozen, a larger
+        # young generation (here the frozen heap is pytest's too)
+        thresholds = gc.get_threshold()
+        tune_gc()
 
         calls = int(rate * DURATION[rate])
         lags: list[float] = []
         probe = asyncio.ensure_future(_lag_probe(lags))
+        pauses: list[float] = []  # the collector's pauses during the load
+        gc_started = [0.0]
+
+        def collecting(phase, info):
+            if phase == "start":
+                gc_started[0] = time.perf_counter()
+            else:
+                pauses.append(time.perf_counter() - gc_started[0])
+
+        gc.callbacks.append(collecting)
+        profile_dir = os.environ.get("BENCH_PROFILE")
+        # CPU time, not wall time: a crowded machine preempting the loop must not show up
+        # as the cost of whatever was running then
+        profiler = cProfile.Profile(time.thread_time) if profile_dir else None
         cpu = time.thread_time()
+        apns_cpu = apns.cpu_seconds()
+        if profiler is not None:
+            profiler.enable()
         result = await run_sipp(str(SCENARIO), kam, service="x", calls=calls, rate=rate,
                                 timeout=60, extra=("-inf", str(users), "-l", "5000"))
+        if profiler is not None:
+            profiler.disable()
         sip_cpu = time.thread_time() - cpu
+        apns_cpu = apns.cpu_seconds() - apns_cpu
+        gc.callbacks.remove(collecting)
         probe.cancel()
+        TransportLayer._datagram = datagram
+        if profiler is not None:
+            out = Path(profile_dir) / f"invite-{rate}.prof"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            profiler.dump_stats(str(out))
+            pstats.Stats(str(out)).sort_stats("tottime").print_stats(30)
         await asyncio.sleep(1.0)
-        pushed = apns.arrivals("call")
+        pushed = await apns.arrivals("call")
         sip = [pushed[c] - t for c, t in arrived.items() if c in pushed]
         inside = [leaving[c] - t for c, t in arrived.items() if c in leaving]
-        ApnsProvider.send = send
+        ApnsProvider.send, ApnsProvider.start = send, start
 
         # baseline: the same number of call pushes at the same rate, without SIP
         record = await gateway.instances.get(instances[0]["id"])
@@ -137,15 +197,18 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
                                callee="sip:user@x", push_id=call_id, connect="sip:127.0.0.1",
                                expires_at=time.time() + 60)
             sent[call_id] = time.monotonic()
-            tasks.append(asyncio.ensure_future(gateway.push.notify(record, payload)))
+            tasks.append(gateway.push.notify_now(record, payload))
         await asyncio.gather(*tasks)
         direct_cpu = time.thread_time() - cpu
         await asyncio.sleep(0.5)
-        pushed = apns.arrivals("call")
+        pushed = await apns.arrivals("call")
         direct_latency = [pushed[c] - t for c, t in sent.items() if c in pushed]
         return {"sip_cpu": sip_cpu / calls, "direct_cpu": direct_cpu / calls, "lags": lags, "sip": sip, "inside": inside, "direct": direct_latency, "calls": calls, "invites": len(arrived),
-                "sipp_rc": result.returncode, "sipp_tail": result.output[-600:]}
+                "gc": pauses, "apns_cpu": apns_cpu, "sipp_rc": result.returncode, "sipp_tail": result.output[-600:]}
     finally:
+        if "thresholds" in locals():
+            gc.unfreeze()
+            gc.set_threshold(*thresholds)
         await bed.stop()
         await apns.stop()
 
@@ -183,7 +246,15 @@ def test_invite_to_push_latency(benchmark, tmp_path, rate):
     figures["loop_cpu_per_call_ms"] = round(outcome["sip_cpu"] * 1000, 3)
     figures["loop_cpu_per_direct_push_ms"] = round(outcome["direct_cpu"] * 1000, 3)
     figures["cpu_ratio_call_to_push"] = round(outcome["sip_cpu"] / outcome["direct_cpu"], 2)
+    # the instrument: the emulator's CPU per call (two pushes); near 1000 ms per second of
+    # load it is saturated and its arrival times say more about it than about the gateway
+    figures["emulator_cpu_per_call_ms"] = round(outcome["apns_cpu"] * 1000 / outcome["calls"], 3)
+    pauses = outcome["gc"]
+    figures["gc_ms_per_call"] = round(sum(pauses) * 1000 / outcome["calls"], 3)
+    figures["gc_pause_max_ms"] = round(max(pauses, default=0.0) * 1000, 3)
     figures["p50_ratio_to_direct"] = round(figures["invite_to_push_p50_ms"] / figures["direct_push_p50_ms"], 2)
     figures["p99_ratio_to_direct"] = round(figures["invite_to_push_p99_ms"] / figures["direct_push_p99_ms"], 2)
     benchmark.extra_info.update(figures)
     print(f"\n{figures}\nload average: {os.getloadavg()}")
+    if outcome["sipp_rc"] != 0:
+        print(f"SIPp's last words:\n{outcome['sipp_tail']}")

@@ -11,8 +11,10 @@ Provider face (`provider.on_request`, `provider.on_ack`):
   make phones ring;
 - an unknown token gets `calls.unknown_status`, an instance in the foreground
   `calls.foreground_status` (404 or 480), no push;
-- an INVITE becomes a `CallRelay` (100, 180 Alerting-Device, T1) and a `CallPush` to
-  every call target; a push service accepting it gives the second 180. The relay is keyed
+- an INVITE becomes a `CallPush` to every call target, written to the push service's
+  connection before anything else is done for the call (`PushService.notify_now`), then
+  a `CallRelay` (100, 180 Alerting-Device, T1); a push service accepting the push gives
+  the second 180. The relay is keyed
   by (instance, Call-ID): a retransmission is absorbed by its transaction, another
   branch of the same call (a fork, or a merged request) gets 482 and no second push;
 - the end of a call that never reached the device (cancelled, answered_elsewhere,
@@ -259,25 +261,30 @@ class CallService:
         if key in self.relays or key in self._recent:
             _reply(tx, 482)  # another branch of a call we already hold: no second push
             return
-        metrics.call_received()
         relay = CallRelay(self.faces, tx, self.wheel, self.settings.t1, self.settings.t2,
                           self._call_ended, self.dialogs, record.id)
         self.relays[key] = relay
         self._by_tx[tx.key] = relay
-        relay.start()
-        binding = self.registrar.binding(record.id)
-        if binding is not None:  # the app is awake and connected already
-            relay.device_ready(binding)
-        self._tasks.spawn(self._push_call(record, request, relay, arrived))
-
-    async def _push_call(self, record: InstanceRecord, request: Any, relay: CallRelay,
-                         arrived: float) -> None:
+        # The push first, written to its connection before anything else is done (the
+        # 100 and 180 can follow it by microseconds; the phone needs seconds to wake)
         caller = request.from_
         payload = CallPush(instance=record.id, call_id=request.call_id, caller_uri=str(caller.uri),
                            caller_name=caller.display_name, callee=str(request.to.uri),
                            push_id=relay.push_id, connect=self.connect_uri,
                            expires_at=time.time() + self.settings.t1 + self.settings.t2)
-        deliveries = await self.push.notify(record, payload)
+        pushing = self.push.notify_now(record, payload)
+        relay.start()
+        metrics.call_received()
+        binding = self.registrar.binding(record.id)
+        if binding is not None:  # the app is awake and connected already
+            relay.device_ready(binding)
+        self._tasks.spawn(pushing).add_done_callback(
+            lambda done: self._pushed(record, relay, done, arrived))
+
+    def _pushed(self, record: InstanceRecord, relay: CallRelay, pushing: Any, arrived: float) -> None:
+        if pushing.cancelled() or pushing.exception() is not None:
+            return  # stopping, or a bug the Background has logged
+        deliveries = pushing.result()
         if any(d.delivered for d in deliveries):
             metrics.invite_to_push(time.perf_counter() - arrived)
             relay.push_sent()
@@ -299,7 +306,7 @@ class CallService:
             payload = MissedCallPush(instance=record.id, call_id=relay.invite.call_id,
                                      caller_uri=str(caller.uri), caller_name=caller.display_name,
                                      reason=outcome)
-            self._tasks.spawn(self.push.notify(record, payload))
+            self._tasks.spawn(self.push.notify_now(record, payload))
 
     def _forget_call(self, key: tuple[str, str]) -> None:
         self._recent.pop(key, None)

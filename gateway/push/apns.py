@@ -11,8 +11,11 @@
   `payloads.apns_push_type`), `apns-topic` (`<bundle>.voip` for VoIP), `apns-priority`
   (5 for background, 10 otherwise), `apns-expiration` (the notification's useful life),
   `apns-collapse-id`, and our own `apns-id` so that logs can be matched with Apple's.
+- `send()` is one attempt; `start()` is the same attempt with the request written
+  before it returns (None when no connection has a free stream at once), for the
+  incoming call's push (`PushService.notify_now`).
 
-Depends on h2/hpack (through `gateway.push.http2`), the other `gateway.push` modules,
+Depends on `gateway.push.http2`, the other `gateway.push` modules,
 the config's credential Structs, the stored `PushTarget`, `gateway.errors`, `gateway.logs`
 and `gateway.redact`; never on the API, SIP or lifecycle modules.
 """
@@ -24,7 +27,7 @@ import re
 import time
 import uuid
 from pathlib import Path
-from typing import Callable
+from typing import Awaitable, Callable
 
 import msgspec
 from hpack import NeverIndexedHeaderTuple
@@ -177,7 +180,8 @@ class ApnsProvider:
             headers.append(("authorization", f"bearer {self.token.value()}"))
         return headers
 
-    async def send(self, target: PushTarget, notification: Notification) -> PushResult:
+    def _prepare(self, target: PushTarget, notification: Notification):
+        """(path, headers, body, push type), or the PushResult when it cannot be sent."""
         token = target.token or ""
         if not _HEX.match(token):
             return PushResult("dead_target", "BadDeviceToken", None)  # never valid: not hex
@@ -186,14 +190,40 @@ class ApnsProvider:
             body = payloads.fit(notification.payload, lambda p: payloads.encode_apns(p, push_type))
         except PayloadTooLarge:
             return PushResult("rejected", "PayloadTooLarge", None)
-        headers = self.headers(target, notification, push_type)
+        return f"/3/device/{token}", self.headers(target, notification, push_type), body, push_type
+
+    async def send(self, target: PushTarget, notification: Notification) -> PushResult:
+        prepared = self._prepare(target, notification)
+        if isinstance(prepared, PushResult):
+            return prepared
+        path, headers, body, push_type = prepared
         environment = target.environment or "production"
         try:
-            response = await self.pool(environment).request(
-                "POST", f"/3/device/{token}", headers, body, timeout=self._timeout
-            )
+            response = await self.pool(environment).request("POST", path, headers, body, timeout=self._timeout)
         except TransientError as exc:
             return PushResult("retry_later", str(exc))
+        return self._result(target, push_type, response)
+
+    def start(self, target: PushTarget, notification: Notification) -> Awaitable[PushResult] | None:
+        """`send()`, with the request written before this returns (see
+        `Http2Pool.start`); None, with nothing sent, when that cannot be done at once."""
+        prepared = self._prepare(target, notification)
+        if isinstance(prepared, PushResult):
+            return None  # rare: `send()` says why
+        path, headers, body, push_type = prepared
+        pending = self.pool(target.environment or "production").start(
+            "POST", path, headers, body, timeout=self._timeout)
+        return None if pending is None else self._await_result(target, push_type, pending)
+
+    async def _await_result(self, target: PushTarget, push_type: str, pending) -> PushResult:
+        try:
+            response = await pending
+        except TransientError as exc:
+            return PushResult("retry_later", str(exc))
+        return self._result(target, push_type, response)
+
+    def _result(self, target: PushTarget, push_type: str, response) -> PushResult:
+        token = target.token or ""
         result = classify(response.status, response.body, response.headers.get("retry-after"))
         if result.outcome != "delivered":
             log.info(

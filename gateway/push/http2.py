@@ -1,32 +1,37 @@
-"""A small HTTP/2 client on asyncio and h2, made for APNs: many concurrent requests on few
+"""A small HTTP/2 client on asyncio, made for APNs: many concurrent requests on few
 long-lived TLS connections.
 
-- `Http2Connection` is one connection: an asyncio Protocol driving an `h2` state machine.
-  It multiplexes requests as streams, honours the server's MAX_CONCURRENT_STREAMS as it
-  changes (APNs allows one stream until the first valid token, then raises it), sends
-  bodies within the flow-control windows, and handles GOAWAY: streams the server never
-  processed fail with `StreamRefused`, no new ones start, and the others run to
-  completion if the server answers them before closing. (h2 moves to its closed state on
-  GOAWAY and refuses later frames -- python-hyper/h2 issue 1181 -- so in practice those
-  streams fail with a TransientError when the answer comes; APNs closes right after its
-  GOAWAY anyway.)
+- `Http2Connection` is one connection: an asyncio Protocol that is the connection's one
+  state machine (stream ids, both flow-control windows, settings, the HPACK contexts:
+  `gateway.push.headerblock` encodes, hpack's Decoder decodes; `gateway.push.frames`
+  is the wire format). It multiplexes requests as streams, honours the server's
+  MAX_CONCURRENT_STREAMS as it changes (APNs allows one stream until the first valid
+  token, then raises it), sends bodies within the flow-control windows, and handles
+  GOAWAY: streams the server never processed fail with `StreamRefused`, no new ones
+  start, and the others run to completion if the server answers them before closing
+  (APNs closes right after its GOAWAY, which fails them as lost).
   Our own cap (`max_streams`, 100 by default) stays below what APNs allows (observed
-  500 to 1500): h2 counts open streams by walking all of them on every new stream, so
-  the CPU per request grows with the streams in flight; 100 streams hide a 30 ms round
-  trip at over 3000 requests per second, above what one core pushes anyway (see bench/).
+  500 to 1500); 100 streams hide a 30 ms round trip at over 3000 requests per second,
+  above what one core pushes anyway (see bench/).
 - `Http2Pool` keeps `size` connections to one origin, reconnects lazily when one closes,
   retries a refused (unprocessed) stream on another connection, and can `recycle()` its
   connections (drain them and open new ones, e.g. after a credential change).
+  `request()` is a coroutine; `start()` writes the request before it returns when a
+  connection has a free stream at once (the call push's path: no task hop, no queueing
+  behind the loop's other work) and gives an awaitable of the response.
 
 Why our own client: httpx[http2] and aiohttp either do not speak HTTP/2 or hide what
 APNs needs controlled (the server's changing stream limit, GOAWAY with unprocessed
 streams, PINGs, one connection carrying hundreds of requests), and aioapns hard-codes
-Apple's hosts. h2 does the framing; this module is the few hundred lines around it.
+Apple's hosts. Why our own framing rather than h2's state machine: h2 (pure Python,
+Huffman-coding HPACK, header validation, a walk over every stream per new stream) was
+most of a push's CPU; a request here is one HEADERS (+ DATA) frame built from bytes and
+written in one call.
 
 Every failure of the network or the server surfaces as a `TransientError`; timeouts reset
-the stream. Header values unique per request should be passed as
-`hpack.NeverIndexedHeaderTuple`, so that they do not push the ones that repeat (like a
-bearer token) out of the HPACK dynamic table. Depends on h2, hpack and `gateway.errors`.
+the stream; a server breaking the protocol gets GOAWAY(PROTOCOL_ERROR) and loses the
+connection. Fields passed as `hpack.NeverIndexedHeaderTuple` are sent "never indexed".
+Depends on hpack, `gateway.push.frames`, `gateway.push.headerblock` and `gateway.errors`.
 """
 
 from __future__ import annotations
@@ -36,18 +41,15 @@ import collections
 import logging
 import os
 import ssl
-from typing import NamedTuple
+from typing import Awaitable, NamedTuple
 from urllib.parse import urlsplit
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
-import h2.settings
-from h2.errors import ErrorCodes
+import hpack
 from hpack import NeverIndexedHeaderTuple
 
 from gateway.errors import TransientError
+from gateway.push import frames
+from gateway.push.headerblock import LiteralEncoder
 
 Headers = list[tuple[str, str]]
 
@@ -71,24 +73,34 @@ class _Unusable(Exception):
 
 
 class _Stream:
-    __slots__ = ("future", "status", "headers", "body", "pending")
+    __slots__ = ("future", "status", "headers", "body", "pending", "window", "unacked")
 
-    def __init__(self, future: asyncio.Future, body: bytes):
+    def __init__(self, future: asyncio.Future, body: bytes, window: int):
         self.future = future
         self.status = 0
         self.headers: dict[str, str] = {}
         self.body = bytearray()
         self.pending = memoryview(body)  # request body not yet sent (flow control)
+        self.window = window  # what the server lets us send on this stream
+        self.unacked = 0  # response bytes received and not yet given back (WINDOW_UPDATE)
 
 
 class Http2Connection(asyncio.Protocol):
     """One HTTP/2 connection. Open with `await Http2Connection.open(...)`."""
 
     def __init__(self, authority: str, max_streams: int = 100):
-        config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
-        self._h2 = h2.connection.H2Connection(config)
         self._authority = authority
         self._cap = max_streams
+        self._encoder = LiteralEncoder()
+        self._decoder = hpack.Decoder()
+        self._reader = frames.FrameReader()
+        self._next_id = 1
+        self._send_window = frames.DEFAULT_WINDOW  # the connection's, towards the server
+        self._unacked = 0  # response bytes on the connection not yet given back
+        self._remote_limit = 2**31  # MAX_CONCURRENT_STREAMS: unlimited until said
+        self._initial_window = frames.DEFAULT_WINDOW
+        self._frame_size = frames.DEFAULT_FRAME_SIZE
+        self._block: tuple[int, int, bytearray] | None = None  # (stream, flags, fragments)
         self._streams: dict[int, _Stream] = {}
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._granted = 0  # slots reserved for woken waiters that have not run yet
@@ -144,8 +156,7 @@ class Http2Connection(asyncio.Protocol):
                 await asyncio.sleep(idle_limit - idle)
                 continue
             self._ping_ack = loop.create_future()
-            self._h2.ping(os.urandom(8))
-            self._flush()
+            self._write(frames.frame(frames.PING, 0, 0, os.urandom(8)))
             self.pings += 1
             try:
                 async with asyncio.timeout(timeout):
@@ -162,7 +173,7 @@ class Http2Connection(asyncio.Protocol):
 
     @property
     def limit(self) -> int:
-        return min(self._h2.remote_settings.max_concurrent_streams, self._cap)
+        return min(self._remote_limit, self._cap)
 
     @property
     def in_flight(self) -> int:
@@ -172,11 +183,7 @@ class Http2Connection(asyncio.Protocol):
         if self._keepalive is not None and self._keepalive is not asyncio.current_task():
             self._keepalive.cancel()
         if self._transport is not None and not self._transport.is_closing():
-            try:
-                self._h2.close_connection()
-                self._flush()
-            except h2.exceptions.ProtocolError:
-                pass
+            self._write(frames.goaway(0, frames.NO_ERROR))  # we accept no streams of the server's
             self._transport.close()
 
     def drain(self) -> None:
@@ -186,28 +193,49 @@ class Http2Connection(asyncio.Protocol):
         if not self._streams:
             self.close()
 
+    def _write(self, data: bytes) -> None:
+        if data and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
     # --- requests ------------------------------------------------------------------------
 
     async def request(self, method: str, path: str, headers: Headers, body: bytes, timeout: float) -> Response:
         await self._slot()
+        stream_id, stream = self.start(method, path, headers, body)
+        return await self.answer(stream_id, stream, timeout)
+
+    @property
+    def free_now(self) -> bool:
+        """Whether a request may start at once (a free stream and nobody queued for one)."""
+        return self.usable and len(self._streams) + self._granted < self.limit and not self._waiters
+
+    def start(self, method: str, path: str, headers: Headers, body: bytes) -> tuple[int, _Stream]:
+        """Frame the request and hand it to the transport now, in one write (the caller
+        made sure of a slot: `free_now` or `_slot()`). `answer()` then waits for the
+        response."""
+        if not self.usable:
+            raise _Unusable()
         self._last_activity = asyncio.get_running_loop().time()
-        # A per-device path would only churn the HPACK dynamic table: never index it.
-        request_headers = [
+        stream_id = self._next_id
+        self._next_id += 2
+        if self._next_id > frames.MAX_WINDOW:  # stream ids used up: the pool opens another
+            self.draining = True
+        block = self._encoder.encode([
             (":method", method),
             (":scheme", "https"),
             (":authority", self._authority),
-            NeverIndexedHeaderTuple(":path", path),
-        ]
-        try:
-            stream_id = self._h2.get_next_available_stream_id()
-            self._h2.send_headers(stream_id, request_headers + headers, end_stream=not body)
-        except h2.exceptions.ProtocolError:
-            raise _Unusable() from None  # closed under us (GOAWAY in the same read)
-        stream = _Stream(asyncio.get_running_loop().create_future(), body)
+            NeverIndexedHeaderTuple(":path", path),  # names a device: never indexed anywhere
+            *headers,
+        ])
+        stream = _Stream(asyncio.get_running_loop().create_future(), body, self._initial_window)
         self._streams[stream_id] = stream
+        out = [frames.headers(stream_id, block, self._frame_size, end_stream=not body)]
         if body:
-            self._send_body(stream_id, stream)
-        self._flush()
+            self._body_frames(stream_id, stream, out)
+        self._write(b"".join(out))
+        return stream_id, stream
+
+    async def answer(self, stream_id: int, stream: _Stream, timeout: float) -> Response:
         try:
             async with asyncio.timeout(timeout):
                 return await stream.future
@@ -222,7 +250,7 @@ class Http2Connection(asyncio.Protocol):
         """Wait for a free stream; requests queue in order behind earlier waiters. A woken
         waiter has its slot reserved (`_granted`) until it runs, so a burst of finished
         streams wakes exactly as many waiters as there are slots."""
-        if self.usable and len(self._streams) + self._granted < self.limit and not self._waiters:
+        if self.free_now:
             return
         while True:
             if not self.usable:
@@ -251,22 +279,23 @@ class Http2Connection(asyncio.Protocol):
                 self._granted += 1
                 free -= 1
 
-    def _send_body(self, stream_id: int, stream: _Stream) -> None:
+    def _body_frames(self, stream_id: int, stream: _Stream, out: list) -> None:
+        """DATA frames of the body, as far as both flow-control windows allow (the rest
+        goes when the server's WINDOW_UPDATE comes)."""
         while stream.pending:
-            window = min(self._h2.local_flow_control_window(stream_id), self._h2.max_outbound_frame_size)
-            if window <= 0:
-                return  # resumed on WindowUpdated
-            chunk, stream.pending = stream.pending[:window], stream.pending[window:]
-            self._h2.send_data(stream_id, chunk.tobytes(), end_stream=not stream.pending)
+            size = min(self._send_window, stream.window, self._frame_size, len(stream.pending))
+            if size <= 0:
+                return
+            chunk, stream.pending = stream.pending[:size], stream.pending[size:]
+            self._send_window -= size
+            stream.window -= size
+            out.append(frames.frame(frames.DATA, 0 if stream.pending else frames.END_STREAM,
+                                    stream_id, chunk.tobytes()))
 
     def _cancel(self, stream_id: int) -> None:
         if self._streams.pop(stream_id, None) is None:
             return
-        try:
-            self._h2.reset_stream(stream_id, ErrorCodes.CANCEL)
-            self._flush()
-        except (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError):
-            pass
+        self._write(frames.rst_stream(stream_id, frames.CANCEL))
         self._stream_done()
 
     def _stream_done(self) -> None:
@@ -289,11 +318,7 @@ class Http2Connection(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self._transport = transport
-        self._h2.local_settings = h2.settings.Settings(
-            client=True, initial_values={h2.settings.SettingCodes.ENABLE_PUSH: 0}
-        )
-        self._h2.initiate_connection()
-        self._flush()
+        transport.write(frames.PREFACE + frames.settings({frames.ENABLE_PUSH: 0}))
 
     def connection_lost(self, exc) -> None:
         self.draining = True
@@ -309,64 +334,141 @@ class Http2Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._last_activity = asyncio.get_running_loop().time()
+        out: list[bytes] = []  # what we answer, in one write
         try:
-            events = self._h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
-            self._flush()
+            for kind, flags, stream_id, payload in self._reader.feed(data):
+                self._on_frame(kind, flags, stream_id, payload, out)
+        except (frames.FrameError, hpack.HPACKError, UnicodeDecodeError) as exc:
+            out.append(frames.goaway(0, frames.PROTOCOL_ERROR))
+            self._write(b"".join(out))
             self._transport.close()
             self.connection_lost(exc)
             return
-        for event in events:
-            self._on_event(event)
-        self._flush()
+        self._write(b"".join(out))
 
-    def _on_event(self, event) -> None:
-        if isinstance(event, h2.events.ResponseReceived):
-            stream = self._streams.get(event.stream_id)
-            if stream is not None:
-                stream.headers = dict(event.headers)
-                stream.status = int(stream.headers.pop(":status", 0))
-        elif isinstance(event, h2.events.DataReceived):
-            self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            stream = self._streams.get(event.stream_id)
-            if stream is not None:
-                stream.body += event.data
-        elif isinstance(event, h2.events.StreamEnded):
-            self._finish(event.stream_id)
-        elif isinstance(event, h2.events.StreamReset):
-            error_class = StreamRefused if event.error_code == ErrorCodes.REFUSED_STREAM else TransientError
-            self._finish(event.stream_id, error_class(f"stream reset by {self._authority}: {event.error_code!r}"))
-        elif isinstance(event, h2.events.WindowUpdated):
-            ids = [event.stream_id] if event.stream_id else list(self._streams)
-            for stream_id in ids:
-                stream = self._streams.get(stream_id)
-                if stream is not None and stream.pending:
-                    self._send_body(stream_id, stream)
-        elif isinstance(event, h2.events.RemoteSettingsChanged):
-            if not self._settings.done():
-                self._settings.set_result(None)
-            self._wake_waiters()
-        elif isinstance(event, h2.events.ConnectionTerminated):
-            self._on_goaway(event)
-        elif isinstance(event, h2.events.PingAckReceived):
-            if self._ping_ack is not None and not self._ping_ack.done():
-                self._ping_ack.set_result(None)
+    def _on_frame(self, kind: int, flags: int, stream_id: int, payload: bytes, out: list) -> None:
+        if self._block is not None and kind != frames.CONTINUATION:
+            raise frames.FrameError("a header block interrupted")
+        if kind == frames.DATA:
+            self._on_data(flags, stream_id, payload, out)
+        elif kind == frames.HEADERS:
+            payload = frames.unpad(flags, payload)
+            if flags & frames.PRIORITY_FLAG:
+                payload = payload[5:]
+            self._block = (stream_id, flags, bytearray(payload))
+            if flags & frames.END_HEADERS:
+                self._on_headers()
+        elif kind == frames.CONTINUATION:
+            if self._block is None or self._block[0] != stream_id:
+                raise frames.FrameError("CONTINUATION without its HEADERS")
+            self._block[2].extend(payload)
+            if flags & frames.END_HEADERS:
+                self._on_headers()
+        elif kind == frames.RST_STREAM:
+            code = frames.u32(payload)
+            error_class = StreamRefused if code == frames.REFUSED_STREAM else TransientError
+            self._finish(stream_id, error_class(f"stream reset by {self._authority}: {frames.error_name(code)}"))
+        elif kind == frames.SETTINGS:
+            if not flags & frames.ACK:
+                self._on_settings(frames.parse_settings(payload))
+                out.append(frames.frame(frames.SETTINGS, frames.ACK, 0))
+                for sid, stream in list(self._streams.items()):  # a larger initial window
+                    if stream.pending:
+                        self._body_frames(sid, stream, out)
+        elif kind == frames.PING:
+            if flags & frames.ACK:
+                if self._ping_ack is not None and not self._ping_ack.done():
+                    self._ping_ack.set_result(None)
+            else:
+                out.append(frames.frame(frames.PING, frames.ACK, 0, payload))
+        elif kind == frames.GOAWAY:
+            self._on_goaway(frames.u32(payload), frames.u32(payload, 4), payload[8:])
+        elif kind == frames.WINDOW_UPDATE:
+            self._on_window_update(stream_id, frames.u32(payload), out)
+        elif kind == frames.PUSH_PROMISE:
+            raise frames.FrameError("PUSH_PROMISE although we disabled push")
+        # PRIORITY and unknown frame types: nothing to do
 
-    def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
+    def _on_data(self, flags: int, stream_id: int, payload: bytes, out: list) -> None:
+        # the whole frame counts against the windows, padding included
+        self._unacked += len(payload)
+        if self._unacked >= frames.DEFAULT_WINDOW // 2:
+            out.append(frames.window_update(0, self._unacked))
+            self._unacked = 0
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return  # a stream we reset or gave up on
+        stream.body += frames.unpad(flags, payload)
+        if flags & frames.END_STREAM:
+            self._finish(stream_id)
+            return
+        stream.unacked += len(payload)
+        if stream.unacked >= frames.DEFAULT_WINDOW // 2:
+            out.append(frames.window_update(stream_id, stream.unacked))
+            stream.unacked = 0
+
+    def _on_headers(self) -> None:
+        stream_id, flags, block = self._block
+        self._block = None
+        # decoded even for a forgotten stream: the decoder's table must follow the server's
+        fields = self._decoder.decode(bytes(block), raw=False)
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return
+        headers = dict(fields)
+        status = headers.pop(":status", None)
+        if status is not None and status.startswith("1") and not flags & frames.END_STREAM:
+            return  # informational (100 Continue): the real answer follows
+        if status is not None and not stream.status:
+            stream.status = int(status) if status.isdigit() else 0
+            stream.headers = headers
+        else:
+            stream.headers.update(headers)  # trailers
+        if flags & frames.END_STREAM:
+            self._finish(stream_id)
+
+    def _on_settings(self, values: list[tuple[int, int]]) -> None:
+        for key, value in values:
+            if key == frames.HEADER_TABLE_SIZE:
+                self._encoder.header_table_size = value
+            elif key == frames.MAX_CONCURRENT_STREAMS:
+                self._remote_limit = value
+            elif key == frames.INITIAL_WINDOW_SIZE:
+                if value > frames.MAX_WINDOW:
+                    raise frames.FrameError("INITIAL_WINDOW_SIZE above 2^31-1")
+                delta, self._initial_window = value - self._initial_window, value
+                for stream in self._streams.values():
+                    stream.window += delta
+            elif key == frames.MAX_FRAME_SIZE:
+                if not frames.DEFAULT_FRAME_SIZE <= value < 2**24:
+                    raise frames.FrameError("MAX_FRAME_SIZE out of range")
+                self._frame_size = value
+        if not self._settings.done():
+            self._settings.set_result(None)
+        self._wake_waiters()
+
+    def _on_window_update(self, stream_id: int, increment: int, out: list) -> None:
+        if stream_id == 0:
+            self._send_window += increment
+            waiting = [(i, s) for i, s in self._streams.items() if s.pending]
+        else:
+            stream = self._streams.get(stream_id)
+            if stream is None:
+                return
+            stream.window += increment
+            waiting = [(stream_id, stream)] if stream.pending else []
+        for sid, stream in waiting:
+            self._body_frames(sid, stream, out)
+
+    def _on_goaway(self, last: int, code: int, debug: bytes) -> None:
         self.draining = True
-        self.goaway_reason = event.additional_data
-        last = event.last_stream_id if event.last_stream_id is not None else 0
-        refused = StreamRefused(f"{self._authority} went away ({event.error_code!r}, {event.additional_data!r})")
+        self.goaway_reason = debug
+        refused = StreamRefused(f"{self._authority} went away ({frames.error_name(code)}, {debug!r})")
         for stream_id in [s for s in self._streams if s > last]:
             self._finish(stream_id, refused)
         self._wake_waiters()
         if not self._streams:
             self._transport.close()
-
-    def _flush(self) -> None:
-        data = self._h2.data_to_send()
-        if data and self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
 
 
 class Http2Pool:
@@ -411,6 +513,31 @@ class Http2Pool:
         if isinstance(last, _Unusable):
             raise TransientError(f"no usable connection to {self.host}:{self.port}")
         raise last
+
+    def start(self, method: str, path: str, headers: Headers, body: bytes = b"", *,
+              timeout: float) -> Awaitable[Response] | None:
+        """The request written to a connection now, before the caller does anything else
+        (a call push must not wait for the loop's next turn), and an awaitable of its
+        response; None, with nothing sent, when no open connection has a free stream at
+        once (then use `request`)."""
+        best = None
+        for conn in self._slots:
+            if conn is not None and conn.free_now and (best is None or conn.in_flight < best.in_flight):
+                best = conn
+        if best is None:
+            return None
+        try:
+            stream_id, stream = best.start(method, path, headers, body)
+        except _Unusable:
+            return None
+        return self._answer(best, stream_id, stream, (method, path, headers, body), timeout)
+
+    async def _answer(self, conn: Http2Connection, stream_id: int, stream: _Stream,
+                      again: tuple, timeout: float) -> Response:
+        try:
+            return await conn.answer(stream_id, stream, timeout)
+        except StreamRefused:  # the server never processed it: another connection may
+            return await self.request(*again, timeout=timeout)
 
     async def _connection(self) -> Http2Connection:
         # The least busy open connection; empty or closed slots are (re)opened.

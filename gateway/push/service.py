@@ -24,6 +24,10 @@ everything else goes to "other" targets, and for FCM and Web Push, whose one tok
 both, to the "call" target of a service that has no "other" one. APNs VoIP tokens never
 get anything but calls (iOS would kill the app, and APNs refuses the topic anyway).
 
+`notify_now(record, payload)` does the same, but writes each target's first attempt
+before it returns when the provider can (`start()`: APNs), a slot is free and a
+connection has a free stream; the incoming call's push takes this path.
+
 `counters` counts outcomes per (app, provider, outcome) plus attempts, retries, renewals
 and alerts; `gateway.metrics` gets the same per provider (no app label), with each
 delivery's kind and duration.
@@ -134,31 +138,53 @@ def build_provider(app: App, name: str, push: Push, clock: Callable[[], float]) 
 
 
 class InFlightLimit:
-    """At most `limit` sends at once; at most `max_waiting` sends waiting for a slot."""
+    """At most `limit` sends at once; at most `max_waiting` sends waiting for a slot.
+    A freed slot goes straight to the longest waiter (first come, first served)."""
 
     def __init__(self, limit: int, max_waiting: int):
-        self._semaphore = asyncio.Semaphore(limit)
+        self.limit = limit
         self.max_waiting = max_waiting
         self.in_flight = 0
-        self.waiting = 0
         self.peak = 0  # highest in_flight seen (tests, stats)
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
 
     @property
     def full(self) -> bool:
-        return self.waiting >= self.max_waiting and self._semaphore.locked()
+        return self.waiting >= self.max_waiting and self.in_flight >= self.limit
 
-    async def acquire(self) -> None:
-        self.waiting += 1
-        try:
-            await self._semaphore.acquire()
-        finally:
-            self.waiting -= 1
+    def try_acquire(self) -> bool:
+        """A slot now, or False (none free, or others are waiting for one)."""
+        if self.in_flight >= self.limit or self._waiters:
+            return False
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
+        return True
+
+    async def acquire(self) -> None:
+        if self.try_acquire():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # release() hands its slot over: in_flight already counts it
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # the slot came with the cancellation: pass it on
+            else:
+                self._waiters.remove(waiter)
+            raise
 
     def release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
         self.in_flight -= 1
-        self._semaphore.release()
 
 
 class PushService:
@@ -215,27 +241,77 @@ class PushService:
 
     # --- sending -------------------------------------------------------------------------
 
-    async def notify(self, record: InstanceRecord, payload: msgspec.Struct) -> list[Delivery]:
-        """Send `payload` to the instance's targets that fit it; one Delivery per target."""
+    def _plan(self, record: InstanceRecord, payload: msgspec.Struct):
+        """(app, notification, targets) for `payload`, or None for an unknown app."""
         app = self.config.app(record.app_id)
         if app is None:
             log.warning("push for an instance of an unknown app", instance=record.id, app=record.app_id)
-            return []
+            return None
         if isinstance(payload, payloads.MessagePush) and not app.message_body_in_push:
             payload = msgspec.structs.replace(payload, body=None)
         notification = notification_for(payload, self._clock())
-        targets = targets_for(record.push, notification.kind)
+        return app, notification, targets_for(record.push, notification.kind)
+
+    async def notify(self, record: InstanceRecord, payload: msgspec.Struct) -> list[Delivery]:
+        """Send `payload` to the instance's targets that fit it; one Delivery per target."""
+        plan = self._plan(record, payload)
+        if plan is None:
+            return []
+        app, notification, targets = plan
         deliveries = await asyncio.gather(*(self.deliver(app, record.id, t, notification) for t in targets))
         return list(deliveries)
 
-    async def deliver(self, app: App, instance_id: str, target: PushTarget, notification: Notification) -> Delivery:
-        """One notification to one target, with the retry, auth and limit rules."""
+    def notify_now(self, record: InstanceRecord, payload: msgspec.Struct) -> asyncio.Future:
+        """`notify()` with each target's first attempt written before this returns, when
+        its provider can (`start()`), a slot is free and a connection has a free stream:
+        an incoming call's push must not wait for the loop's next turn nor queue behind
+        the work that turn brings. The rest (answers, retries) runs in the returned
+        future, which gives the list of Deliveries."""
+        plan = self._plan(record, payload)
+        if plan is None:
+            return asyncio.ensure_future(_nothing())
+        app, notification, targets = plan
+        started = [self._start(app, t, notification) for t in targets]
+        return asyncio.ensure_future(self._gather(app, record.id, targets, notification, started))
+
+    async def _gather(self, app, instance_id, targets, notification, started) -> list[Delivery]:
+        if len(targets) == 1:  # the usual call: no task per target
+            return [await self.deliver(app, instance_id, targets[0], notification, started[0])]
+        return list(await asyncio.gather(*(self.deliver(app, instance_id, t, notification, first)
+                                           for t, first in zip(targets, started))))
+
+    def _start(self, app: App, target: PushTarget, notification: Notification):
+        """(awaitable of the first attempt's result, auth epoch), or None: not started."""
+        key = (app.id, target.provider)
+        provider = self._providers.get(key)
+        start = getattr(provider, "start", None)
+        if start is None or target.provider not in app.providers() or notification.expires_at <= self._clock():
+            return None
+        limit = self.limit(*key)
+        if not limit.try_acquire():
+            return None
+        epoch = self._auth_epoch[key]
+        try:
+            pending = start(target, notification)
+        except Exception:  # the regular path will try again, and report
+            log.exception("push provider failed to start a send", app=app.id, provider=target.provider)
+            pending = None
+        if pending is None:
+            limit.release()
+            return None
+        return pending, epoch
+
+    async def deliver(self, app: App, instance_id: str, target: PushTarget, notification: Notification,
+                      first=None) -> Delivery:
+        """One notification to one target, with the retry, auth and limit rules; `first`:
+        the first attempt already started (`_start`)."""
         started = time.perf_counter()
-        delivery = await self._deliver(app, instance_id, target, notification)
+        delivery = await self._deliver(app, instance_id, target, notification, first)
         metrics.push_result(target.provider, notification.kind, delivery.result.outcome, time.perf_counter() - started)
         return delivery
 
-    async def _deliver(self, app: App, instance_id: str, target: PushTarget, notification: Notification) -> Delivery:
+    async def _deliver(self, app: App, instance_id: str, target: PushTarget, notification: Notification,
+                       first=None) -> Delivery:
         name = target.provider
         if name not in app.providers():
             return self._done(app, target, PushResult("rejected", f"app has no {name} credentials"), 0)
@@ -250,22 +326,27 @@ class PushService:
         renewed = False
         last = PushResult("expired", "not sent")
         while True:
-            left = notification.expires_at - self._clock()
-            if left <= 0:
-                return self._done(app, target, PushResult("expired", last.reason, last.status), attempts)
-            if limit.full:
-                return self._done(app, target, PushResult("rejected", "overloaded"), attempts)
-            try:
-                async with asyncio.timeout(left):
-                    await limit.acquire()
-            except TimeoutError:
-                return self._done(app, target, PushResult("expired", "no free slot in time"), attempts)
-            epoch = self._auth_epoch[key]
+            if first is not None:  # written already, its slot taken
+                pending, epoch = first
+                first = None
+            else:
+                left = notification.expires_at - self._clock()
+                if left <= 0:
+                    return self._done(app, target, PushResult("expired", last.reason, last.status), attempts)
+                if limit.full:
+                    return self._done(app, target, PushResult("rejected", "overloaded"), attempts)
+                try:
+                    async with asyncio.timeout(left):
+                        await limit.acquire()
+                except TimeoutError:
+                    return self._done(app, target, PushResult("expired", "no free slot in time"), attempts)
+                epoch = self._auth_epoch[key]
+                pending = None
             attempts += 1
             self.counters[(app.id, name, "attempts")] += 1
             metrics.push_attempt(name)
             try:
-                last = await provider.send(target, notification)
+                last = await (pending if pending is not None else provider.send(target, notification))
             except Exception:  # a provider bug must not take the caller down, nor loop
                 log.exception("push provider failed", app=app.id, provider=name)
                 last = PushResult("rejected", "internal error")
@@ -339,3 +420,7 @@ class PushService:
     def _done(self, app: App, target: PushTarget, result: PushResult, attempts: int) -> Delivery:
         self.counters[(app.id, target.provider, result.outcome)] += 1
         return Delivery(target, result, attempts)
+
+
+async def _nothing() -> list[Delivery]:
+    return []

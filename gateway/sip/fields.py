@@ -67,6 +67,17 @@ def canonical_name(name: str) -> str:
     return CANONICAL.get(name.lower(), name)
 
 
+_TOKEN_NAMES: set[str] = set()  # header names found to be tokens (a few dozen in practice)
+
+
+def _token_name(name: str) -> bool:
+    if not is_token(name):
+        return False
+    if len(_TOKEN_NAMES) < 4096:
+        _TOKEN_NAMES.add(name)
+    return True
+
+
 class Headers:
     """Header fields in message order; names compare case-insensitively.
 
@@ -149,7 +160,9 @@ class Headers:
     @staticmethod
     def _check(name: str, value) -> None:
         # a CR or LF would let a value inject header fields into the encoded message
-        if not is_token(name) or any(c in "\r\n" for c in str(value)):
+        # (str's own search: this runs for every field of every message we build)
+        text = str(value)
+        if "\r" in text or "\n" in text or (name not in _TOKEN_NAMES and not _token_name(name)):
             raise ValueError(f"invalid header field {name!r}: {value!r}")
 
     def __iter__(self):

@@ -22,7 +22,10 @@ transaction `tx` on the provider face):
 or failed (the provider's flow died).
 
 `Dialogs` relays in-dialog requests (BYE, re-INVITE, UPDATE, INFO, REFER, NOTIFY...) and
-ACKs both ways until a BYE ends the dialog (or `max_age` passes).
+ACKs both ways until a BYE ends the dialog (or `max_age` passes). A device's provisional
+response with a To tag opens an early dialog there, so PRACK (100rel), UPDATE and INFO
+before the answer cross the gateway too; it ends with the call unless the call is
+answered.
 
 Depends on the SIP layers below (message model, proxy rules, transactions, transport via
 the endpoints) and a timer wheel; never on instances, push or the store.
@@ -98,7 +101,7 @@ def _send_response(tx: Any, response: Response) -> None:
 
 class CallRelay:
     __slots__ = ("faces", "tx", "invite", "wheel", "t1", "t2", "on_end", "dialogs", "state",
-                 "to_tag", "timer", "forwarded", "branch", "binding", "outcome",
+                 "to_tag", "timer", "forwarded", "branch", "binding", "outcome", "base",
                  "instance_id", "push_id", "__weakref__")
 
     def __init__(self, faces: Faces, tx: Any, wheel: Any, t1: float, t2: float,
@@ -120,6 +123,7 @@ class CallRelay:
         self.branch = None     # its client transaction
         self.binding = None
         self.outcome: str | None = None
+        self.base: list[tuple[str, str]] | None = None  # fields every final/180 answer shares
         tx.on_failure = self._upstream_failed
 
     @property
@@ -129,13 +133,20 @@ class CallRelay:
     # -- towards the provider -------------------------------------------------------------
 
     def _answer(self, status: int, reason: str, *extra: tuple[str, str]) -> None:
-        response = build_response(self.invite, status, reason)
-        if status > 100:
-            response.headers.set("To", f"{self.invite.get('To')};tag={self.to_tag}")
+        if status == 100:
+            response = build_response(self.invite, status, reason)
+        else:
+            # A call answers its INVITE three or four times (180s, then 487/480): the
+            # fields they share, To with our tag, are taken from the INVITE once.
+            if self.base is None:
+                first = build_response(self.invite, status, reason)
+                first.headers.set("To", f"{self.invite.get('To')};tag={self.to_tag}")
+                self.base = list(first.headers)
+            fields = list(self.base)
             if status < 300:
-                response.headers.add("Contact", self.faces.contact(self.tx.flow))
-        for name, value in extra:
-            response.headers.add(name, value)
+                fields.append(("Contact", self.faces.contact(self.tx.flow)))
+            fields += extra
+            response = Response(status, reason, fields)
         response.headers.add("Server", self.faces.provider.user_agent)
         _send_response(self.tx, response)
 
@@ -154,6 +165,7 @@ class CallRelay:
         self.outcome = outcome
         if self.state != "answered":
             self.state = "ended"
+            self.dialogs.end(self.invite.call_id)  # an early dialog ends with the call
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -219,6 +231,9 @@ class CallRelay:
         relayed = proxy.strip_via(response)
         if status < 200:
             if self.ringing:
+                if response.to_tag and self.dialogs.get(self.invite.call_id) is None:
+                    # an early dialog (RFC 3261 12.1): PRACK, UPDATE, INFO cross it
+                    self.dialogs.add(self.invite.call_id, self.binding.flow, self.instance_id)
                 _send_response(self.tx, relayed)
         elif status < 300:
             if self.state == "answered":

@@ -509,6 +509,8 @@ def observe_via(response: Any, flow: Flow) -> None:
 
 
 def _host_differs(host: str, address: str) -> bool:
+    if host == address:  # the usual case, without parsing two addresses per request
+        return False
     try:
         return ipaddress.ip_address(host.strip("[]")) != ipaddress.ip_address(address)
     except ValueError:

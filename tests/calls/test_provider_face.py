@@ -154,3 +154,40 @@ async def test_large_message_over_tcp_stored_or_413(bed):
     code, listing = await testbed.api("GET", alice, "/messages")
     [stored] = listing["messages"]
     assert len(stored["body"]) == 150_000
+
+
+async def test_an_early_dialog_update_reaches_the_ringing_device(bed, phones, proxy_stack):
+    """Before the answer, a request in the device's early dialog (UPDATE here; PRACK and
+    INFO take the same way) is relayed to it, not refused with 481."""
+    testbed = await bed(t1=10.0)
+    alice = await testbed.create_instance("alice")
+    stack, flow = await proxy_stack(testbed)
+    host, port = flow.sent_by
+    offer = (f"v=0\r\no=carol 1 1 IN IP4 {host}\r\ns=-\r\nc=IN IP4 {host}\r\nt=0 0\r\n"
+             f"m=audio {port + 2} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n").encode()
+    request = invite(stack, flow, alice, body=offer)  # an offer: the device's SDP state exists
+    request.headers.add("Content-Type", "application/sdp")
+    responses = []
+    tx = stack.transactions.request(request, flow, on_response=responses.append)
+    await wait_for(lambda: any(r.get("X-Push-Status") == "Push-Notification-Sent" for r in responses))
+    device = await phones()
+    await wake_device(device, testbed, alice, "udp", auto_answer=180)
+    await device.expect("incoming_call", account="device")
+    await wait_for(lambda: any(r.status == 180 and r.get("X-Push-Status") is None for r in responses))
+    ringing = next(r for r in responses if r.status == 180 and r.get("X-Push-Status") is None)
+
+    # the caller's side of the early dialog: the device's Contact, our routes in reverse
+    target = str(ringing.contacts[0].uri)
+    routes = [f"<{r.uri}>" for r in reversed(ringing.record_routes)]
+    update = stack.request("UPDATE", flow, target, cseq=2,
+                           extra=[("Route", route) for route in routes])
+    for name in ("From", "To", "Call-ID"):
+        update.headers.set(name, (request if name != "To" else ringing).get(name))
+    answer = await stack.transactions.send(update, flow)
+    assert answer.status == 200  # the device's answer, relayed back
+
+    cancel = build_cancel(request)
+    assert (await stack.transactions.send(cancel, flow)).status == 200
+    assert (await asyncio.wait_for(tx.final, 5)).status == 487
+    await device.expect("call_state", account="device", state="DISCONNECTED", code=487)
+    assert not testbed.gateway.calls.dialogs.table  # the early dialog ended with the call

@@ -538,3 +538,34 @@ async def test_cancelling_a_push_frees_its_slot_and_stream(env):
     env.apns.hold = None
     assert (await env.push.notify(record, env.call()))[0].delivered
     assert len(env.apns.connections) == 1
+
+
+# --- the call push's path: written before notify_now returns ----------------------------
+
+
+async def test_notify_now_writes_the_first_attempt_before_it_returns(env):
+    env.apns.register(VOIP, BUNDLE + ".voip")
+    env.fcm.register(FCM_TOKEN)
+    record = await env.create(apns_target(VOIP), PushTarget("fcm", "call", token=FCM_TOKEN))
+    await env.push.notify(record, env.call())  # the connections are open now
+    env.apns.hold = asyncio.Event()
+    pending = env.push.notify_now(record, env.call())
+    # nothing has run on the loop since: the APNs request is on its stream already
+    (conn,) = env.push.provider(env.app, "apns").pool("production").connections
+    assert conn.in_flight == 1 and env.push.limit("demo", "apns").in_flight == 1
+    assert env.push.limit("demo", "fcm").in_flight == 0  # FCM has no start(): the regular path
+    env.apns.hold.set()
+    deliveries = await pending
+    assert sorted((d.target.provider, d.result.outcome, d.attempts) for d in deliveries) == [
+        ("apns", "delivered", 1), ("fcm", "delivered", 1)]
+    assert env.push.limit("demo", "apns").in_flight == 0
+
+
+async def test_notify_now_falls_back_to_the_regular_path_when_it_cannot_start(env):
+    env.apns.register(VOIP, BUNDLE + ".voip")
+    record = await env.create(apns_target(VOIP))
+    pending = env.push.notify_now(record, env.call())  # no connection yet: queued, not lost
+    (delivery,) = await pending
+    assert delivery.delivered and delivery.attempts == 1
+    unknown = msgspec.structs.replace(record, app_id="nope")
+    assert await env.push.notify_now(unknown, env.call()) == []

@@ -2,15 +2,19 @@
 gateway's, and it notes when each request arrived (time.monotonic(), which is the same
 clock in every process of the machine).
 
-    remote = await RemoteApns.start(workdir, key_file, tokens={token: topic, ...})
+    remote = await RemoteApns.start(workdir, key_file, team, key_id, tokens={token: topic, ...})
     ... remote.url, remote.ca_file ...
-    arrivals = await remote.arrivals()    # [(payload dict, arrival), ...] so far
+    arrivals = await remote.arrivals("call")   # {call id: arrival} of the pushes so far
     await remote.stop()
 
 The child (`python -m tests.support.apns_remote WORKDIR KEY_FILE TEAM KEY_ID`) reads
 the tokens to register from WORKDIR/tokens.json, writes its CA to WORKDIR/ca.pem, prints
-"url <url>" when it listens, and one JSON line per answered request: the `gateway` part
-of the payload and the arrival time (a stream's end, before the emulator's checks).
+"url <url>" when it listens. A request's arrival is when the emulator's loop read the
+bytes that end it (before its HTTP/2 parsing and its checks, which a busy emulator would
+otherwise add to the figure). It keeps what it saw in memory and prints it only when
+asked (SIGUSR1: one JSON line per answered request -- the `gateway` part of the payload,
+the arrival, the status -- then "end"): nothing crosses to the gateway's process, whose
+loop is what is measured, while the load runs.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -29,7 +34,6 @@ class RemoteApns:
         self.url = url
         self.ca_file = ca_file
         self.lines: list[dict] = []
-        self._reader = asyncio.ensure_future(self._read())
 
     @classmethod
     async def start(cls, workdir: Path, key_file: Path, team: str, key_id: str,
@@ -41,29 +45,32 @@ class RemoteApns:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tests.support.apns_remote", str(workdir), str(key_file), team, key_id,
             stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL, cwd=str(root),
-            limit=1 << 20)
+            limit=1 << 24)
         line = await asyncio.wait_for(process.stdout.readline(), 30)
         if not line.startswith(b"url "):
             raise RuntimeError(f"APNs emulator did not start: {line!r}")
         return cls(process, line.split()[1].decode(), str(workdir / "ca.pem"))
 
-    async def _read(self) -> None:
+    async def arrivals(self, kind: str = "call") -> dict[str, float]:
+        """call id -> arrival (monotonic seconds) of the pushes of `kind` answered 200 so far."""
+        self.process.send_signal(signal.SIGUSR1)
         while True:
-            line = await self.process.stdout.readline()
-            if not line:
-                return
+            line = await asyncio.wait_for(self.process.stdout.readline(), 30)
+            if not line or line == b"end\n":
+                break
             self.lines.append(json.loads(line))
-
-    def arrivals(self, kind: str = "call") -> dict[str, float]:
-        """call id -> arrival (monotonic seconds) of the pushes of `kind` seen so far."""
         return {item["payload"]["call_id"]: item["t"] for item in self.lines
                 if item["payload"].get("type") == kind and item["status"] == 200}
+
+    def cpu_seconds(self) -> float:
+        """The emulator process's CPU time so far (user + system), from /proc."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     async def stop(self) -> None:
         if self.process.returncode is None:
             self.process.terminate()
             await self.process.wait()
-        self._reader.cancel()
 
 
 def main() -> None:  # pragma: no cover - runs in the child
@@ -72,6 +79,7 @@ def main() -> None:  # pragma: no cover - runs in the child
     import uvloop
     from cryptography.hazmat.primitives import serialization
 
+    from tests.support import apns_emulator
     from tests.support.apns_emulator import ApnsEmulator
 
     workdir, key_file, team, key_id = sys.argv[1:5]
@@ -79,25 +87,46 @@ def main() -> None:  # pragma: no cover - runs in the child
     public = key.public_key().public_bytes(serialization.Encoding.PEM,
                                            serialization.PublicFormat.SubjectPublicKeyInfo)
     ca = trustme.CA()
-    ca.cert_pem.write_to_path(os.path.join(workdir, "ca.pem"))
+    ca.cert_pem.write_to_path(str(Path(workdir, "ca.pem")))
     out = sys.stdout
+    seen: list[tuple[bytes, float, int]] = []
+
+    read = apns_emulator._Protocol.data_received
+
+    def stamped_read(protocol, data: bytes) -> None:
+        protocol.emulator.read_at = time.monotonic()
+        read(protocol, data)
+
+    apns_emulator._Protocol.data_received = stamped_read
 
     class Timed(ApnsEmulator):
-        async def _answer(self, conn, stream_id, headers, body):
-            arrived = time.monotonic()
+        read_at = 0.0
+
+        def _answer(self, conn, stream_id, headers, body):
+            # called (not yet run) while the read that ended the stream is handled
+            return self._timed(self.read_at, conn, stream_id, headers, body)
+
+        async def _timed(self, arrived, conn, stream_id, headers, body):
             await super()._answer(conn, stream_id, headers, body)
+            seen.append((body, arrived, self.requests[-1].status))
+
+    def dump() -> None:
+        for body, arrived, status in seen:
             try:
                 payload = msgspec.json.decode(body).get("gateway", {})
             except msgspec.DecodeError:
                 payload = {}
-            out.write(json.dumps({"payload": payload, "t": arrived, "status": self.requests[-1].status}) + "\n")
-            out.flush()
+            out.write(json.dumps({"payload": payload, "t": arrived, "status": status}) + "\n")
+        seen.clear()
+        out.write("end\n")
+        out.flush()
 
     async def serve():
         emulator = Timed(ca, keys={key_id: (team, public)}, max_streams=1000)
         for token, topic in json.loads(Path(workdir, "tokens.json").read_text()).items():
             emulator.register(token, topic)
         url = await emulator.start()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump)
         out.write(f"url {url}\n")
         out.flush()
         await asyncio.Event().wait()
