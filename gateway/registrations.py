@@ -50,6 +50,20 @@ def instance_urn(instance_id: str) -> str:
     return "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, "sip-push-gateway:" + instance_id))
 
 
+class _PasswordSource:
+    """The password of one instance, opened from its sealed copy when the digest asks
+    (once per realm). A slotted pair instead of a closure: 100,000 of them add up."""
+
+    __slots__ = ("service", "instance_id")
+
+    def __init__(self, service: "RegistrationService", instance_id: str):
+        self.service = service
+        self.instance_id = instance_id
+
+    def __call__(self) -> str:
+        return self.service._password(self.instance_id)
+
+
 class RegistrationService:
     def __init__(self, config: Config, instances: Any, endpoint: Any, wheel: Any):
         settings = config.sip.registration
@@ -90,14 +104,41 @@ class RegistrationService:
 
     async def start(self) -> None:
         self._unsubscribe = self.instances.subscribe(self._event)
-        records = [r for r in await self.instances.store.list_instances()
-                   if r.mode == "background"]
+        # read a page at a time (100,000 records at once would set the process's memory
+        # high for good); only what the ramp's order needs is kept
+        lapsing: list[tuple[float, int, RegistrationClient]] = []
+        async for record in self.instances.store.iter_instances():
+            if record.mode == "background":
+                client = self._add(record, begin=False)
+                if client is not None:
+                    lapsing.append((record.registered_until or 0.0, len(lapsing), client))
         # the registrations that lapse first go first; never registered counts as lapsed
-        records.sort(key=lambda r: r.registered_until or 0.0)
-        for record in records:
-            self._add(record, announce=False)
-        log.info("registration ramp started", instances=len(records),
+        lapsing.sort()
+        waiting = [client for _, _, client in lapsing]
+        del lapsing
+        self._spawn(self._ramp(waiting))
+        log.info("registration ramp started", instances=len(waiting),
                  rate=self.config.sip.registration.rate)
+
+    async def _ramp(self, waiting: list[RegistrationClient]) -> None:
+        """Start the clients in order, no more than `max_in_flight` of them waiting for
+        their first exchange at once. Started all together, each would hold a task (with
+        its coroutine and frame) until its turn: 100,000 of them for the whole ramp, a
+        burst of memory the process keeps fragmented long after."""
+        window = asyncio.Semaphore(self.config.sip.registration.max_in_flight)
+        waiting.reverse()  # popped from the end: the oldest expiry first
+        while waiting:
+            await window.acquire()
+            client = waiting.pop()
+            if self.clients.get(client.key) is not client or client.active:
+                window.release()  # removed, replaced or already started meanwhile
+                continue
+            client.start(announce=False)
+            task = client.exchange_task
+            if task is None:
+                window.release()
+            else:
+                task.add_done_callback(lambda _task: window.release())
 
     async def stop(self) -> None:
         if self._unsubscribe is not None:
@@ -132,7 +173,10 @@ class RegistrationService:
             if self._sealed.get(instance_id) != record.password_ct:
                 self._remove(instance_id, then=record)  # new credentials: start afresh
 
-    def _add(self, record, announce: bool = True) -> RegistrationClient | None:
+    def _add(self, record, begin: bool = True) -> RegistrationClient | None:
+        """The client of a background instance, started at once unless `begin` is False
+        (the restart ramp starts it later, without announcing "registering": thousands of
+        store writes would only say what the next outcome says anyway)."""
         if record.id in self.clients:
             return self.clients[record.id]
         self._sealed[record.id] = record.password_ct
@@ -141,7 +185,7 @@ class RegistrationService:
             client = RegistrationClient(
                 self.ctx, key=record.id, token=token, instance_urn=instance_urn(record.id),
                 aor=record.aor, username=record.auth_username,
-                password_source=lambda instance_id=record.id: self._password(instance_id),
+                password_source=_PasswordSource(self, record.id),
                 registrar=record.registrar, outbound_proxy=record.outbound_proxy,
                 expires=record.reg_expires)
         except (ConfigError, ValueError) as exc:
@@ -151,7 +195,8 @@ class RegistrationService:
             return None
         self.clients[record.id] = client
         self._tokens[token] = record.id
-        client.start(announce=announce)
+        if begin:
+            client.start()
         return client
 
     def _remove(self, instance_id: str, then=None) -> None:

@@ -19,7 +19,7 @@ import pathlib
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import msgspec
@@ -245,6 +245,24 @@ class SQLiteStore:
 
     async def list_instances(self, limit: int | None = None) -> list[InstanceRecord]:
         return await self._submit(lambda conn, batch: _select_all(conn, limit=limit), writes=False)
+
+    async def iter_instances(self, page: int = 1000) -> AsyncIterator[InstanceRecord]:
+        """Every instance, ordered like list_instances, read `page` at a time: a start with
+        100,000 instances holds one page of records at once, not all of them."""
+        after: tuple[float, str] | None = None
+        while True:
+            if after is None:
+                rows = await self._submit(lambda conn, batch: _select_all(conn, limit=page), writes=False)
+            else:
+                # written so that the expiry index serves it (a row value compare is not)
+                where, args = "WHERE expires_at >= ? AND (expires_at > ? OR id > ?)", (after[0], *after)
+                rows = await self._submit(lambda conn, batch: _select_all(conn, where, args, limit=page),
+                                          writes=False)
+            for record in rows:
+                yield record
+            if len(rows) < page:
+                return
+            after = (rows[-1].expires_at, rows[-1].id)
 
     async def count_instances(self) -> int:
         return await self._submit(lambda conn, batch: conn.execute("SELECT count(*) FROM instances").fetchone()[0], writes=False)
