@@ -182,6 +182,15 @@ class Scenario:
     def not_registered(self, gateway) -> int:
         return sum(1 for c in self.clients(gateway).values() if c.state != "registered")
 
+    def errors(self, gateway) -> dict[str, int]:
+        """The instances not registered, by state and last error (what went wrong)."""
+        found: dict[str, int] = {}
+        for c in self.clients(gateway).values():
+            if c.state != "registered":
+                key = f"{c.state}: {c.last_error}" if c.last_error else c.state
+                found[key] = found.get(key, 0) + 1
+        return dict(sorted(found.items(), key=lambda item: -item[1])[:8])
+
     async def wait_all_registered(self, gateway, bound: float) -> float | None:
         started = shown = time.monotonic()
         while time.monotonic() - started < bound:
@@ -226,7 +235,7 @@ class Scenario:
 
     async def run(self) -> dict:
         from gateway import config as gwconfig
-        from gateway.app import Gateway
+        from gateway.app import Gateway, tune_gc
         from tests.support.registrar import AuthRegistrar
 
         args, res = self.args, self.result
@@ -255,6 +264,7 @@ class Scenario:
             gateway = Gateway(config)
             started = time.monotonic()
             await gateway.start()
+            tune_gc()  # what `serve` does once the gateway has started
             outcomes = self.count_outcomes(gateway)
             ramp_bound = args.instances / args.rate * 4 + 60
             took = await self.wait_all_registered(gateway, ramp_bound)
@@ -263,6 +273,7 @@ class Scenario:
             res["ramp_s"] = None if took is None else round(took, 1)
             res["ramp_registrations_per_s"] = round(args.instances / took, 1) if took else None
             res["ramp_not_registered_at_end"] = self.not_registered(gateway)
+            res["ramp_not_registered_why"] = self.errors(gateway)
             res["ramp_outcomes"] = dict(outcomes)
             res["ramp_exchange_ms_p50_p99"] = [round(1e3 * percentile(RTTS, p), 1) for p in (50, 99)]
             RTTS.clear()
@@ -287,6 +298,8 @@ class Scenario:
                 await asyncio.sleep(10.0)
                 down = self.not_registered(gateway)
                 samples.append(down)
+                if down > worst or "hold_worst_sample_why" not in res:
+                    res["hold_worst_sample_why"] = self.errors(gateway)
                 worst = max(worst, down)
                 if len(samples) % 6 == 0:
                     progress(f"holding: {time.monotonic() - wall0:.0f} of {hold:.0f} s, {down} not registered")
@@ -326,12 +339,14 @@ class Scenario:
             gateway = Gateway(config)
             started = time.monotonic()
             await gateway.start()
+            tune_gc()
             outcomes = self.count_outcomes(gateway)
             took = await self.wait_all_registered(gateway, args.instances / args.rate * 4 + 60)
             took = time.monotonic() - started if took is not None else None
             res["storm_s"] = None if took is None else round(took, 1)
             res["storm_registrations_per_s"] = round(args.instances / took, 1) if took else None
             res["storm_not_registered_at_end"] = self.not_registered(gateway)
+            res["storm_not_registered_why"] = self.errors(gateway)
             res["storm_outcomes"] = dict(outcomes)
             res["lost_after_storm"] = await self.missing_in_table(kam, gateway)
             res["kamailio_after_storm"] = kamailio_stats(kam)
