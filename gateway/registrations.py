@@ -38,6 +38,9 @@ from gateway.sip.registration import (RegistrationClient, RegistrationContext,
 
 log = get_logger(__name__)
 
+#: state writes under way at once (the store batches what arrives together)
+STATE_WRITERS = 64
+
 
 def contact_token(instance_id: str) -> str:
     """The user part of an instance's Contact: stable across restarts (so the registrar
@@ -84,8 +87,9 @@ class RegistrationService:
         self.clients: dict[str, RegistrationClient] = {}
         self._tokens: dict[str, str] = {}
         self._sealed: dict[str, bytes] = {}  # instance id -> password ciphertext
-        self._pending: dict[str, tuple] = {}
-        self._writers: set[str] = set()
+        self._pending: dict[str, tuple] = {}  # instance id -> state to write, in arrival order
+        self._writing: set[str] = set()  # instance ids whose state write is under way
+        self._writers = 0  # _write_states tasks running
         self._tasks: set[asyncio.Task] = set()
         self._unsubscribe: Callable[[], None] | None = None
         endpoint.on_flow_failed(self._flow_failed)
@@ -241,22 +245,34 @@ class RegistrationService:
 
     def _report_id(self, instance_id: str, state: str, error: str | None,
                    until: float | None) -> None:
-        self._pending[instance_id] = (state, error, until)
-        if instance_id not in self._writers:
-            self._writers.add(instance_id)
-            self._spawn(self._write_state(instance_id))
+        self._pending[instance_id] = (state, error, until)  # the latest state wins
+        if self._writers < STATE_WRITERS:
+            self._writers += 1
+            self._spawn(self._write_states())
 
-    async def _write_state(self, instance_id: str) -> None:
+    async def _write_states(self) -> None:
+        """Write pending states until none is left, one write per instance at a time (so
+        they land in order). A few of these run at once, enough for the store to batch
+        writes; a backlog (a storm faster than the disk) is a dict entry per instance,
+        not a task per instance."""
         try:
-            while instance_id in self._pending:
+            while True:
+                instance_id = next((i for i in self._pending if i not in self._writing), None)
+                if instance_id is None:
+                    return
                 state, error, until = self._pending.pop(instance_id)
+                self._writing.add(instance_id)
                 try:
                     await self.instances.set_state(instance_id, state, last_error=error,
                                                    registered_until=until)
                 except ApiError:  # erased or being erased meanwhile
                     self._pending.pop(instance_id, None)
+                except Exception:  # noqa: BLE001 - the other instances' states still go
+                    log.exception("writing a registration state failed", id=instance_id)
+                finally:
+                    self._writing.discard(instance_id)
         finally:
-            self._writers.discard(instance_id)
+            self._writers -= 1
 
     def _spawn(self, coroutine) -> None:
         task = asyncio.ensure_future(coroutine)
