@@ -4,14 +4,16 @@ instance, driven by the instance lifecycle's events.
 `RegistrationService(config, instances, endpoint, wheel)`:
 - `start()` subscribes to `InstanceService` events and registers every stored background
   instance again over a ramp: oldest expiry (`registered_until`) first, through the pacer,
-  so never above `sip.registration.rate` nor `per_registrar_rate`;
+  so never above `sip.registration.rate` nor `per_registrar_rate`; every client exists
+  at once, but only `max_in_flight` of them wait for their first exchange at a time;
 - `created` / `mode_changed` to background: register; `mode_changed` to foreground,
   `expired`, `erased`: unregister our Contact (Expires: 0) and forget the client;
   `updated` with a new password: fresh digest state and a new registration;
 - a failed flow (missing keepalive pong, connection lost) re-registers every instance on
   it at random times within `dead_flow_spread` seconds;
 - state and last error go to `InstanceService.set_state` (the API shows them), written
-  in order per instance, the latest state winning when writes queue up;
+  in order per instance, the latest state winning when writes queue up, by at most
+  `STATE_WRITERS` tasks;
 - `on_register_result(outcome, rtt)` is the hook for metrics (`outcome`: registered,
   unregistered, unauthorized, error; `rtt`: seconds of the whole exchange).
 - `instance_for_token(token)` maps the user part of an incoming Request-URI to its
