@@ -209,7 +209,9 @@ def capacity_rows(cap: dict | None) -> list[Row]:
                  (f"{fmt(lost_hold)} missing from Kamailio's table" if lost_hold is not None
                   else f"table check {why}") + "; at most "
                  f"{fmt(cap.get('hold_max_not_registered'))} not registered at any sample "
-                 f"(mean {fmt(cap.get('hold_mean_not_registered'))})",
+                 f"(mean {fmt(cap.get('hold_mean_not_registered'))})"
+                 + (f"; why at the worst sample: {cap['hold_worst_sample_why']}"
+                    if cap.get("hold_max_not_registered") and cap.get("hold_worst_sample_why") else ""),
                  f"{fmt(n)} expected", "", "0"))
     kam = cap.get("kamailio_after_hold")
     if kam:
@@ -219,7 +221,8 @@ def capacity_rows(cap: dict | None) -> list[Row]:
     rows.append(("Capacity: initial ramp",
                  (fmt(cap.get("ramp_s"), "s") + f" ({fmt(cap.get('ramp_registrations_per_s'))}/s)"
                   if cap.get("ramp_s") else f"not all registered within the bound: "
-                  f"{fmt(cap.get('ramp_not_registered_at_end'))} left; outcomes {cap.get('ramp_outcomes')}"),
+                  f"{fmt(cap.get('ramp_not_registered_at_end'))} left ({cap.get('ramp_not_registered_why')}); "
+                  f"outcomes {cap.get('ramp_outcomes')}"),
                  fmt(n / cap["rate_per_s"], "s at the configured rate"),
                  f"{n / cap['rate_per_s'] / cap['ramp_s']:.2f}x the configured rate" if cap.get("ramp_s") else "n/a", ""))
     rows.append(("Capacity: gateway CPU share at steady state",
@@ -242,6 +245,15 @@ def capacity_rows(cap: dict | None) -> list[Row]:
                  f"max {fmt(cap.get('timer_lateness_max_ms'))})",
                  "10 ms wheel tick", f"{cap['timer_lateness_p99_ms'] / 10:.1f} ticks"
                  if cap.get("timer_lateness_p99_ms") is not None else "n/a", ""))
+    for phase in ("ramp", "hold"):
+        pauses = cap.get(f"{phase}_gc_pauses")
+        if pauses is not None:
+            longest = max((p["max_ms"] for p in pauses.values()), default=0.0)
+            rows.append((f"Capacity: cyclic GC pauses during the {phase} ({cap.get('gc', 'tuned')} thresholds)",
+                         f"longest {fmt(longest, 'ms')}; " + (", ".join(
+                             f"{g}: {p['collections']} taking {p['total_s']} s" for g, p in pauses.items())
+                             or "no collection"),
+                         "", "", "(reference)"))
     storm = cap.get("storm_s")
     if "storm_not_registered_at_end" not in cap:
         rows.append(("Restart storm: all re-registered after a gateway restart", why, "", "", "0 lost"))

@@ -66,7 +66,8 @@ class Gateway:
         self.instances = InstanceService(config, self.store, self.wheel)
         # counted before the lifecycle starts, so that no event is missed or counted twice
         self.states = metrics.InstanceStates()
-        self.states.load(await self.store.list_instances())
+        async for record in self.store.iter_instances():  # a page of records at a time
+            self.states.load((record,))
         self.instances.subscribe(self.states.on_event)
         await self.instances.start()
         self.push = PushService(config, LifecycleOutcomes(self.instances))

@@ -101,6 +101,7 @@ class InstanceService:
         self._tasks: set[asyncio.Task] = set()
         leads = sorted(set(config.retention.warn_before_hours), reverse=True)
         self._leads = [hours * 3600.0 for hours in leads]
+        self._due_step = self._due  # one bound method for every instance's handle
 
     # --- events --------------------------------------------------------------------------
 
@@ -140,7 +141,7 @@ class InstanceService:
     async def start(self) -> None:
         """Schedule the next step of every stored instance (expire the overdue ones)."""
         now = self.clock()
-        for record in await self.store.list_instances():
+        async for record in self.store.iter_instances():
             self._schedule(record.id, record.expires_at, now)
         log.info("instance lifecycle started", instances=len(self._timers))
 
@@ -346,7 +347,7 @@ class InstanceService:
                 lead = candidate  # missed (gateway down, loop stalled): warn at once
         when = expires_at - lead if lead is not None else expires_at
         delay = max(0.0, when - now)
-        self._timers[instance_id] = self.wheel.call_later(delay, self._due, (instance_id, lead))
+        self._timers[instance_id] = self.wheel.call_later(delay, self._due_step, (instance_id, lead))
 
     def _unschedule(self, instance_id: str) -> None:
         handle = self._timers.pop(instance_id, None)

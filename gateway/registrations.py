@@ -4,14 +4,16 @@ instance, driven by the instance lifecycle's events.
 `RegistrationService(config, instances, endpoint, wheel)`:
 - `start()` subscribes to `InstanceService` events and registers every stored background
   instance again over a ramp: oldest expiry (`registered_until`) first, through the pacer,
-  so never above `sip.registration.rate` nor `per_registrar_rate`;
+  so never above `sip.registration.rate` nor `per_registrar_rate`; every client exists
+  at once, but only `max_in_flight` of them wait for their first exchange at a time;
 - `created` / `mode_changed` to background: register; `mode_changed` to foreground,
   `expired`, `erased`: unregister our Contact (Expires: 0) and forget the client;
   `updated` with a new password: fresh digest state and a new registration;
 - a failed flow (missing keepalive pong, connection lost) re-registers every instance on
   it at random times within `dead_flow_spread` seconds;
 - state and last error go to `InstanceService.set_state` (the API shows them), written
-  in order per instance, the latest state winning when writes queue up;
+  in order per instance, the latest state winning when writes queue up, by at most
+  `STATE_WRITERS` tasks;
 - `on_register_result(outcome, rtt)` is the hook for metrics (`outcome`: registered,
   unregistered, unauthorized, error; `rtt`: seconds of the whole exchange).
 - `instance_for_token(token)` maps the user part of an incoming Request-URI to its
@@ -38,6 +40,9 @@ from gateway.sip.registration import (RegistrationClient, RegistrationContext,
 
 log = get_logger(__name__)
 
+#: state writes under way at once (the store batches what arrives together)
+STATE_WRITERS = 64
+
 
 def contact_token(instance_id: str) -> str:
     """The user part of an instance's Contact: stable across restarts (so the registrar
@@ -48,6 +53,20 @@ def contact_token(instance_id: str) -> str:
 def instance_urn(instance_id: str) -> str:
     """The +sip.instance of an instance (RFC 5626 4.1): a stable UUID URN."""
     return "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, "sip-push-gateway:" + instance_id))
+
+
+class _PasswordSource:
+    """The password of one instance, opened from its sealed copy when the digest asks
+    (once per realm). A slotted pair instead of a closure: 100,000 of them add up."""
+
+    __slots__ = ("service", "instance_id")
+
+    def __init__(self, service: "RegistrationService", instance_id: str):
+        self.service = service
+        self.instance_id = instance_id
+
+    def __call__(self) -> str:
+        return self.service._password(self.instance_id)
 
 
 class RegistrationService:
@@ -70,8 +89,9 @@ class RegistrationService:
         self.clients: dict[str, RegistrationClient] = {}
         self._tokens: dict[str, str] = {}
         self._sealed: dict[str, bytes] = {}  # instance id -> password ciphertext
-        self._pending: dict[str, tuple] = {}
-        self._writers: set[str] = set()
+        self._pending: dict[str, tuple] = {}  # instance id -> state to write, in arrival order
+        self._writing: set[str] = set()  # instance ids whose state write is under way
+        self._writers = 0  # _write_states tasks running
         self._tasks: set[asyncio.Task] = set()
         self._unsubscribe: Callable[[], None] | None = None
         endpoint.on_flow_failed(self._flow_failed)
@@ -90,14 +110,41 @@ class RegistrationService:
 
     async def start(self) -> None:
         self._unsubscribe = self.instances.subscribe(self._event)
-        records = [r for r in await self.instances.store.list_instances()
-                   if r.mode == "background"]
+        # read a page at a time (100,000 records at once would set the process's memory
+        # high for good); only what the ramp's order needs is kept
+        lapsing: list[tuple[float, int, RegistrationClient]] = []
+        async for record in self.instances.store.iter_instances():
+            if record.mode == "background":
+                client = self._add(record, begin=False)
+                if client is not None:
+                    lapsing.append((record.registered_until or 0.0, len(lapsing), client))
         # the registrations that lapse first go first; never registered counts as lapsed
-        records.sort(key=lambda r: r.registered_until or 0.0)
-        for record in records:
-            self._add(record, announce=False)
-        log.info("registration ramp started", instances=len(records),
+        lapsing.sort()
+        waiting = [client for _, _, client in lapsing]
+        del lapsing
+        self._spawn(self._ramp(waiting))
+        log.info("registration ramp started", instances=len(waiting),
                  rate=self.config.sip.registration.rate)
+
+    async def _ramp(self, waiting: list[RegistrationClient]) -> None:
+        """Start the clients in order, no more than `max_in_flight` of them waiting for
+        their first exchange at once. Started all together, each would hold a task (with
+        its coroutine and frame) until its turn: 100,000 of them for the whole ramp, a
+        burst of memory the process keeps fragmented long after."""
+        window = asyncio.Semaphore(self.config.sip.registration.max_in_flight)
+        waiting.reverse()  # popped from the end: the oldest expiry first
+        while waiting:
+            await window.acquire()
+            client = waiting.pop()
+            if self.clients.get(client.key) is not client or client.active:
+                window.release()  # removed, replaced or already started meanwhile
+                continue
+            client.start(announce=False)
+            task = client.exchange_task
+            if task is None:
+                window.release()
+            else:
+                task.add_done_callback(lambda _task: window.release())
 
     async def stop(self) -> None:
         if self._unsubscribe is not None:
@@ -132,7 +179,10 @@ class RegistrationService:
             if self._sealed.get(instance_id) != record.password_ct:
                 self._remove(instance_id, then=record)  # new credentials: start afresh
 
-    def _add(self, record, announce: bool = True) -> RegistrationClient | None:
+    def _add(self, record, begin: bool = True) -> RegistrationClient | None:
+        """The client of a background instance, started at once unless `begin` is False
+        (the restart ramp starts it later, without announcing "registering": thousands of
+        store writes would only say what the next outcome says anyway)."""
         if record.id in self.clients:
             return self.clients[record.id]
         self._sealed[record.id] = record.password_ct
@@ -141,7 +191,7 @@ class RegistrationService:
             client = RegistrationClient(
                 self.ctx, key=record.id, token=token, instance_urn=instance_urn(record.id),
                 aor=record.aor, username=record.auth_username,
-                password_source=lambda instance_id=record.id: self._password(instance_id),
+                password_source=_PasswordSource(self, record.id),
                 registrar=record.registrar, outbound_proxy=record.outbound_proxy,
                 expires=record.reg_expires)
         except (ConfigError, ValueError) as exc:
@@ -151,7 +201,8 @@ class RegistrationService:
             return None
         self.clients[record.id] = client
         self._tokens[token] = record.id
-        client.start(announce=announce)
+        if begin:
+            client.start()
         return client
 
     def _remove(self, instance_id: str, then=None) -> None:
@@ -196,22 +247,34 @@ class RegistrationService:
 
     def _report_id(self, instance_id: str, state: str, error: str | None,
                    until: float | None) -> None:
-        self._pending[instance_id] = (state, error, until)
-        if instance_id not in self._writers:
-            self._writers.add(instance_id)
-            self._spawn(self._write_state(instance_id))
+        self._pending[instance_id] = (state, error, until)  # the latest state wins
+        if self._writers < STATE_WRITERS:
+            self._writers += 1
+            self._spawn(self._write_states())
 
-    async def _write_state(self, instance_id: str) -> None:
+    async def _write_states(self) -> None:
+        """Write pending states until none is left, one write per instance at a time (so
+        they land in order). A few of these run at once, enough for the store to batch
+        writes; a backlog (a storm faster than the disk) is a dict entry per instance,
+        not a task per instance."""
         try:
-            while instance_id in self._pending:
+            while True:
+                instance_id = next((i for i in self._pending if i not in self._writing), None)
+                if instance_id is None:
+                    return
                 state, error, until = self._pending.pop(instance_id)
+                self._writing.add(instance_id)
                 try:
                     await self.instances.set_state(instance_id, state, last_error=error,
                                                    registered_until=until)
                 except ApiError:  # erased or being erased meanwhile
                     self._pending.pop(instance_id, None)
+                except Exception:  # noqa: BLE001 - the other instances' states still go
+                    log.exception("writing a registration state failed", id=instance_id)
+                finally:
+                    self._writing.discard(instance_id)
         finally:
-            self._writers.discard(instance_id)
+            self._writers -= 1
 
     def _spawn(self, coroutine) -> None:
         task = asyncio.ensure_future(coroutine)

@@ -10,8 +10,9 @@ What it does, on loopback only, bounded in time and traffic, stopping by itself:
    resident memory: the "empty process" figure;
 3. bulk-loads N instances straight into the store from a child process (the device API
    would only add HTTP time; the child keeps the loader's allocations out of our RSS);
-4. starts the gateway on that store and waits until every instance is registered (the
-   ramp, paced at the configured rate);
+4. starts the gateway on that store, then `gateway.app.tune_gc()` as `serve` does (`--gc
+   default` leaves Python's thresholds), and waits until every instance is registered
+   (the ramp, paced at the configured rate); notes the collector's pauses from here on;
 5. holds for `--cycles` refresh cycles of a short expiry: samples how many instances are not
    registered, the gateway's CPU share (this process's utime+stime over wall time) and
    Kamailio's, timer lateness from a probe timer on the gateway's own wheel;
@@ -160,6 +161,7 @@ class Scenario:
         self.result: dict = {"instances": args.instances, "expires_s": args.expires,
                              "refresh_cycles": args.cycles, "rate_per_s": args.rate,
                              "kamailio_shm_mb": args.shm, "transport": "udp", "digest_auth": True,
+                             "gc": args.gc,
                              "creation": "bulk-loaded into the store by a child process (not through the API)"}
         self.work = Path(tempfile.mkdtemp(prefix="capacity-"))
 
@@ -181,6 +183,15 @@ class Scenario:
 
     def not_registered(self, gateway) -> int:
         return sum(1 for c in self.clients(gateway).values() if c.state != "registered")
+
+    def errors(self, gateway) -> dict[str, int]:
+        """The instances not registered, by state and last error (what went wrong)."""
+        found: dict[str, int] = {}
+        for c in self.clients(gateway).values():
+            if c.state != "registered":
+                key = f"{c.state}: {c.last_error}" if c.last_error else c.state
+                found[key] = found.get(key, 0) + 1
+        return dict(sorted(found.items(), key=lambda item: -item[1])[:8])
 
     async def wait_all_registered(self, gateway, bound: float) -> float | None:
         started = shown = time.monotonic()
@@ -226,7 +237,7 @@ class Scenario:
 
     async def run(self) -> dict:
         from gateway import config as gwconfig
-        from gateway.app import Gateway
+        from gateway.app import Gateway, tune_gc
         from tests.support.registrar import AuthRegistrar
 
         args, res = self.args, self.result
@@ -255,6 +266,9 @@ class Scenario:
             gateway = Gateway(config)
             started = time.monotonic()
             await gateway.start()
+            if args.gc == "tuned":
+                tune_gc()  # what `serve` does once the gateway has started
+            pauses = GcPauses()
             outcomes = self.count_outcomes(gateway)
             ramp_bound = args.instances / args.rate * 4 + 60
             took = await self.wait_all_registered(gateway, ramp_bound)
@@ -263,7 +277,9 @@ class Scenario:
             res["ramp_s"] = None if took is None else round(took, 1)
             res["ramp_registrations_per_s"] = round(args.instances / took, 1) if took else None
             res["ramp_not_registered_at_end"] = self.not_registered(gateway)
+            res["ramp_not_registered_why"] = self.errors(gateway)
             res["ramp_outcomes"] = dict(outcomes)
+            res["ramp_gc_pauses"] = pauses.summary()
             res["ramp_exchange_ms_p50_p99"] = [round(1e3 * percentile(RTTS, p), 1) for p in (50, 99)]
             RTTS.clear()
 
@@ -287,6 +303,8 @@ class Scenario:
                 await asyncio.sleep(10.0)
                 down = self.not_registered(gateway)
                 samples.append(down)
+                if down > worst or "hold_worst_sample_why" not in res:
+                    res["hold_worst_sample_why"] = self.errors(gateway)
                 worst = max(worst, down)
                 if len(samples) % 6 == 0:
                     progress(f"holding: {time.monotonic() - wall0:.0f} of {hold:.0f} s, {down} not registered")
@@ -294,6 +312,8 @@ class Scenario:
             cpu, kcpu = sum(os.times()[:2]) - cpu0, session_cpu_seconds(kam.process.pid) - kcpu0
             sent = sum(outcomes.values())
             res["hold_outcomes"] = dict(outcomes)
+            res["hold_gc_pauses"] = pauses.summary()
+            pauses.close()
             handle.cancel()
             gc.collect()
             rss = rss_bytes()
@@ -326,12 +346,15 @@ class Scenario:
             gateway = Gateway(config)
             started = time.monotonic()
             await gateway.start()
+            if args.gc == "tuned":
+                tune_gc()
             outcomes = self.count_outcomes(gateway)
             took = await self.wait_all_registered(gateway, args.instances / args.rate * 4 + 60)
             took = time.monotonic() - started if took is not None else None
             res["storm_s"] = None if took is None else round(took, 1)
             res["storm_registrations_per_s"] = round(args.instances / took, 1) if took else None
             res["storm_not_registered_at_end"] = self.not_registered(gateway)
+            res["storm_not_registered_why"] = self.errors(gateway)
             res["storm_outcomes"] = dict(outcomes)
             res["lost_after_storm"] = await self.missing_in_table(kam, gateway)
             res["kamailio_after_storm"] = kamailio_stats(kam)
@@ -342,6 +365,33 @@ class Scenario:
 
 
 RTTS: list[float] = []
+
+
+class GcPauses:
+    """How long the cyclic garbage collector stopped the loop, per generation (a full
+    collection walks every tracked object: with 100,000 instances, a stall)."""
+
+    def __init__(self):
+        self.started = 0.0
+        self.pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        gc.callbacks.append(self._note)
+
+    def _note(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            self.pauses[info["generation"]].append(time.perf_counter() - self.started)
+
+    def summary(self) -> dict:
+        found = {f"gen{g}": {"collections": len(p), "max_ms": round(1e3 * max(p), 1),
+                             "total_s": round(sum(p), 2)}
+                 for g, p in self.pauses.items() if p}
+        for p in self.pauses.values():
+            p.clear()
+        return found
+
+    def close(self) -> None:
+        gc.callbacks.remove(self._note)
 
 
 def progress(text: str) -> None:
@@ -365,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=500.0, help="sip.registration.rate (/s)")
     parser.add_argument("--burst", type=int, default=50)
     parser.add_argument("--shm", type=int, default=256 if quick else 1024, help="Kamailio -m (MB)")
+    parser.add_argument("--gc", choices=("tuned", "default"), default="tuned",
+                        help="tuned: gateway.app.tune_gc() after the start, as `serve` does; "
+                             "default: Python's thresholds (to see what the tuning is worth)")
     parser.add_argument("--out", default="bench/results/capacity.json")
     parser.add_argument("--load", help=argparse.SUPPRESS)  # child: bulk-load this config's store
     parser.add_argument("--registrar", help=argparse.SUPPRESS)

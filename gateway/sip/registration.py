@@ -58,9 +58,10 @@ log = logging.getLogger(__name__)
 _rng = random.Random()
 #: registrar URIs with an IP address -> their one target (no DNS, never changes)
 _IP_TARGETS: dict[str, list] = {}
-#: registrar texts already parsed -> the parts of their Request-URI (accounts share a
-#: few registrars: each client skips the URI parser)
-_REGISTRARS: dict[str, tuple] = {}
+#: registrar and outbound proxy text -> its parsed SipUri, shared by every client of that
+#: registrar (100,000 clients hold a handful of URIs, not 100,000 copies); a client never
+#: changes a URI in place, a 3xx replaces its `target` with a new one
+_URIS: dict[tuple[str, bool], SipUri] = {}
 
 
 class RegistrationSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -164,9 +165,9 @@ class RegistrationClient:
         self.token = token
         self.instance_urn = instance_urn
         self.aor = aor
-        self.registrar = _registrar_uri(registrar)
+        self.registrar = _shared_uri(registrar, True)
         self.target = self.registrar  # changed by a 3xx
-        self.outbound_proxy = SipUri.parse(outbound_proxy) if outbound_proxy else None
+        self.outbound_proxy = _shared_uri(outbound_proxy, False) if outbound_proxy else None
         self.expires = expires
         self.digest = DigestClient(username, password_source)
         self.call_id = random_hex(12)
@@ -186,6 +187,12 @@ class RegistrationClient:
 
     def __repr__(self) -> str:
         return f"<RegistrationClient {self.key} {self.aor} {self.state}>"
+
+    @property
+    def exchange_task(self) -> asyncio.Task | None:
+        """The task of the exchange under way or waiting for its turn, if any."""
+        task = self._task
+        return task if task is not None and not task.done() else None
 
     @property
     def pacing_key(self) -> str:
@@ -285,6 +292,11 @@ class RegistrationClient:
             self._failed("error", f"internal error: {type(exc).__name__}", started)
         else:
             self._registered(granted, started)
+        finally:
+            # a finished Task (with its coroutine, context and weak reference) would
+            # otherwise stay with every idle client until its next refresh
+            if self._task is asyncio.current_task():
+                self._task = None
 
     def _registered(self, granted: int, started: float) -> None:
         self.failures = 0
@@ -498,19 +510,22 @@ def _timer_fired(client: RegistrationClient) -> None:
         client._run()
 
 
+def _shared_uri(text: str, registrar: bool) -> SipUri:
+    uri = _URIS.get((text, registrar))
+    if uri is None:
+        uri = _registrar_uri(text) if registrar else SipUri.parse(text)
+        if len(_URIS) < 10_000:
+            _URIS[(text, registrar)] = uri
+    return uri
+
+
 def _registrar_uri(text: str) -> SipUri:
-    parts = _REGISTRARS.get(text)
-    if parts is None:
-        uri = SipUri.parse(text, "registrar")
-        if uri.scheme not in ("sip", "sips") or not uri.host:
-            raise ConfigError(f"registrar {text!r} is not a sip: or sips: URI")
-        # the Request-URI of a REGISTER names the domain only (RFC 3261 10.2)
-        parts = (uri.host, uri.scheme, uri.port,
-                 tuple((k, v) for k, v in uri.params.items() if k.lower() == "transport"))
-        if len(_REGISTRARS) < 10_000:
-            _REGISTRARS[text] = parts
-    host, scheme, port, params = parts
-    return SipUri(host, scheme=scheme, port=port, params=dict(params))  # each its own
+    uri = SipUri.parse(text, "registrar")
+    if uri.scheme not in ("sip", "sips") or not uri.host:
+        raise ConfigError(f"registrar {text!r} is not a sip: or sips: URI")
+    # the Request-URI of a REGISTER names the domain only (RFC 3261 10.2)
+    return SipUri(uri.host, scheme=uri.scheme, port=uri.port,
+                  params={k: v for k, v in uri.params.items() if k.lower() == "transport"})
 
 
 def _loose(uri: SipUri) -> SipUri:

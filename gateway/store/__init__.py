@@ -21,7 +21,7 @@ Depends on the store's own modules, `gateway.errors` and (for write latency) `ga
 from __future__ import annotations
 
 import os
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, AsyncIterator, Protocol, runtime_checkable
 
 from gateway.errors import ConfigError
 from gateway.store.crypto import SecretBox, bearer_hash, digest_ha1, same_digest
@@ -63,6 +63,11 @@ class Store(Protocol):
 
     async def list_instances(self, limit: int | None = None) -> list[InstanceRecord]:
         """Instances ordered by expires_at (then id)."""
+
+    def iter_instances(self, page: int = 1000) -> AsyncIterator[InstanceRecord]:
+        """Every instance in list_instances' order, read `page` records at a time (for the
+        start, which must not hold every record at once). An instance changed while the
+        pages are read may be missed or seen twice: meant for before the gateway listens."""
 
     async def count_instances(self) -> int:
         """How many instances are stored."""

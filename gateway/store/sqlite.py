@@ -19,7 +19,7 @@ import pathlib
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import msgspec
@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 _COLUMNS: tuple[str, ...] = InstanceRecord.__struct_fields__
 _PUSH = _COLUMNS.index("push")
 _PREMIUM = _COLUMNS.index("premium")
+#: one str object per app id, registrar, outbound proxy and push topic, whatever the number
+#: of records read: values most instances share, so records kept in memory (one per
+#: instance) need not carry copies
+_COMMON: dict[str, str] = {}
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM instances"
 _INSERT = f"INSERT INTO instances ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 #: fields whose old value is a credential or personal data to scrub from the WAL
@@ -65,7 +69,26 @@ def _validated(rec: InstanceRecord) -> InstanceRecord:
         raise ValueError("invalid instance record: a time is not a finite number")
     if not 0 <= checked.reg_expires < 2**31:
         raise ValueError(f"invalid instance record: reg_expires {checked.reg_expires} out of range")
-    return checked
+    return _shared(checked)
+
+
+def _common(value: str | None) -> str | None:
+    if value is None:
+        return None
+    found = _COMMON.get(value)
+    if found is None:
+        if len(_COMMON) >= 4096:  # bounded: a store of all-different registrars gains nothing
+            return value
+        found = _COMMON.setdefault(value, value)
+    return found
+
+
+def _shared(rec: InstanceRecord) -> InstanceRecord:
+    rec.app_id, rec.registrar, rec.outbound_proxy = (
+        _common(rec.app_id), _common(rec.registrar), _common(rec.outbound_proxy))
+    for target in rec.push:
+        target.topic = _common(target.topic)
+    return rec
 
 
 def _to_row(rec: InstanceRecord) -> list[Any]:
@@ -79,7 +102,7 @@ def _from_row(row: Sequence[Any]) -> InstanceRecord:
     values = list(row)
     values[_PUSH] = msgspec.msgpack.decode(values[_PUSH], type=list[PushTarget])
     values[_PREMIUM] = bool(values[_PREMIUM])
-    return InstanceRecord(*values)
+    return _shared(InstanceRecord(*values))
 
 
 def _select_all(conn: sqlite3.Connection, where: str = "", args: Sequence[Any] = (), limit: int | None = None) -> list[InstanceRecord]:
@@ -245,6 +268,24 @@ class SQLiteStore:
 
     async def list_instances(self, limit: int | None = None) -> list[InstanceRecord]:
         return await self._submit(lambda conn, batch: _select_all(conn, limit=limit), writes=False)
+
+    async def iter_instances(self, page: int = 1000) -> AsyncIterator[InstanceRecord]:
+        """Every instance, ordered like list_instances, read `page` at a time: a start with
+        100,000 instances holds one page of records at once, not all of them."""
+        after: tuple[float, str] | None = None
+        while True:
+            if after is None:
+                rows = await self._submit(lambda conn, batch: _select_all(conn, limit=page), writes=False)
+            else:
+                # written so that the expiry index serves it (a row value compare is not)
+                where, args = "WHERE expires_at >= ? AND (expires_at > ? OR id > ?)", (after[0], *after)
+                rows = await self._submit(lambda conn, batch: _select_all(conn, where, args, limit=page),
+                                          writes=False)
+            for record in rows:
+                yield record
+            if len(rows) < page:
+                return
+            after = (rows[-1].expires_at, rows[-1].id)
 
     async def count_instances(self) -> int:
         return await self._submit(lambda conn, batch: conn.execute("SELECT count(*) FROM instances").fetchone()[0], writes=False)
