@@ -10,13 +10,14 @@ after the load, so nothing of the emulator runs in the gateway's loop meanwhile)
 call: INVITE, 180 Alerting-Device, 180 Push-Notification-Sent, then CANCEL, 487 (which
 also sends a missed-call push: real load).
 
-- subject: the INVITE's datagram handed to the gateway's UDP transport (before parsing,
-  transaction matching and everything else the gateway does with it; stamped by wrapping
-  `TransportLayer._datagram`, the call's Call-ID known once the handler sees the
-  request) -> the push request's last byte read by the emulator, per Call-ID;
-- the gateway's own part: the same datagram -> the APNs provider starting to send that
-  push (`ApnsProvider.start` -- the request framed and written before it returns -- or,
-  when no stream was free at once, `ApnsProvider.send` entered);
+- subject: the INVITE's datagram arriving in the gateway's UDP socket (the kernel's
+  receive timestamp, SIOCGSTAMP, read when `TransportLayer._datagram` gets it: time spent
+  queued while the loop was busy counts; the call's Call-ID known once the handler sees
+  the request) -> the push request's last byte read by the emulator, per Call-ID;
+- the gateway's own part, issue 7's figure: the same arrival -> the APNs provider starting
+  to send that push (`ApnsProvider.start` -- the request framed and written before it
+  returns -- or, when no stream was free at once, `ApnsProvider.send` entered); also from
+  the loop's read of the datagram (`read_to_send`), which leaves the queueing out;
 - baseline, same run, same rate: a CallPush handed straight to the gateway's
   PushService (no SIP; `notify_now`, the call push's own path) -> the emulator; so the
   ratio says what the SIP side adds.
@@ -37,11 +38,13 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
+import fcntl
 import gc
 import os
 import pstats
 import secrets
 import statistics
+import struct
 import time
 from pathlib import Path
 
@@ -58,6 +61,7 @@ from tests.support.sipp import run_sipp, sipp_binary
 from tests.support.testbed import BUNDLE, KEY_ID, TEAM, Testbed
 
 SCENARIO = Path(__file__).parent / "sipp" / "call_cancel.xml"
+SIOCGSTAMP = 0x8906  # linux/sockios.h: the last received datagram's kernel timestamp
 USERS = 20
 DURATION = {100: 10.0, 500: 6.0}  # seconds of load per rate
 
@@ -67,6 +71,21 @@ pytestmark = pytest.mark.skipif(kamailio_binary() is None or sipp_binary() is No
 
 def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def kernel_arrival(sock) -> float | None:
+    """When the kernel received the datagram just read from `sock` (SIOCGSTAMP, wall
+    clock), so that time spent queued in the socket while the loop was busy counts too;
+    None until the kernel stamps that socket's datagrams (the first call turns it on)."""
+    transport = sock.transport
+    if transport is None:
+        return None
+    try:
+        raw = fcntl.ioctl(transport.get_extra_info("socket").fileno(), SIOCGSTAMP, bytes(16))
+    except OSError:
+        return None
+    seconds, micros = struct.unpack("qq", raw)
+    return seconds + micros / 1e6
 
 
 async def _lag_probe(lags: list[float], every: float = 0.005) -> None:
@@ -92,13 +111,18 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         await bed.start(apns_url=apns.url, push_ca=apns.ca_file)
         instances = [await bed.create_instance(user, tokens=tokens[user]) for user in tokens]
         gateway = bed.gateway
-        arrived: dict[str, float] = {}
+        arrived: dict[str, float] = {}  # Call-ID -> the INVITE's arrival in the kernel
+        read_at: dict[str, float] = {}  # Call-ID -> when the gateway's loop read it
         handler = gateway.provider_face.on_request
         datagram = TransportLayer._datagram
-        received = [0.0]  # when the datagram being handled reached the transport
+        received = [0.0, 0.0]  # the datagram being handled: kernel arrival, loop's read
+        wall_to_monotonic = time.monotonic() - time.time()
 
         def stamped_datagram(layer, sock, data, remote):
-            received[0] = time.monotonic()
+            read = time.monotonic()
+            kernel = kernel_arrival(sock)
+            received[0] = read if kernel is None else kernel + wall_to_monotonic
+            received[1] = read
             datagram(layer, sock, data, remote)
 
         def stamped(request, tx):
@@ -106,6 +130,7 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
             # this INVITE's arrival
             if request.method == "INVITE" and request.to_tag is None:
                 arrived[request.call_id] = received[0]
+                read_at[request.call_id] = received[1]
             handler(request, tx)
 
         TransportLayer._datagram = stamped_datagram
@@ -134,6 +159,7 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         await run_sipp(str(SCENARIO), kam, service="x", calls=50, rate=50, timeout=30,
                        extra=("-inf", str(users)))
         arrived.clear()
+        read_at.clear()
         # as `gateway.app.serve` runs the gateway: start-up's objects frozen, a larger
         # young generation (here the frozen heap is pytest's too)
         thresholds = gc.get_threshold()
@@ -178,6 +204,7 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         pushed = await apns.arrivals("call")
         sip = [pushed[c] - t for c, t in arrived.items() if c in pushed]
         inside = [leaving[c] - t for c, t in arrived.items() if c in leaving]
+        after_read = [leaving[c] - t for c, t in read_at.items() if c in leaving]
         ApnsProvider.send, ApnsProvider.start = send, start
 
         # baseline: the same number of call pushes at the same rate, without SIP
@@ -203,7 +230,7 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         await asyncio.sleep(0.5)
         pushed = await apns.arrivals("call")
         direct_latency = [pushed[c] - t for c, t in sent.items() if c in pushed]
-        return {"sip_cpu": sip_cpu / calls, "direct_cpu": direct_cpu / calls, "lags": lags, "sip": sip, "inside": inside, "direct": direct_latency, "calls": calls, "invites": len(arrived),
+        return {"sip_cpu": sip_cpu / calls, "direct_cpu": direct_cpu / calls, "lags": lags, "sip": sip, "inside": inside, "after_read": after_read, "direct": direct_latency, "calls": calls, "invites": len(arrived),
                 "gc": pauses, "apns_cpu": apns_cpu, "sipp_rc": result.returncode, "sipp_tail": result.output[-600:]}
     finally:
         if "thresholds" in locals():
@@ -235,6 +262,8 @@ def test_invite_to_push_latency(benchmark, tmp_path, rate):
         "invite_to_push_p99_ms": round(percentile(sip, 99) * 1000, 3),
         "invite_to_send_p50_ms": round(percentile(outcome["inside"], 50) * 1000, 3),
         "invite_to_send_p99_ms": round(percentile(outcome["inside"], 99) * 1000, 3),
+        "read_to_send_p50_ms": round(percentile(outcome["after_read"], 50) * 1000, 3),
+        "read_to_send_p99_ms": round(percentile(outcome["after_read"], 99) * 1000, 3),
         "loop_lag_p50_ms": round(percentile(outcome["lags"], 50) * 1000, 3),
         "loop_lag_p99_ms": round(percentile(outcome["lags"], 99) * 1000, 3),
         "direct_push_p50_ms": round(percentile(direct, 50) * 1000, 3),
