@@ -51,6 +51,7 @@ from pathlib import Path
 import pytest
 import uvloop
 
+from bench.quick import QUICK
 from gateway.app import tune_gc
 from gateway.push.apns import ApnsProvider
 from gateway.push.payloads import CallPush
@@ -63,7 +64,7 @@ from tests.support.testbed import BUNDLE, KEY_ID, TEAM, Testbed
 SCENARIO = Path(__file__).parent / "sipp" / "call_cancel.xml"
 SIOCGSTAMP = 0x8906  # linux/sockios.h: the last received datagram's kernel timestamp
 USERS = 20
-DURATION = {100: 10.0, 500: 6.0}  # seconds of load per rate
+DURATION = {100: 5.0, 500: 3.0} if QUICK else {100: 10.0, 500: 6.0}  # seconds of load per rate
 
 pytestmark = pytest.mark.skipif(kamailio_binary() is None or sipp_binary() is None,
                                 reason="needs kamailio and sipp (tests/apt-packages.txt)")

@@ -40,6 +40,7 @@ import pytest
 import uvloop
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from bench.quick import QUICK
 from gateway import metrics
 from gateway.sip.endpoint import SipEndpoint
 from gateway.sip.pacing import Pacer
@@ -49,7 +50,7 @@ from gateway.timers import TimerWheel
 BATCH = 200  # registrations per round
 ROUNDS = 25
 WARMUP = 3  # the first rounds of a fresh loop and socket are slower: not counted (either variant)
-AB_ROUNDS = 150  # interleaved pairs for overhead_pct_*
+AB_ROUNDS = 40 if QUICK else 150  # interleaved pairs for overhead_pct_*
 AB_BATCH = 50
 #: the gateway.metrics functions on the path
 PATH_CALLS = ("sip_request", "sip_response", "sip_sent", "sip_parsed", "registration_sent", "registration_result")

@@ -24,6 +24,7 @@ from pathlib import Path
 import httptools
 import pytest
 
+from bench.quick import QUICK
 from gateway.sip import parser as py_twin
 
 try:
@@ -87,7 +88,7 @@ def inputs(name: str, impl: str) -> bytes:
     return http_twin(MESSAGES[name]) if impl.startswith("httptools") else MESSAGES[name]
 
 
-def per_call(impls: dict, name: str, batch: int = 500, rounds: int = 25) -> dict:
+def per_call(impls: dict, name: str, batch: int = 500, rounds: int = 5 if QUICK else 25) -> dict:
     """Best time per call of each implementation over `rounds` batches of `batch` calls.
 
     The implementations take turns within each round, so that a noisy neighbour on the
