@@ -4,21 +4,12 @@ helper processes (tests/support/phone.py)."""
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
-from tests.support.kamailio import kamailio_binary
+from tests.support.kamailio import need_kamailio
 from tests.support.phone import Phone
 from tests.support.testbed import Testbed
-
-
-def need_kamailio():
-    if kamailio_binary() is None:
-        message = "kamailio is not installed (tests/apt-packages.txt)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 @pytest.fixture

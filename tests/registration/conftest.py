@@ -5,7 +5,6 @@ its device API on plain HTTP over loopback, its provider face on free loopback p
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import time
 
@@ -14,7 +13,7 @@ import pytest
 
 from gateway import config as gwconfig
 from gateway.app import Gateway
-from tests.support.kamailio import kamailio_binary
+from tests.support.kamailio import need_kamailio
 from tests.support.registrar import AuthRegistrar
 from tests.support.ports import free_port
 
@@ -77,14 +76,6 @@ def gateway_config(tmp_path, ca_file, **overrides) -> gwconfig.Config:
                   retry_base=0.5, unauthorized_retry=2.0, key_hash=gwconfig.api_key_hash(APP_KEY), t1=0.1, t2=0.4, in_flight=200)
     values.update(overrides)
     return gwconfig.parse(CONFIG.format(**values), "registration-test.toml")
-
-
-def need_kamailio():
-    if kamailio_binary() is None:
-        message = "kamailio is not installed (tests/apt-packages.txt)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import trustme
 
 from tests.support.processes import log_tail, stop_group
@@ -49,6 +50,14 @@ def kamailio_binary() -> str | None:
         None)
 
 
+def need_kamailio() -> None:
+    """Skip the calling test when Kamailio is missing; fail it on CI, where it must be."""
+    if kamailio_binary() is None:
+        message = ("kamailio is not installed (apt-get install kamailio kamailio-tls-modules; "
+                   "tests/apt-packages.txt)")
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 @dataclass

@@ -5,7 +5,6 @@ tests/sip/conftest.py imports them (fixtures and hooks must be seen there)."""
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
@@ -13,17 +12,12 @@ from gateway.sip.message import Request
 from gateway.sip.transaction import TimerSettings, TransactionLayer, new_branch
 from gateway.sip.transport import TransportLayer, TransportSettings
 from gateway.timers import TimerWheel
-from tests.support.kamailio import Kamailio, kamailio_binary
+from tests.support.kamailio import Kamailio, need_kamailio
 
 
 @pytest.fixture(scope="module")
 def kamailio(tmp_path_factory):
-    if kamailio_binary() is None:
-        message = ("kamailio is not installed (apt-get install kamailio kamailio-tls-modules; "
-                   "tests/apt-packages.txt)")
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    need_kamailio()
     kam = Kamailio(tmp_path_factory.mktemp("kamailio")).start()
     yield kam
     kam.stop()
