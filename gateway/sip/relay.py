@@ -36,12 +36,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import secrets
 from collections.abc import Callable
 from typing import Any
 
 from gateway.errors import PeerError, TransactionTimeout, TransportError
 from gateway.sip import proxy
+from gateway.sip.ids import random_hex
 from gateway.sip.message import Response, SipUri
 from gateway.sip.transaction import build_cancel, build_response
 from gateway.tasks import Background
@@ -115,9 +115,9 @@ class CallRelay:
         self.on_end = on_end
         self.dialogs = dialogs
         self.instance_id = instance_id
-        self.push_id = secrets.token_hex(8)
+        self.push_id = random_hex(8)
         self.state = "waiting"  # -> progress -> answered | ended
-        self.to_tag = "gw" + secrets.token_hex(6)
+        self.to_tag = "gw" + random_hex(6)
         self.timer = None
         self.forwarded = None  # the INVITE as sent to the device
         self.branch = None     # its client transaction
@@ -448,5 +448,5 @@ def _reply(tx: Any, status: int, reason: str) -> None:
         return
     response = build_response(tx.request, status, reason)
     if response.to_tag is None:
-        response.headers.set("To", f"{tx.request.get('To')};tag=gw{secrets.token_hex(4)}")
+        response.headers.set("To", f"{tx.request.get('To')};tag=gw{random_hex(4)}")
     _send_response(tx, response)
