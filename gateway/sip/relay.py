@@ -163,6 +163,10 @@ class CallRelay:
         if self.outcome is not None:
             return
         self.outcome = outcome
+        # the provider's transaction may linger for 32 s absorbing retransmissions; once
+        # the call stops ringing its failures mean nothing to us, and without this the
+        # relay (and its INVITE) would live as long, in a cycle only the collector frees
+        self.tx.on_failure = None
         if self.state != "answered":
             self.state = "ended"
             self.dialogs.end(self.invite.call_id)  # an early dialog ends with the call

@@ -14,6 +14,14 @@ final response or raises TransactionTimeout / TransportError. Timers A to K (and
 run on the timer wheel, with T1, T2, T4 from `TimerSettings`; retransmissions happen on
 unreliable flows only.
 
+Once a transaction has its final response it may linger for up to 64*T1 (timers D, J,
+L, M) only to absorb retransmissions; at 500 calls/s that is tens of thousands of them.
+From then on it keeps its key and the bytes it may have to send again, not the parsed
+messages (`request` is None), so the cyclic garbage collector has little to walk and
+nothing of the call outlives the call. Callbacks (`on_failure`, `on_response`) are
+dropped once they can no longer fire, so a TU holding its transaction makes no cycle
+that outlives it.
+
 Transactions ended by a timer are counted in `gateway.metrics`.
 
 Depends on the message model (`gateway.sip.message`), flows (anything with `send`,
@@ -135,6 +143,7 @@ class ClientTransaction(_Transaction):
         self.state = "completed"
         _cancel(self._retransmit, self._timeout)
         self._pass_up(response)
+        self.on_response = None  # later responses are absorbed, never passed up
         self._linger(self.layer.settings.t4)  # timer K
 
     def _receive_invite(self, response, status) -> None:
@@ -149,6 +158,7 @@ class ClientTransaction(_Transaction):
                 self.state = "accepted"
                 _cancel(self._timeout)
                 self._pass_up(response)
+                self._absorb_only()  # on_response stays: it hears the 2xx retransmissions
                 self._end = self.layer.wheel.call_later(64 * self.layer.settings.t1,
                                                         _client_end, self)  # timer M
             else:
@@ -157,6 +167,7 @@ class ClientTransaction(_Transaction):
                 self._ack = build_ack(self.request, response).encode()
                 self._send(self._ack)
                 self._pass_up(response)
+                self.on_response = None
                 self._linger(self.layer.settings.timer_d)  # timer D
         elif self.state == "accepted" and 200 <= status < 300:
             self._pass_up(response)  # the TU acknowledges each 2xx retransmission
@@ -173,16 +184,25 @@ class ClientTransaction(_Transaction):
                 log.exception("on_response of %s failed", self.key)
 
     def _linger(self, delay: float) -> None:
+        self._absorb_only()
         if self.flow.reliable or delay <= 0:
             self._terminate(None)
         else:
             self._end = self.layer.wheel.call_later(delay, _client_end, self)
+
+    def _absorb_only(self) -> None:
+        """Final response in: nothing is retransmitted any more (a lost ACK is resent
+        from `_ack`), so the request and its bytes can go."""
+        self.request = None
+        self._wire = b""
 
     def _terminate(self, error: Exception | None) -> None:
         if self.state == "terminated":
             return
         self.state = "terminated"
         _cancel(self._retransmit, self._timeout, self._end)
+        self._retransmit = self._timeout = self._end = None
+        self.on_response = None
         self.layer._client_done(self)
         if error is not None and not self.final.done():
             self.final.set_exception(error)
@@ -233,10 +253,10 @@ class ServerTransaction(_Transaction):
     """INVITE (17.2.1) or non-INVITE (17.2.2) server transaction. The TU answers with
     `respond(response)`; the transaction sends it, retransmits it as the timers say and
     absorbs retransmitted requests. `on_failure(reason)`, when set, hears of timer H
-    (no ACK) and of transport errors."""
+    (no ACK) and of transport errors. `request` is None once the final response is sent
+    (see the module's docstring)."""
 
-    __slots__ = ("layer", "request", "flow", "key", "method", "state", "last_response",
-                 "cancels", "on_failure", "_wire", "_interval", "_retransmit", "_timeout",
+    __slots__ = ("layer", "request", "flow", "key", "method", "state", "cancels", "on_failure", "_wire", "_interval", "_retransmit", "_timeout",
                  "_end", "_trying")
 
     def __init__(self, layer: "TransactionLayer", request: Any, flow: Any, key: tuple):
@@ -246,7 +266,6 @@ class ServerTransaction(_Transaction):
         self.key = key
         self.method = request.method
         self.state = "proceeding" if self.method == "INVITE" else "trying"
-        self.last_response = None
         self.cancels: ServerTransaction | None = None
         self.on_failure: Callable[[Exception], None] | None = None
         self._wire: bytes | None = None
@@ -269,9 +288,10 @@ class ServerTransaction(_Transaction):
         _cancel(self._trying)
         self._trying = None
         status = response.status
-        self.last_response = response
         self._wire = response.encode()
         settings, wheel = self.layer.settings, self.layer.wheel
+        if status >= 200:
+            self.request = None  # from here on only `_wire` is sent again
         if status < 200:
             if self.method != "INVITE":
                 self.state = "proceeding"
@@ -315,17 +335,19 @@ class ServerTransaction(_Transaction):
             return
         self.state = "terminated"
         _cancel(self._retransmit, self._timeout, self._end, self._trying)
+        self._retransmit = self._timeout = self._end = self._trying = None
         self.layer._server_done(self)
-        if error is not None and self.on_failure is not None:
+        on_failure, self.on_failure = self.on_failure, None
+        if error is not None and on_failure is not None:
             try:
-                self.on_failure(error)
+                on_failure(error)
             except Exception:  # noqa: BLE001
                 log.exception("on_failure of %s failed", self.key)
 
 
 def _server_trying(tx: ServerTransaction) -> None:
     tx._trying = None
-    if tx.state == "proceeding" and tx.last_response is None:
+    if tx.state == "proceeding" and tx._wire is None:
         try:
             tx.respond(build_response(tx.request, 100, "Trying"))
         except TransportError:

@@ -6,6 +6,8 @@ and a MESSAGE from a stranger."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 import pytest
 
@@ -51,13 +53,20 @@ async def wait_for(predicate, timeout=10.0):
     raise AssertionError("condition not met in time")
 
 
-async def test_progress_statuses_proxying_and_cancel(bed, phones, proxy_stack):
+async def call_alice(bed, proxy_stack):
+    """A gateway with alice's instance, and an INVITE to it from a provider's proxy:
+    (testbed, alice, stack, flow, request, client transaction, responses seen)."""
     testbed = await bed(t1=10.0)
     alice = await testbed.create_instance("alice")
     stack, flow = await proxy_stack(testbed)
     request = invite(stack, flow, alice)
     responses = []
     tx = stack.transactions.request(request, flow, on_response=responses.append)
+    return testbed, alice, stack, flow, request, tx, responses
+
+
+async def test_progress_statuses_proxying_and_cancel(bed, phones, proxy_stack):
+    testbed, alice, stack, flow, request, tx, responses = await call_alice(bed, proxy_stack)
 
     def statuses():
         return [(r.status, r.get("X-Push-Status")) for r in responses]
@@ -87,6 +96,28 @@ async def test_progress_statuses_proxying_and_cancel(bed, phones, proxy_stack):
     await device.expect("call_state", account="device", state="DISCONNECTED", code=487)
     [missed] = await testbed.wait_push("missed_call", alice)
     assert missed["reason"] == "cancelled" and missed["caller_name"] == "Carol"
+
+
+async def test_a_cancelled_call_is_freed_without_the_collector(bed, proxy_stack):
+    """At 500 calls/s the cyclic collector's pauses delayed INVITEs: what a call leaves
+    behind must go by reference counting alone, while its transactions still linger."""
+    testbed, alice, stack, flow, request, tx, responses = await call_alice(bed, proxy_stack)
+    await wait_for(lambda: any(r.get("X-Push-Status") == "Push-Notification-Sent" for r in responses))
+    calls = testbed.gateway.calls
+    [relay] = calls.relays.values()
+    provider_tx = relay.tx
+    relay = weakref.ref(relay)
+    gc.disable()
+    try:
+        assert (await stack.transactions.send(build_cancel(request), flow)).status == 200
+        assert (await asyncio.wait_for(tx.final, 5)).status == 487
+        await testbed.wait_push("missed_call", alice)
+        await asyncio.sleep(0.05)  # the missed-call push's task is done with the relay
+        assert relay() is None
+        # the INVITE's transaction lingers (timer I) with its bytes, not the INVITE
+        assert provider_tx.request is None and provider_tx.on_failure is None
+    finally:
+        gc.enable()
 
 
 async def test_unknown_token_and_foreground_instance_get_no_push(bed, proxy_stack):

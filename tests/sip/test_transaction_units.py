@@ -346,3 +346,79 @@ async def test_branches_are_unique():
     branches = {new_branch() for _ in range(1000)}
     assert len(branches) == 1000 and all(b.startswith("z9hG4bK") for b in branches)
     await asyncio.sleep(0)
+
+
+# ---- what a lingering transaction keeps -----------------------------------------------------
+
+def holds_messages(tx) -> bool:
+    """Whether the transaction object itself refers to a parsed message (a lingering one
+    should keep bytes only, so that the collector has little to walk)."""
+    import gc
+
+    return any(isinstance(o, (Request, Response)) for o in gc.get_referents(tx))
+
+
+async def test_answered_server_transactions_keep_bytes_not_messages(layer, clock, wheel, user):
+    flow = FakeFlow(clock)
+    options = make_request("OPTIONS")
+    layer.message_received(options, flow)
+    tx = user.requests[0][1]
+    assert holds_messages(tx)  # the TU answers from the request
+    tx.respond(make_response(options, 200))
+    assert tx.request is None and not holds_messages(tx)
+    layer.message_received(make_request("OPTIONS", branch=options.via[0].branch), flow)
+    assert flow.lines() == ["SIP/2.0 200 Reason"] * 2  # still absorbed, from the bytes
+
+    invite = make_request("INVITE")
+    layer.message_received(invite, flow)
+    invite_tx = user.requests[1][1]
+    failures = []
+    invite_tx.on_failure = failures.append
+    invite_tx.respond(make_response(invite, 487))
+    assert invite_tx.request is None and not holds_messages(invite_tx)
+    layer.message_received(make_request("INVITE", branch=invite.via[0].branch), flow)
+    assert flow.lines()[-1] == "SIP/2.0 487 Reason"  # the 487 again, from its bytes
+    layer.message_received(make_request("ACK", branch=invite.via[0].branch), flow)
+    assert invite_tx.state == "confirmed"
+    run_until(clock, wheel, T4 + 0.1)  # timer I
+    assert invite_tx.state == "terminated" and not failures
+    assert invite_tx.on_failure is None  # a TU holding its transaction makes no lasting cycle
+
+
+async def test_timer_h_still_reaches_on_failure_once(layer, clock, wheel, user):
+    flow = FakeFlow(clock)
+    invite = make_request("INVITE")
+    layer.message_received(invite, flow)
+    tx = user.requests[0][1]
+    failures = []
+    tx.on_failure = failures.append
+    tx.respond(make_response(invite, 480))
+    run_until(clock, wheel, 64 * T1 + 0.1)  # timer H: no ACK
+    assert tx.state == "terminated" and len(failures) == 1 and tx.on_failure is None
+
+
+async def test_completed_client_transactions_keep_bytes_not_messages(layer, clock, wheel):
+    flow = FakeFlow(clock)
+    options = make_request("OPTIONS")
+    seen = []
+    tx = layer.request(options, flow, on_response=seen.append)
+    layer.message_received(make_response(options, 200), flow)
+    assert (await tx.final).status == 200 and len(seen) == 1
+    assert tx.request is None and tx.on_response is None and not holds_messages(tx)
+
+    invite = make_request("INVITE")
+    tx = layer.request(invite, flow, on_response=seen.append)
+    layer.message_received(make_response(invite, 486, to_tag="busy"), flow)
+    ack = flow.sent[-1][1]
+    assert ack.startswith(b"ACK ") and tx.request is None and not holds_messages(tx)
+    layer.message_received(make_response(invite, 486, to_tag="busy"), flow)
+    assert flow.sent[-1][1] == ack and len(seen) == 2  # the ACK again, nothing passed up
+
+    invite = make_request("INVITE")
+    tx = layer.request(invite, flow, on_response=seen.append)
+    layer.message_received(make_response(invite, 200), flow)
+    assert tx.state == "accepted" and tx.request is None
+    layer.message_received(make_response(invite, 200), flow)
+    assert len(seen) == 4  # 2xx retransmissions still go up while accepted
+    run_until(clock, wheel, 64 * T1 + 0.1)  # timer M
+    assert tx.state == "terminated" and tx.on_response is None
