@@ -43,7 +43,7 @@ from gateway.errors import PeerError, TransactionTimeout, TransportError
 from gateway.sip import proxy
 from gateway.sip.ids import random_hex
 from gateway.sip.message import Response, SipUri
-from gateway.sip.transaction import build_cancel, build_response
+from gateway.sip.transaction import build_cancel, build_response, response_like
 from gateway.tasks import Background
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class CallRelay:
         self.branch = None     # its client transaction
         self.binding = None
         self.outcome: str | None = None
-        self.base: list[tuple[str, str]] | None = None  # fields every final/180 answer shares
+        self.base: Response | None = None  # its fields: what every final/180 answer shares
         tx.on_failure = self._upstream_failed
 
     @property
@@ -139,14 +139,11 @@ class CallRelay:
             # A call answers its INVITE three or four times (180s, then 487/480): the
             # fields they share, To with our tag, are taken from the INVITE once.
             if self.base is None:
-                first = build_response(self.invite, status, reason)
-                first.headers.set("To", f"{self.invite.get('To')};tag={self.to_tag}")
-                self.base = list(first.headers)
-            fields = list(self.base)
+                self.base = build_response(self.invite, status, reason)
+                self.base.headers.set("To", f"{self.invite.get('To')};tag={self.to_tag}")
             if status < 300:
-                fields.append(("Contact", self.faces.contact(self.tx.flow)))
-            fields += extra
-            response = Response(status, reason, fields)
+                extra = (("Contact", self.faces.contact(self.tx.flow)),) + extra
+            response = response_like(self.base, status, reason, extra)
         response.headers.add("Server", self.faces.provider.user_agent)
         _send_response(self.tx, response)
 

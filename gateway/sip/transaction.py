@@ -40,6 +40,7 @@ import msgspec
 from gateway import metrics
 from gateway.errors import ConfigError, TransactionTimeout, TransportError
 from gateway.sip import message as sipmsg
+from gateway.sip.fields import Headers
 from gateway.sip.ids import random_hex
 
 log = logging.getLogger(__name__)
@@ -514,11 +515,44 @@ def _same_transaction(request: Any, method: str, to: str) -> Any:
     return sipmsg.Request(method, request.uri_text, headers)
 
 
+#: the fields a response copies from its request (8.2.6.2), by lower-case name; Via
+#: every time it occurs, the others once
+_ECHOED = {"via": "Via", "from": "From", "to": "To", "call-id": "Call-ID", "cseq": "CSeq"}
+
+
 def build_response(request: Any, status: int, reason: str) -> Any:
     """A response copying the request's Via, From, To, Call-ID and CSeq (8.2.6.2)."""
-    headers = [("Via", via) for via in request.headers.fields("Via")]
-    headers += [("From", request.get("From")), ("To", request.get("To")),
-                ("Call-ID", request.call_id), ("CSeq", request.get("CSeq"))]
+    # A call is answered four or five times: the fields are copied in one pass over the
+    # request's, without checking them again (they were checked entering the request).
+    vias, first = [], {}
+    for key, _, value in request.headers._fields:
+        name = _ECHOED.get(key)
+        if name is None:
+            continue
+        if key == "via":
+            vias.append(("via", name, value))
+        elif key not in first:
+            first[key] = (key, name, value)
+        elif key == "call-id":
+            first = None  # more than one: request.call_id below says why
+            break
+    if first is None or len(first) < 4:  # a field missing: the checked path
+        fields = [("Via", via) for via in request.headers.fields("Via")]
+        fields += [("From", request.get("From")), ("To", request.get("To")),
+                   ("Call-ID", request.call_id), ("CSeq", request.get("CSeq"))]
+        headers = Headers(fields)
+    else:
+        headers = Headers._from_parser(
+            vias + [first["from"], first["to"], first["call-id"], first["cseq"]], {})
     if status == 100 and request.get("Timestamp") is not None:
-        headers.append(("Timestamp", request.get("Timestamp")))  # RFC 3261 8.2.6.1
+        headers.add("Timestamp", request.get("Timestamp"))  # RFC 3261 8.2.6.1
+    return sipmsg.Response(status, reason, headers)
+
+
+def response_like(response: Any, status: int, reason: str, extra=()) -> Any:
+    """Another answer to the same request: `response`'s fields (checked already), then
+    `extra` (name, value) fields."""
+    headers = Headers._from_parser(list(response.headers._fields), {})
+    for name, value in extra:
+        headers.add(name, value)
     return sipmsg.Response(status, reason, headers)

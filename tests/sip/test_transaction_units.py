@@ -6,10 +6,12 @@ import asyncio
 
 import pytest
 
-from gateway.errors import ConfigError, TransactionTimeout, TransportError
+from gateway.errors import ConfigError, ParseError, TransactionTimeout, TransportError
 from gateway.sip.message import Request, Response
-from gateway.sip.transaction import TimerSettings, TransactionLayer, new_branch
+from gateway.sip.transaction import (TimerSettings, TransactionLayer, build_response, new_branch,
+                                     response_like)
 from gateway.timers import TimerWheel
+from tests.twins import load_both
 
 T1, T2, T4 = 0.5, 4.0, 5.0
 
@@ -422,3 +424,36 @@ async def test_completed_client_transactions_keep_bytes_not_messages(layer, cloc
     assert len(seen) == 4  # 2xx retransmissions still go up while accepted
     run_until(clock, wheel, 64 * T1 + 0.1)  # timer M
     assert tx.state == "terminated" and tx.on_response is None
+
+
+# ---- responses the transactions' users build ------------------------------------------------
+
+@pytest.mark.parametrize("parser", load_both("_sipparse", "sip.parser"))
+def test_build_response_copies_the_echoed_fields_as_the_request_has_them(parser):
+    wire = (b"INVITE sip:bob@example.test SIP/2.0\r\n"
+            b"v: SIP/2.0/UDP p1.test;branch=z9hG4bK1, SIP/2.0/UDP p2.test;branch=z9hG4bK2\r\n"
+            b"Subject: first\r\nVIA: SIP/2.0/UDP ua.test;branch=z9hG4bK3\r\n"
+            b"f: <sip:alice@example.test>;tag=a1\r\nt: <sip:bob@example.test>\r\n"
+            b"i: c1@ua.test\r\nCSeq: 7 INVITE\r\nTimestamp: 54\r\nContent-Length: 0\r\n\r\n")
+    request = parser.parse_message(wire)
+    assert build_response(request, 100, "Trying").encode() == (
+        b"SIP/2.0 100 Trying\r\n"
+        b"Via: SIP/2.0/UDP p1.test;branch=z9hG4bK1, SIP/2.0/UDP p2.test;branch=z9hG4bK2\r\n"
+        b"Via: SIP/2.0/UDP ua.test;branch=z9hG4bK3\r\n"
+        b"From: <sip:alice@example.test>;tag=a1\r\nTo: <sip:bob@example.test>\r\n"
+        b"Call-ID: c1@ua.test\r\nCSeq: 7 INVITE\r\nTimestamp: 54\r\nContent-Length: 0\r\n\r\n")
+    ringing = build_response(request, 180, "Ringing")
+    assert ringing.get("Timestamp") is None and ringing.to_tag is None
+    ringing.headers.set("To", "<sip:bob@example.test>;tag=b1")
+    final = response_like(ringing, 486, "Busy Here", [("Retry-After", "30")])
+    assert final.to_tag == "b1" and final.cseq.number == 7
+    assert final.encode().endswith(b"CSeq: 7 INVITE\r\nRetry-After: 30\r\nContent-Length: 0\r\n\r\n")
+    assert ringing.get("Retry-After") is None  # the first answer is not changed
+    with pytest.raises(ValueError):
+        response_like(ringing, 486, "Busy Here", [("Warning", "a\r\nVia: injected")])
+
+
+def test_build_response_refuses_a_request_with_two_call_ids():
+    twice = make_request("OPTIONS", extra=[("Call-ID", "again")])
+    with pytest.raises(ParseError):
+        build_response(twice, 200, "OK")  # which one to echo?
