@@ -23,7 +23,8 @@ also sends a missed-call push: real load).
   ratio says what the SIP side adds.
 
 Figures in extra_info: p50/p99 (ms) of both, their ratios, calls lost, the loop's lag,
-the garbage collector's pauses (per call, longest), and the loop thread's CPU time per
+the garbage collector's pauses (per call, longest, how many and how many of the older
+generations), and the loop thread's CPU time per
 call against per direct push (time.thread_time(): a crowded machine's preemption does
 not count there, unlike in the latencies). Run with
 `python -m pytest bench/test_call_push_latency.py --benchmark-only -s`; with
@@ -170,6 +171,7 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         lags: list[float] = []
         probe = asyncio.ensure_future(_lag_probe(lags))
         pauses: list[float] = []  # the collector's pauses during the load
+        generations: list[int] = []  # ... and which generation each collected
         gc_started = [0.0]
 
         def collecting(phase, info):
@@ -177,6 +179,7 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
                 gc_started[0] = time.perf_counter()
             else:
                 pauses.append(time.perf_counter() - gc_started[0])
+                generations.append(info["generation"])
 
         gc.callbacks.append(collecting)
         profile_dir = os.environ.get("BENCH_PROFILE")
@@ -232,7 +235,7 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         pushed = await apns.arrivals("call")
         direct_latency = [pushed[c] - t for c, t in sent.items() if c in pushed]
         return {"sip_cpu": sip_cpu / calls, "direct_cpu": direct_cpu / calls, "lags": lags, "sip": sip, "inside": inside, "after_read": after_read, "direct": direct_latency, "calls": calls, "invites": len(arrived),
-                "gc": pauses, "apns_cpu": apns_cpu, "sipp_rc": result.returncode, "sipp_tail": result.output[-600:]}
+                "gc": pauses, "gc_generations": generations, "apns_cpu": apns_cpu, "sipp_rc": result.returncode, "sipp_tail": result.output[-600:]}
     finally:
         if "thresholds" in locals():
             gc.unfreeze()
@@ -282,6 +285,8 @@ def test_invite_to_push_latency(benchmark, tmp_path, rate):
     pauses = outcome["gc"]
     figures["gc_ms_per_call"] = round(sum(pauses) * 1000 / outcome["calls"], 3)
     figures["gc_pause_max_ms"] = round(max(pauses, default=0.0) * 1000, 3)
+    figures["gc_collections"] = len(pauses)
+    figures["gc_collections_older"] = sum(1 for g in outcome["gc_generations"] if g > 0)
     figures["p50_ratio_to_direct"] = round(figures["invite_to_push_p50_ms"] / figures["direct_push_p50_ms"], 2)
     figures["p99_ratio_to_direct"] = round(figures["invite_to_push_p99_ms"] / figures["direct_push_p99_ms"], 2)
     benchmark.extra_info.update(figures)
