@@ -14,7 +14,12 @@ One `DigestClient` per account. It answers 401 (WWW-Authenticate -> Authorizatio
   challenge: `stale=true` (or a different nonce) is a retry, the same nonce again means our
   credentials were rejected.
 - The password is never kept: `password_source()` is called when a realm (or algorithm)
-  is first met, HA1 is computed and kept, and the password dropped.
+  is first met, HA1 is computed and kept (raw bytes, for the realm in use), and the
+  password dropped.
+- One client per registered instance, so its state is small: the parts of a challenge
+  that every account of a registrar hears alike (realm, opaque, algorithm, qop) are one
+  shared object; the nonce stays per account (another account's nonce is not ours to
+  use: a registrar may bind it to the client, and its nc to one counter).
 
 Depends on `gateway.errors`, `gateway.sip.ids` (cnonces) and the message model's
 `Challenge` only (duck-typed responses with `.status`, `.www_authenticate`,
@@ -60,24 +65,40 @@ def _quote(value: str) -> str:
     return f'"{value}"'
 
 
-class _Session:
-    """What one accepted challenge leaves behind for the requests that follow."""
+class _Challenge:
+    """What an accepted challenge says that every account of a registrar hears alike:
+    realm, opaque, algorithm, qop and the header to answer in. One object per distinct
+    set of values (`_shared_challenge`), whatever the number of accounts; the nonce, its
+    cnonce and its count stay with each account."""
 
-    __slots__ = ("header", "realm", "nonce", "opaque", "algorithm", "algorithm_given", "qop",
-                 "cnonce", "nc", "answered")
+    __slots__ = ("header", "realm", "opaque", "algorithm", "algorithm_given", "qop", "ha1_key")
 
-    def __init__(self, header: str, challenge, algorithm: str, qop: str | None):
-        params = challenge.params
+    def __init__(self, header: str, realm: str, opaque: str | None, algorithm: str,
+                 algorithm_given: bool, qop: str | None):
         self.header = header
-        self.realm = params.get("realm", "")
-        self.nonce = params.get("nonce", "")
-        self.opaque = params.get("opaque")
+        self.realm = realm
+        self.opaque = opaque
         self.algorithm = algorithm
-        self.algorithm_given = "algorithm" in params
+        self.algorithm_given = algorithm_given
         self.qop = qop
-        self.cnonce = random_hex(8)
-        self.nc = 0
-        self.answered = False  # credentials were sent for this nonce
+        self.ha1_key = (realm, algorithm.removesuffix("-sess"))  # what HA1 depends on
+
+
+#: the values of a challenge -> its one shared _Challenge; bounded, so a registrar sending
+#: a different opaque each time only stops the sharing
+_CHALLENGES: dict[tuple, _Challenge] = {}
+
+
+def _shared_challenge(header: str, challenge, algorithm: str, qop: str | None) -> _Challenge:
+    params = challenge.params
+    values = (header, params.get("realm", ""), params.get("opaque"), algorithm,
+              "algorithm" in params, qop)
+    found = _CHALLENGES.get(values)
+    if found is None:
+        found = _Challenge(*values)
+        if len(_CHALLENGES) < 10_000:
+            _CHALLENGES[values] = found
+    return found
 
 
 def pick(challenges: list, header: str) -> tuple[object, str, str | None] | None:
@@ -111,28 +132,38 @@ def _algorithm(name: str) -> str | None:
 
 
 class DigestClient:
-    """Digest credentials of one account; see the module docstring."""
+    """Digest credentials of one account; see the module docstring. Kept small (one per
+    registered instance): HA1 as raw bytes for the one realm and hash in use (another
+    realm opens the password again), the challenge's shared parts by reference, and per
+    account only the nonce, its cnonce and its count."""
 
-    __slots__ = ("username", "_password_source", "_ha1", "_session")
+    __slots__ = ("username", "password_source", "_ha1", "_ha1_key", "_challenge", "_nonce",
+                 "_cnonce", "_nc")
 
     def __init__(self, username: str, password_source: Callable[[], str]):
         self.username = username
-        self._password_source = password_source
-        self._ha1: dict[tuple[str, str], str] = {}  # (realm, hash) -> HA1
-        self._session: _Session | None = None
+        self.password_source = password_source
+        self._ha1: bytes | None = None  # H(username:realm:password), raw digest
+        self._ha1_key: tuple[str, str] | None = None  # the (realm, hash) of _ha1
+        self._challenge: _Challenge | None = None
+        self._nonce = ""
+        self._cnonce = ""
+        self._nc = 0  # requests answered with this nonce (0: none yet)
 
     @property
     def algorithm(self) -> str | None:
         """The algorithm of the challenge in use (for the doctor and the logs)."""
-        return self._session.algorithm if self._session else None
+        return self._challenge.algorithm if self._challenge else None
 
     @property
     def realm(self) -> str | None:
-        return self._session.realm if self._session else None
+        return self._challenge.realm if self._challenge else None
 
     def forget_nonce(self) -> None:
         """Start over with the next challenge (HA1 stays)."""
-        self._session = None
+        self._challenge = None
+        self._nonce = self._cnonce = ""
+        self._nc = 0
 
     def challenged(self, response) -> None:
         """Take a 401 or 407. Returns when the request is worth sending again with
@@ -151,43 +182,42 @@ class DigestClient:
                             f"(offered: {schemes}; supported: Digest {', '.join(ALGORITHMS)} "
                             "with qop auth or none)", status=response.status)
         challenge, algorithm, qop = chosen
-        previous = self._session
+        previous = self._challenge
         stale = challenge.params.get("stale", "").lower() == "true"
-        if (previous is not None and previous.answered and not stale
+        if (previous is not None and self._nc > 0 and not stale
                 and previous.realm == challenge.params.get("realm", "")
-                and (previous.nonce == challenge.params.get("nonce") or previous.nc == 1)):
+                and (self._nonce == challenge.params.get("nonce") or self._nc == 1)):
             # our answer was refused without the nonce being stale: for the same nonce, or
             # for a nonce we had just been given (a reused nonce may simply have expired)
             raise AuthError("credentials rejected", status=response.status)
-        self._session = _Session(header, challenge, algorithm, qop)
-        self._remember_ha1(self._session)
-
-    def _remember_ha1(self, session: _Session) -> None:
-        key = (session.realm, session.algorithm.removesuffix("-sess"))
-        if key not in self._ha1:
-            password = self._password_source()
-            self._ha1[key] = ha1(key[1], self.username, session.realm, password)
+        shared = _shared_challenge(header, challenge, algorithm, qop)
+        if self._ha1_key != shared.ha1_key:
+            password = self.password_source()
+            self._ha1 = bytes.fromhex(ha1(shared.ha1_key[1], self.username, shared.realm, password))
+            self._ha1_key = shared.ha1_key
             del password
+        self._challenge = shared
+        self._nonce = challenge.params.get("nonce", "")
+        self._cnonce = random_hex(8)
+        self._nc = 0
 
     def authorization(self, method: str, uri: str) -> tuple[str, str] | None:
         """The (header name, value) answering the current challenge for a request, or
         None before any challenge. Each call counts one more use of the nonce."""
-        session = self._session
-        if session is None:
+        shared = self._challenge
+        if shared is None:
             return None
-        session.nc += 1
-        session.answered = True
-        nc = f"{session.nc:08x}"
-        key = (session.realm, session.algorithm.removesuffix("-sess"))
-        digest = response_value(session.algorithm, self._ha1[key], session.nonce, nc,
-                                session.cnonce, session.qop, method, uri)
-        parts = [f"Digest username={_quote(self.username)}", f"realm={_quote(session.realm)}",
-                 f"nonce={_quote(session.nonce)}", f"uri={_quote(uri)}",
+        self._nc += 1
+        nc = f"{self._nc:08x}"
+        digest = response_value(shared.algorithm, self._ha1.hex(), self._nonce, nc,
+                                self._cnonce, shared.qop, method, uri)
+        parts = [f"Digest username={_quote(self.username)}", f"realm={_quote(shared.realm)}",
+                 f"nonce={_quote(self._nonce)}", f"uri={_quote(uri)}",
                  f"response={_quote(digest)}"]
-        if session.algorithm_given or session.algorithm != "MD5":
-            parts.append(f"algorithm={session.algorithm}")
-        if session.opaque is not None:
-            parts.append(f"opaque={_quote(session.opaque)}")
-        if session.qop:
-            parts += [f"qop={session.qop}", f"nc={nc}", f"cnonce={_quote(session.cnonce)}"]
-        return session.header, ", ".join(parts)
+        if shared.algorithm_given or shared.algorithm != "MD5":
+            parts.append(f"algorithm={shared.algorithm}")
+        if shared.opaque is not None:
+            parts.append(f"opaque={_quote(shared.opaque)}")
+        if shared.qop:
+            parts += [f"qop={shared.qop}", f"nc={nc}", f"cnonce={_quote(self._cnonce)}"]
+        return shared.header, ", ".join(parts)
