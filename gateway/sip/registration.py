@@ -33,10 +33,12 @@ Depends on the message model, digest, DNS, transaction and transport layers (thr
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import re
 import time
+import uuid
 from typing import Any, Callable
 
 import msgspec
@@ -56,12 +58,28 @@ from gateway.timers import jitter
 log = logging.getLogger(__name__)
 
 _rng = random.Random()
+_IDS_BYTES = 18  # a client's Call-ID (12 bytes) and From tag (6 bytes)
 #: registrar URIs with an IP address -> their one target (no DNS, never changes)
 _IP_TARGETS: dict[str, list] = {}
 #: registrar and outbound proxy text -> its parsed SipUri, shared by every client of that
 #: registrar (100,000 clients hold a handful of URIs, not 100,000 copies); a client never
 #: changes a URI in place, a 3xx replaces its `target` with a new one
 _URIS: dict[tuple[str, bool], SipUri] = {}
+
+
+_URN_NAMESPACE = uuid.NAMESPACE_URL.bytes + b"sip-push-gateway:"
+
+
+def instance_urn(key: str) -> str:
+    """The +sip.instance of an instance (RFC 5626 4.1): a stable UUID URN, the UUID 5 of
+    "sip-push-gateway:" + `key` in the URL namespace. Written out here rather than with
+    `uuid.uuid5` (half the time): a client derives it for each REGISTER instead of keeping
+    94 bytes of it."""
+    digest = bytearray(hashlib.sha1(_URN_NAMESPACE + key.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = digest.hex()
+    return f"urn:uuid:{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 class RegistrationSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -100,7 +118,6 @@ class RegistrationContext:
         # exchanges under way at once: beyond this they wait, so an overloaded registrar
         # (or host) sees retransmissions of a bounded set, not of everything queued
         self.in_flight = asyncio.Semaphore(max_in_flight)
-        self.flows: dict[Any, set] = {}  # flow -> clients registered over it
 
     def contact_hostport(self, flow: Any) -> str:
         """host:port for our Contact and Via on a flow: the public address when set, else
@@ -112,28 +129,21 @@ class RegistrationContext:
             host, port = self.public_host, self.public_port or port
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
+    # No index of the clients on each flow: every client of a registrar shares one UDP
+    # flow, so that would be a set entry per instance, to serve a rare event (a flow
+    # failing) that a scan of the clients' `flow` serves as well.
+
     def bind(self, client: "RegistrationClient", flow: Any) -> None:
         if client.flow is flow:
             return
         self.unbind(client)
         flow.acquire()  # keepalives run while anyone is registered over the flow
         client.flow = flow
-        self.flows.setdefault(flow, set()).add(client)
 
     def unbind(self, client: "RegistrationClient") -> None:
         flow, client.flow = client.flow, None
-        if flow is None:
-            return
-        users = self.flows.get(flow)
-        if users is not None:
-            users.discard(client)
-            if not users:
-                del self.flows[flow]
-        if not flow.closed:
+        if flow is not None and not flow.closed:
             flow.release()
-
-    def clients_on(self, flow: Any) -> list["RegistrationClient"]:
-        return list(self.flows.pop(flow, ()))
 
 
 def _split_public(address: str) -> tuple[str, int | None]:
@@ -150,15 +160,19 @@ def _split_public(address: str) -> tuple[str, int | None]:
 
 class RegistrationClient:
     """Keeps one account registered; see the module docstring. `key` is the instance id,
-    `token` the user part of our Contact, `instance_urn` its +sip.instance."""
+    `token` the user part of our Contact, `instance_urn` its +sip.instance (when not
+    given: `instance_urn(key)`, derived when a request is written)."""
 
+    # One per registered instance: every byte here is 100 KB at 100,000 instances. So:
+    # slots; URIs shared per registrar (`_shared_uri`); the Call-ID and From tag drawn
+    # together as one int and written out when a request is built; one timer at a time.
     __slots__ = ("ctx", "key", "token", "instance_urn", "aor", "registrar", "target",
-                 "outbound_proxy", "expires", "digest", "call_id", "from_tag", "cseq", "state",
+                 "outbound_proxy", "expires", "digest", "_ids", "cseq", "state",
                  "last_error", "registered_until", "flow", "failures", "granted", "active",
-                 "bound_maybe", "next_attempt", "_timer", "_task", "__weakref__")
+                 "bound_maybe", "_timer", "_task", "__weakref__")
 
-    def __init__(self, ctx: RegistrationContext, *, key: str, token: str, instance_urn: str,
-                 aor: str, username: str, password_source: Callable[[], str], registrar: str,
+    def __init__(self, ctx: RegistrationContext, *, key: str, token: str,
+                 instance_urn: str | None = None, aor: str, username: str, password_source: Callable[[], str], registrar: str,
                  outbound_proxy: str | None = None, expires: int = 3600):
         self.ctx = ctx
         self.key = key
@@ -170,8 +184,9 @@ class RegistrationClient:
         self.outbound_proxy = _shared_uri(outbound_proxy, False) if outbound_proxy else None
         self.expires = expires
         self.digest = DigestClient(username, password_source)
-        self.call_id = random_hex(12)
-        self.from_tag = random_hex(6)
+        # 96 random bits of Call-ID and 48 of From tag, the same for every REGISTER of
+        # this client (RFC 3261 10.2)
+        self._ids = int(random_hex(_IDS_BYTES), 16)
         self.cseq = 0
         self.state = "idle"
         self.last_error: str | None = None
@@ -181,9 +196,24 @@ class RegistrationClient:
         self.granted: int | None = None
         self.active = False       # we want to be registered
         self.bound_maybe = False  # a REGISTER with expires > 0 may have been accepted
-        self.next_attempt: float | None = None  # time.monotonic() of the next REGISTER
         self._timer = None
         self._task: asyncio.Task | None = None
+
+    @property
+    def next_attempt(self) -> float | None:
+        """When the next REGISTER is due, on the loop's clock (`time.monotonic()` for
+        asyncio and uvloop): the refresh or retry timer's due time, None when none is set
+        (read off the timer rather than kept: one float less per instance)."""
+        timer = self._timer
+        return None if timer is None else timer.when
+
+    @property
+    def call_id(self) -> str:
+        return f"{self._ids >> 48:024x}"
+
+    @property
+    def from_tag(self) -> str:
+        return f"{self._ids & 0xFFFFFFFFFFFF:012x}"
 
     def __repr__(self) -> str:
         return f"<RegistrationClient {self.key} {self.aor} {self.state}>"
@@ -251,7 +281,6 @@ class RegistrationClient:
 
     def _schedule(self, delay: float) -> None:
         self._cancel_timer()
-        self.next_attempt = time.monotonic() + max(delay, 0.0)
         if delay <= 0:
             self._run()
         else:
@@ -497,7 +526,7 @@ class RegistrationClient:
                 f"Call-ID: {self.call_id}\r\n"
                 f"CSeq: {self.cseq} REGISTER\r\n"
                 f"Contact: <sip:{self.token}@{hostport};transport={transport}>"
-                f';+sip.instance="<{self.instance_urn}>"\r\n'
+                f';+sip.instance="<{self.instance_urn or instance_urn(self.key)}>"\r\n'
                 f"Expires: {expires}\r\n"
                 f"User-Agent: {self.ctx.endpoint.user_agent}\r\n"
                 f"{authorization}Content-Length: 0\r\n\r\n").encode("utf-8")
