@@ -95,7 +95,10 @@ class InstanceService:
         self.realm = config.sip.device_realm
         self._subscribers: list[Subscriber] = []
         self._timers: dict[str, Any] = {}  # instance id -> wheel handle of its next step
-        self._expires_at: dict[str, float] = {}  # what the handle was scheduled for
+        # instance id -> the expiry a due step (its timer fired, its task not done yet) is
+        # for: only instances between their timer and their step are here; a waiting
+        # step's expiry rides in its handle's argument (one dict less per instance)
+        self._stepping: dict[str, float] = {}
         self._creating: set[tuple[str, str, str]] = set()
         self._erasing: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
@@ -149,7 +152,7 @@ class InstanceService:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
-        self._expires_at.clear()
+        self._stepping.clear()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -334,7 +337,6 @@ class InstanceService:
         """Put the instance's next step on the wheel: the next warning (with a lead shorter
         than `below`, the one just sent), or the expiry."""
         self._unschedule(instance_id)
-        self._expires_at[instance_id] = expires_at
         left = expires_at - now
         lead = None  # None: the expiry itself
         for candidate in self._leads:  # longest lead first
@@ -347,21 +349,24 @@ class InstanceService:
                 lead = candidate  # missed (gateway down, loop stalled): warn at once
         when = expires_at - lead if lead is not None else expires_at
         delay = max(0.0, when - now)
-        self._timers[instance_id] = self.wheel.call_later(delay, self._due_step, (instance_id, lead))
+        self._timers[instance_id] = self.wheel.call_later(
+            delay, self._due_step, (instance_id, lead, expires_at))
 
     def _unschedule(self, instance_id: str) -> None:
         handle = self._timers.pop(instance_id, None)
         if handle is not None:
             handle.cancel()
-        self._expires_at.pop(instance_id, None)
+        self._stepping.pop(instance_id, None)
 
-    def _due(self, step: tuple[str, float | None]) -> None:
-        instance_id, lead = step
-        self._timers.pop(instance_id, None)
+    def _due(self, step: tuple[str, float | None, float]) -> None:
+        instance_id, lead, expires_at = step
+        if self._timers.pop(instance_id, None) is None:
+            return  # unscheduled meanwhile
+        self._stepping[instance_id] = expires_at
         self._spawn(self._step(instance_id, lead))
 
     async def _step(self, instance_id: str, lead: float | None) -> None:
-        expires_at = self._expires_at.get(instance_id)
+        expires_at = self._stepping.get(instance_id)
         if expires_at is None or instance_id in self._timers:
             return  # refreshed, rescheduled or erased meanwhile
         now = self.clock()
@@ -372,7 +377,7 @@ class InstanceService:
         if (
             record is None
             or instance_id in self._timers
-            or self._expires_at.get(instance_id) != expires_at
+            or self._stepping.get(instance_id) != expires_at
         ):
             return  # changed while the record was read
         self._emit("expiring", instance_id, record, hours_left=max(0.0, expires_at - now) / 3600)
