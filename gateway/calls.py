@@ -160,14 +160,14 @@ class CallService:
 
     # -- who may knock ------------------------------------------------------------------
 
-    def _allowed_now(self, record: Callee, flow: Any) -> bool | None:
+    def _allowed_now(self, callee: Callee, flow: Any) -> bool | None:
         """True / False when known at once; None when a name must be resolved first."""
-        client = self.registrations.clients.get(record.id) if self.registrations else None
+        client = self.registrations.clients.get(callee.id) if self.registrations else None
         if client is not None and client.flow is flow:
             return True
         source = flow.remote[0]
         unknown = False
-        for host in record.peers:
+        for host in callee.peers:
             addresses = self._cached_addresses(host)
             if addresses is None:
                 unknown = True
@@ -183,11 +183,11 @@ class CallService:
             return None
         return cached[1]
 
-    async def _allowed(self, record: Callee, flow: Any) -> bool:
-        verdict = self._allowed_now(record, flow)
+    async def _allowed(self, callee: Callee, flow: Any) -> bool:
+        verdict = self._allowed_now(callee, flow)
         if verdict is not None:
             return verdict
-        for host in record.peers:
+        for host in callee.peers:
             if self._cached_addresses(host) is None:
                 try:
                     targets = await self.provider.resolver.resolve(host)
@@ -196,7 +196,7 @@ class CallService:
                     targets = []
                 until = time.monotonic() + self.settings.peer_cache_seconds
                 self._peers[host] = (until, frozenset(t.address for t in targets))
-        return bool(self._allowed_now(record, flow))
+        return bool(self._allowed_now(callee, flow))
 
     # -- the provider face --------------------------------------------------------------
 
@@ -233,31 +233,31 @@ class CallService:
         except ParseError:
             _reply(tx, 400)
             return
-        record = self.by_token.get(token)
-        if record is None:
+        callee = self.by_token.get(token)
+        if callee is None:
             _reply(tx, self.settings.unknown_status)
             return
-        verdict = self._allowed_now(record, tx.flow)
+        verdict = self._allowed_now(callee, tx.flow)
         if verdict is None:
-            self._tasks.spawn(self._resolve_then(record, request, tx, arrived))
+            self._tasks.spawn(self._resolve_then(callee, request, tx, arrived))
         else:
-            self._admit(verdict, record, request, tx, arrived)
+            self._admit(verdict, callee, request, tx, arrived)
 
-    async def _resolve_then(self, record, request, tx, arrived: float) -> None:
-        self._admit(await self._allowed(record, tx.flow), record, request, tx, arrived)
+    async def _resolve_then(self, callee, request, tx, arrived: float) -> None:
+        self._admit(await self._allowed(callee, tx.flow), callee, request, tx, arrived)
 
-    def _admit(self, allowed: bool, record: Callee, request: Any, tx: Any,
+    def _admit(self, allowed: bool, callee: Callee, request: Any, tx: Any,
                arrived: float) -> None:
         if not allowed:
             log.warning("refused a request from a stranger", method=request.method,
-                        source=f"{tx.flow.remote[0]}:{tx.flow.remote[1]}", instance=record.id)
+                        source=f"{tx.flow.remote[0]}:{tx.flow.remote[1]}", instance=callee.id)
             _reply(tx, 403)
-        elif record.mode == "foreground":
+        elif callee.mode == "foreground":
             _reply(tx, self.settings.foreground_status)
         elif request.method == "MESSAGE":
-            self._tasks.spawn(self._message(record, request, tx))
+            self._tasks.spawn(self._message(callee, request, tx))
         else:
-            self._invite(record, request, tx, arrived)
+            self._invite(callee, request, tx, arrived)
 
     async def _message(self, callee: Callee, request: Any, tx: Any) -> None:
         if self.messages is None:
@@ -273,32 +273,32 @@ class CallService:
             status, reason = 503, "Service Unavailable"
         _reply(tx, status, reason)
 
-    def _invite(self, record: Callee, request: Any, tx: Any, arrived: float) -> None:
-        key = (record.id, request.call_id)
+    def _invite(self, callee: Callee, request: Any, tx: Any, arrived: float) -> None:
+        key = (callee.id, request.call_id)
         if key in self.relays or key in self._recent:
             _reply(tx, 482)  # another branch of a call we already hold: no second push
             return
         relay = CallRelay(self.faces, tx, self.wheel, self.settings.t1, self.settings.t2,
-                          self._call_ended, self.dialogs, record.id)
+                          self._call_ended, self.dialogs, callee.id)
         self.relays[key] = relay
         self._by_tx[tx.key] = relay
         # The push first, written to its connection before anything else is done (the
         # 100 and 180 can follow it by microseconds; the phone needs seconds to wake)
         caller = request.from_
-        payload = CallPush(instance=record.id, call_id=request.call_id, caller_uri=str(caller.uri),
+        payload = CallPush(instance=callee.id, call_id=request.call_id, caller_uri=str(caller.uri),
                            caller_name=caller.display_name, callee=str(request.to.uri),
                            push_id=relay.push_id, connect=self.connect_uri,
                            expires_at=time.time() + self.settings.t1 + self.settings.t2)
-        pushing = self.push.notify_now(record, payload)
+        pushing = self.push.notify_now(callee, payload)
         relay.start()
         metrics.call_received()
-        binding = self.registrar.binding(record.id)
+        binding = self.registrar.binding(callee.id)
         if binding is not None:  # the app is awake and connected already
             relay.device_ready(binding)
         self._tasks.spawn(pushing).add_done_callback(
-            lambda done: self._pushed(record, relay, done, arrived))
+            lambda done: self._pushed(callee, relay, done, arrived))
 
-    def _pushed(self, record: Callee, relay: CallRelay, pushing: Any, arrived: float) -> None:
+    def _pushed(self, callee: Callee, relay: CallRelay, pushing: Any, arrived: float) -> None:
         if pushing.cancelled() or pushing.exception() is not None:
             return  # stopping, or a bug the Background has logged
         deliveries = pushing.result()
@@ -306,7 +306,7 @@ class CallService:
             metrics.invite_to_push(time.perf_counter() - arrived)
             relay.push_sent()
         elif relay.ringing:
-            log.warning("no push service took the call push", instance=record.id,
+            log.warning("no push service took the call push", instance=callee.id,
                         outcomes=",".join(d.result.outcome for d in deliveries) or "no target")
 
     def _call_ended(self, relay: CallRelay, outcome: str) -> None:

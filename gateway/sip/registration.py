@@ -172,7 +172,8 @@ class RegistrationClient:
                  "bound_maybe", "_timer", "_task", "__weakref__")
 
     def __init__(self, ctx: RegistrationContext, *, key: str, token: str,
-                 instance_urn: str | None = None, aor: str, username: str, password_source: Callable[[], str], registrar: str,
+                 instance_urn: str | None = None, aor: str, username: str,
+                 password_source: Callable[[], str], registrar: str,
                  outbound_proxy: str | None = None, expires: int = 3600):
         self.ctx = ctx
         self.key = key
