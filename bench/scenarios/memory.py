@@ -1,6 +1,6 @@
 """Where a registered instance's memory goes: a tracemalloc walk of a gateway holding N.
 
-    python -m bench.scenarios.memory --instances 5000 [--expires 30] [--top 30]
+    python -m bench.scenarios.memory --instances 5000 [--expires 30] [--top 30] [--rss]
 
 The capacity scenario gives one figure (resident memory per instance above the empty
 process); this gives its breakdown. On loopback only, bounded, stopping by itself:
@@ -12,6 +12,12 @@ process); this gives its breakdown. On loopback only, bounded, stopping by itsel
    more (so what a refresh keeps, a saved challenge for instance, is in);
 3. collects garbage and prints the bytes still held per instance, by allocation site
    (file:line, with the objects per instance) and by module, and their total.
+
+With `--rss` it traces nothing and says where the resident memory went instead: growth
+per instance of the resident set, of the memory Python's small-object allocator holds
+(its blocks in use, its free blocks and pools: fragmentation), and of the malloc heaps
+(the main one and the threads' arenas), from /proc/self/smaps and
+`sys._debugmallocstats()`.
 
 Tracing slows the gateway down a lot: keep N in the thousands. The sum per instance is
 what Python allocated and still holds; the capacity scenario's RSS figure adds the
@@ -25,6 +31,8 @@ import argparse
 import asyncio
 import gc
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -40,6 +48,8 @@ async def walk(args) -> dict:
     from gateway.app import Gateway, tune_gc
     from tests.support.registrar import AuthRegistrar
 
+    # stopped by a signal, still stop Kamailio (the finally below)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
     work = Path(tempfile.mkdtemp(prefix="memory-"))
     kam = AuthRegistrar(work / "kamailio", shm_mb=args.shm, children=2, debug=0,
                         max_expires=3600, nonce_expire=max(300, args.expires * 4))
@@ -65,8 +75,11 @@ async def walk(args) -> dict:
         await empty.stop()
         del empty
         gc.collect()
-        tracemalloc.start(1)
-        before = tracemalloc.take_snapshot()
+        if args.rss:
+            heap0 = heap_figures()
+        else:
+            tracemalloc.start(1)
+            before = tracemalloc.take_snapshot()
 
         gateway = Gateway(config)
         await gateway.start()
@@ -82,14 +95,19 @@ async def walk(args) -> dict:
         progress(f"all {args.instances:,} registered; holding one refresh cycle ({args.expires} s)")
         await asyncio.sleep(args.expires)
         gc.collect()
-        after = tracemalloc.take_snapshot()
+        if args.rss:
+            heap1 = heap_figures()
+        else:
+            after = tracemalloc.take_snapshot()
         registered = sum(1 for c in clients.values() if c.state == "registered")
         await gateway.stop()
     finally:
         kam.stop()
-    tracemalloc.stop()
-
     n = args.instances
+    if args.rss:
+        return {"instances": n, "registered_at_end": registered,
+                "bytes_per_instance": {k: round((heap1[k] - heap0[k]) / n) for k in heap1}}
+    tracemalloc.stop()
     filters = [tracemalloc.Filter(False, tracemalloc.__file__)]
     after, before = after.filter_traces(filters), before.filter_traces(filters)
     by_line = after.compare_to(before, "lineno")
@@ -107,6 +125,44 @@ async def walk(args) -> dict:
     }
 
 
+def heap_figures() -> dict[str, int]:
+    """Resident bytes of this process by kind (smaps), and what pymalloc holds."""
+    figures = {"rss": 0, "rss_main_heap": 0, "rss_other_anonymous": 0}
+    with open("/proc/self/smaps") as f:
+        name = ""
+        for line in f:
+            first = line.split(None, 1)[0]
+            if "-" in first and not first.endswith(":"):  # a mapping's header line
+                parts = line.split()
+                name = parts[5] if len(parts) > 5 else ""
+            elif first == "Rss:":
+                kb = int(line.split()[1]) * 1024
+                figures["rss"] += kb
+                if name == "[heap]":
+                    figures["rss_main_heap"] += kb
+                elif not name:
+                    figures["rss_other_anonymous"] += kb
+    # the allocator's own account (printed on the C stderr: read back from a file)
+    with tempfile.TemporaryFile("w+") as out:
+        saved = os.dup(2)
+        try:
+            os.dup2(out.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read()
+    for key, label in (("pymalloc_arena_bytes", "bytes/arena"),
+                       ("pymalloc_used_blocks", "# bytes in allocated blocks"),
+                       ("pymalloc_free_blocks", "# bytes in available blocks")):
+        for line in text.splitlines():
+            if label in line:
+                figures[key] = int(line.split("=")[1].replace(",", ""))
+                break
+    return figures
+
+
 def _short(filename: str) -> str:
     for marker in ("/gateway/", "/site-packages/", "/lib/python3"):
         if marker in filename:
@@ -121,8 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--shm", type=int, default=256, help="Kamailio -m (MB)")
     parser.add_argument("--top", type=int, default=30, help="allocation sites to list")
+    parser.add_argument("--rss", action="store_true",
+                        help="no tracing: where the resident memory went (smaps, pymalloc)")
     parser.add_argument("--out", help="also write the result here (JSON)")
     args = parser.parse_args(argv)
+    if args.instances / (args.expires * 0.9) > args.rate * 0.9:
+        parser.error(f"{args.instances} instances refreshing every {args.expires * 0.9:.0f} s "
+                     f"need more than 90 % of --rate {args.rate:.0f}/s: raise --expires")
 
     import uvloop
 
