@@ -9,7 +9,9 @@ One `DigestClient` per account. It answers 401 (WWW-Authenticate -> Authorizatio
 
 - Algorithms MD5, MD5-sess, SHA-256, SHA-256-sess; among several challenges the strongest
   usable one is chosen (SHA-256 before MD5). qop=auth is used when offered (auth-int alone
-  is not supported), with a fresh cnonce per challenge and nc counting up.
+  is not supported), with a fresh cnonce per challenge and nc counting up. The cnonce is
+  derived, not kept: a keyed hash (a random key per process) of the username and nonce,
+  so as unpredictable to the server as a random one, and new with each nonce.
 - The nonce is reused for later requests (refreshes) until the server answers with a new
   challenge: `stale=true` (or a different nonce) is a retry, the same nonce again means our
   credentials were rejected.
@@ -21,7 +23,7 @@ One `DigestClient` per account. It answers 401 (WWW-Authenticate -> Authorizatio
   shared object; the nonce stays per account (another account's nonce is not ours to
   use: a registrar may bind it to the client, and its nc to one counter).
 
-Depends on `gateway.errors`, `gateway.sip.ids` (cnonces) and the message model's
+Depends on `gateway.errors` and the message model's
 `Challenge` only (duck-typed responses with `.status`, `.www_authenticate`,
 `.proxy_authenticate`); nothing above.
 """
@@ -29,10 +31,10 @@ Depends on `gateway.errors`, `gateway.sip.ids` (cnonces) and the message model's
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 
 from gateway.errors import AuthError
-from gateway.sip.ids import random_hex
 
 #: supported algorithms, strongest first
 ALGORITHMS = ("SHA-256", "SHA-256-sess", "MD5", "MD5-sess")
@@ -59,6 +61,17 @@ def response_value(algorithm: str, ha1_value: str, nonce: str, nc: str, cnonce: 
     return _hash(algorithm, f"{ha1_value}:{nonce}:{ha2}")
 
 
+#: the key cnonces are derived with (random per process: a server cannot predict them)
+_CNONCE_KEY = os.urandom(16)
+
+
+def _cnonce(username: str, nonce: str) -> str:
+    """The cnonce for `nonce` (RFC 7616 3.4): 16 hex digits, the same for every request
+    answered with this nonce, another for the next nonce."""
+    return hashlib.blake2b(f"{username}\x00{nonce}".encode(), key=_CNONCE_KEY,
+                           digest_size=8).hexdigest()
+
+
 def _quote(value: str) -> str:
     if "\\" in value or '"' in value:
         value = value.replace("\\", "\\\\").replace('"', '\\"')
@@ -68,8 +81,8 @@ def _quote(value: str) -> str:
 class _Challenge:
     """What an accepted challenge says that every account of a registrar hears alike:
     realm, opaque, algorithm, qop and the header to answer in. One object per distinct
-    set of values (`_shared_challenge`), whatever the number of accounts; the nonce, its
-    cnonce and its count stay with each account."""
+    set of values (`_shared_challenge`), whatever the number of accounts; the nonce and
+    its count stay with each account."""
 
     __slots__ = ("header", "realm", "opaque", "algorithm", "algorithm_given", "qop", "ha1_key")
 
@@ -135,10 +148,10 @@ class DigestClient:
     """Digest credentials of one account; see the module docstring. Kept small (one per
     registered instance): HA1 as raw bytes for the one realm and hash in use (another
     realm opens the password again), the challenge's shared parts by reference, and per
-    account only the nonce, its cnonce and its count."""
+    account only the nonce and its count (the cnonce is derived from them)."""
 
     __slots__ = ("username", "password_source", "_ha1", "_ha1_key", "_challenge", "_nonce",
-                 "_cnonce", "_nc")
+                 "_nc")
 
     def __init__(self, username: str, password_source: Callable[[], str]):
         self.username = username
@@ -147,7 +160,6 @@ class DigestClient:
         self._ha1_key: tuple[str, str] | None = None  # the (realm, hash) of _ha1
         self._challenge: _Challenge | None = None
         self._nonce = ""
-        self._cnonce = ""
         self._nc = 0  # requests answered with this nonce (0: none yet)
 
     @property
@@ -162,7 +174,7 @@ class DigestClient:
     def forget_nonce(self) -> None:
         """Start over with the next challenge (HA1 stays)."""
         self._challenge = None
-        self._nonce = self._cnonce = ""
+        self._nonce = ""
         self._nc = 0
 
     def challenged(self, response) -> None:
@@ -198,7 +210,6 @@ class DigestClient:
             del password
         self._challenge = shared
         self._nonce = challenge.params.get("nonce", "")
-        self._cnonce = random_hex(8)
         self._nc = 0
 
     def authorization(self, method: str, uri: str) -> tuple[str, str] | None:
@@ -209,8 +220,9 @@ class DigestClient:
             return None
         self._nc += 1
         nc = f"{self._nc:08x}"
+        cnonce = _cnonce(self.username, self._nonce)
         digest = response_value(shared.algorithm, self._ha1.hex(), self._nonce, nc,
-                                self._cnonce, shared.qop, method, uri)
+                                cnonce, shared.qop, method, uri)
         parts = [f"Digest username={_quote(self.username)}", f"realm={_quote(shared.realm)}",
                  f"nonce={_quote(self._nonce)}", f"uri={_quote(uri)}",
                  f"response={_quote(digest)}"]
@@ -219,5 +231,5 @@ class DigestClient:
         if shared.opaque is not None:
             parts.append(f"opaque={_quote(shared.opaque)}")
         if shared.qop:
-            parts += [f"qop={shared.qop}", f"nc={nc}", f"cnonce={_quote(self._cnonce)}"]
+            parts += [f"qop={shared.qop}", f"nc={nc}", f"cnonce={_quote(cnonce)}"]
         return shared.header, ", ".join(parts)
