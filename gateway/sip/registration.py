@@ -165,10 +165,11 @@ class RegistrationClient:
 
     # One per registered instance: every byte here is 100 KB at 100,000 instances. So:
     # slots; URIs shared per registrar (`_shared_uri`); the Call-ID and From tag drawn
-    # together as one int and written out when a request is built; one timer at a time.
+    # together as one int and written out when a request is built; one timer handle,
+    # moved rather than replaced.
     __slots__ = ("ctx", "key", "token", "instance_urn", "aor", "registrar", "target",
                  "outbound_proxy", "expires", "digest", "_ids", "cseq", "state",
-                 "last_error", "registered_until", "flow", "failures", "granted", "active",
+                 "last_error", "flow", "failures", "granted", "active",
                  "bound_maybe", "_timer", "_task", "__weakref__")
 
     def __init__(self, ctx: RegistrationContext, *, key: str, token: str,
@@ -191,7 +192,6 @@ class RegistrationClient:
         self.cseq = 0
         self.state = "idle"
         self.last_error: str | None = None
-        self.registered_until: float | None = None
         self.flow = None
         self.failures = 0
         self.granted: int | None = None
@@ -206,7 +206,7 @@ class RegistrationClient:
         asyncio and uvloop): the refresh or retry timer's due time, None when none is set
         (read off the timer rather than kept: one float less per instance)."""
         timer = self._timer
-        return None if timer is None else timer.when
+        return timer.when if timer is not None and timer.pending() else None
 
     @property
     def call_id(self) -> str:
@@ -260,7 +260,6 @@ class RegistrationClient:
                 log.info("unregistering %s failed: %s", self.key, exc)
                 self.ctx.on_register_result("error", time.monotonic() - started)
         self.ctx.unbind(self)
-        self.registered_until = None
 
     def close(self) -> None:
         """Forget everything without unregistering (gateway shutdown: the binding stays
@@ -281,9 +280,15 @@ class RegistrationClient:
     # -- the loop -----------------------------------------------------------------------
 
     def _schedule(self, delay: float) -> None:
-        self._cancel_timer()
+        timer = self._timer
         if delay <= 0:
+            self._cancel_timer()
             self._run()
+        elif timer is not None and not timer.cancelled():
+            # one handle for the client's life, moved at each refresh rather than a new
+            # one each time: 100,000 long-lived objects reallocated every few minutes
+            # among the short-lived ones of the exchanges fragment the heap
+            self.ctx.wheel.reschedule(timer, delay)
         else:
             self._timer = self.ctx.wheel.call_later(delay, _timer_fired, self)
 
@@ -331,12 +336,11 @@ class RegistrationClient:
     def _registered(self, granted: int, started: float) -> None:
         self.failures = 0
         self.granted = granted
-        now = time.time()
-        self.registered_until = now + granted
+        until = time.time() + granted  # reported, not kept: the lifecycle stores it
         self.ctx.on_register_result("registered", time.monotonic() - started)
         if self.active:
             self._schedule(refresh_delay(granted, self.ctx.settings.refresh_jitter))
-        self._set_state("registered", None, self.registered_until)
+        self._set_state("registered", None, until)
 
     def _failed(self, state: str, error: str, started: float | None,
                 retry_after: float | None = None) -> None:
@@ -352,7 +356,6 @@ class RegistrationClient:
         if started is not None:
             self.ctx.on_register_result(state, time.monotonic() - started)
         log.info("registration of %s: %s (%s); retry in %.1fs", self.key, state, error, delay)
-        self.registered_until = None
         self.digest.forget_nonce()
         if self.active:
             self._schedule(delay)
@@ -535,7 +538,7 @@ class RegistrationClient:
 
 
 def _timer_fired(client: RegistrationClient) -> None:
-    client._timer = None
+    # the fired handle stays with the client: `_schedule` moves it again
     if client.active:
         client._run()
 
