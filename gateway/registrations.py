@@ -24,9 +24,7 @@ layers below never import this module.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
-import sys
 from typing import Any, Callable
 
 from gateway.config import Config
@@ -34,19 +32,16 @@ from gateway.errors import ApiError, ConfigError
 from gateway.logs import get_logger
 from gateway.sip.pacing import Pacer
 from gateway.sip.registration import (RegistrationClient, RegistrationContext,
-                                      RegistrationSettings)
+                                      RegistrationSettings, contact_token)
 
 log = get_logger(__name__)
 
+# contact_token (defined with the client, which derives it) is named through this module
+# by the call side and the tools
+__all__ = ["STATE_WRITERS", "RegistrationService", "contact_token"]
+
 #: state writes under way at once (the store batches what arrives together)
 STATE_WRITERS = 64
-
-
-def contact_token(instance_id: str) -> str:
-    """The user part of an instance's Contact: stable across restarts (so the registrar
-    replaces its binding rather than adding one) and not the instance id itself. Interned:
-    the registration client and the call side's index hold the one same string."""
-    return sys.intern("gw" + hashlib.sha256(b"contact:" + instance_id.encode()).hexdigest()[:24])
 
 
 class _PasswordSource:
@@ -177,10 +172,9 @@ class RegistrationService:
         store writes would only say what the next outcome says anyway)."""
         if record.id in self.clients:
             return self.clients[record.id]
-        token = contact_token(record.id)
         try:
             client = RegistrationClient(
-                self.ctx, key=record.id, token=token,
+                self.ctx, key=record.id,
                 aor=record.aor, username=record.auth_username,
                 password_source=_PasswordSource(self, record.id, record.password_ct),
                 registrar=record.registrar, outbound_proxy=record.outbound_proxy,

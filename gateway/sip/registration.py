@@ -67,6 +67,12 @@ _IP_TARGETS: dict[str, list] = {}
 _URIS: dict[tuple[str, bool], SipUri] = {}
 
 
+def contact_token(key: str) -> str:
+    """The user part of an instance's Contact: stable across restarts (so the registrar
+    replaces its binding rather than adding one) and not the instance id itself."""
+    return "gw" + hashlib.sha256(b"contact:" + key.encode()).hexdigest()[:24]
+
+
 _URN_NAMESPACE = uuid.NAMESPACE_URL.bytes + b"sip-push-gateway:"
 
 
@@ -161,24 +167,25 @@ def _split_public(address: str) -> tuple[str, int | None]:
 class RegistrationClient:
     """Keeps one account registered; see the module docstring. `key` is the instance id,
     `token` the user part of our Contact, `instance_urn` its +sip.instance (when not
-    given: `instance_urn(key)`, derived when a request is written)."""
+    given: `contact_token(key)` and `instance_urn(key)`, derived when a request is
+    written or a response read rather than kept)."""
 
     # One per registered instance: every byte here is 100 KB at 100,000 instances. So:
     # slots; URIs shared per registrar (`_shared_uri`); the Call-ID and From tag drawn
     # together as one int and written out when a request is built; one timer handle,
     # moved rather than replaced.
-    __slots__ = ("ctx", "key", "token", "instance_urn", "aor", "registrar", "target",
+    __slots__ = ("ctx", "key", "_token", "instance_urn", "aor", "registrar", "target",
                  "outbound_proxy", "expires", "digest", "_ids", "cseq", "state",
                  "last_error", "flow", "failures", "granted", "active",
                  "bound_maybe", "_timer", "_task", "__weakref__")
 
-    def __init__(self, ctx: RegistrationContext, *, key: str, token: str,
+    def __init__(self, ctx: RegistrationContext, *, key: str, token: str | None = None,
                  instance_urn: str | None = None, aor: str, username: str,
                  password_source: Callable[[], str], registrar: str,
                  outbound_proxy: str | None = None, expires: int = 3600):
         self.ctx = ctx
         self.key = key
-        self.token = token
+        self._token = token
         self.instance_urn = instance_urn
         self.aor = aor
         self.registrar = _shared_uri(registrar, True)
@@ -199,6 +206,10 @@ class RegistrationClient:
         self.bound_maybe = False  # a REGISTER with expires > 0 may have been accepted
         self._timer = None
         self._task: asyncio.Task | None = None
+
+    @property
+    def token(self) -> str:
+        return self._token or contact_token(self.key)
 
     @property
     def next_attempt(self) -> float | None:
@@ -423,11 +434,12 @@ class RegistrationClient:
 
     def _granted(self, response, asked: int) -> int:
         """The expiry of OUR Contact in the 200 (the registrar may list others too)."""
-        fast = _our_expires(response, self.token)
+        token = self.token
+        fast = _our_expires(response, token)
         if fast is not None:
             return fast
         for contact in response.contacts:
-            if contact.uri is not None and contact.uri.user == self.token:
+            if contact.uri is not None and contact.uri.user == token:
                 if contact.expires is not None:
                     return contact.expires
                 return response.expires if response.expires is not None else asked
