@@ -28,8 +28,8 @@ makes the relay forward the INVITE; RFC 8599 `pn-*` parameters replace the insta
 push token; in-dialog requests and ACKs from the device go upstream. New requests from
 the device (it calling out through us) get 403: media and outgoing calls are not ours.
 
-Instances are mirrored in memory from the lifecycle's events (by id and by contact
-token) as a `Callee`: only what an INVITE needs before anything could be read from the
+Instances are mirrored in memory from the lifecycle's events (by contact token; `by_id`
+reads the same index) as a `Callee`: only what an INVITE needs before anything could be read from the
 store (id, app, mode, call push targets, the hosts that may knock), so an INVITE costs no
 store read and 100,000 instances do not each keep a full record. What the rarer events
 need is read from the store when they happen: the full record for a MESSAGE, a missed
@@ -45,6 +45,7 @@ from __future__ import annotations
 import ipaddress
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -87,8 +88,8 @@ class CallService:
                                          user_agent=config.sip.user_agent)
         self.registrar.on_registered = self._device_registered
         self.registrar.on_push_params = self._push_params
-        self.by_id: dict[str, Callee] = {}
-        self.by_token: dict[str, Callee] = {}
+        self.by_token: dict[str, Callee] = {}  # the one index: an INVITE names a token
+        self.by_id = CalleesById(self.by_token)
         self.relays: dict[tuple[str, str], CallRelay] = {}
         self._by_tx: dict[tuple, CallRelay] = {}
         self._recent: dict[tuple[str, str], float] = {}  # ended calls: late forks get 482
@@ -137,16 +138,14 @@ class CallService:
     # -- instances mirrored from the lifecycle ------------------------------------------
 
     def _remember(self, record: InstanceRecord) -> None:
-        known = self.by_id.get(record.id)
+        token = contact_token(record.id)
+        known = self.by_token.get(token)
         if known is not None and known.same_as(record):
             return  # a state change (every refresh writes one): nothing a call needs moved
-        callee = Callee(record)
-        self.by_id[callee.id] = callee
-        self.by_token[contact_token(callee.id)] = callee
+        self.by_token[token] = Callee(record)
 
     def _event(self, event) -> None:
         if event.kind in ("expired", "erased"):
-            self.by_id.pop(event.instance_id, None)
             self.by_token.pop(contact_token(event.instance_id), None)
             self.registrar.forget(event.instance_id)
         elif event.record is not None:
@@ -391,6 +390,29 @@ def _with_token(targets: list[PushTarget], params: PushParams) -> list[PushTarge
         out.append(PushTarget(provider=params.provider, usage=usage, token=params.prid,
                               environment="production" if params.provider == "apns" else None))
     return out
+
+
+class CalleesById(Mapping):
+    """`CallService.by_id`: the callees by instance id, read through the token index
+    (the token is a hash of the id): one dict per instance less than a second index, for
+    lookups that happen on rare events only (a call's end, a device's REGISTER)."""
+
+    __slots__ = ("_by_token",)
+
+    def __init__(self, by_token: dict[str, Callee]):
+        self._by_token = by_token
+
+    def __getitem__(self, instance_id: str) -> Callee:
+        callee = self._by_token[contact_token(instance_id)]
+        if callee.id != instance_id:
+            raise KeyError(instance_id)
+        return callee
+
+    def __iter__(self) -> Iterator[str]:
+        return (callee.id for callee in self._by_token.values())
+
+    def __len__(self) -> int:
+        return len(self._by_token)
 
 
 class Callee:

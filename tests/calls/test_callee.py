@@ -4,7 +4,8 @@ nothing more, its shared parts shared, and rebuilt only when something a call ne
 
 import msgspec
 
-from gateway.calls import Callee
+from gateway.calls import Callee, CalleesById
+from gateway.registrations import contact_token
 from gateway.store.crypto import SecretBox
 from gateway.store.records import PushTarget
 from tests.support.instances import make_instance
@@ -44,3 +45,15 @@ def test_same_as_ignores_state_but_not_mode_or_call_targets(tmp_path):
     other_token = PushTarget(provider="apns", usage="call", token="ab" * 32, environment="production")
     assert not callee.same_as(replace(rec, push=[other_token, rec.push[1]]))
     assert callee.same_as(replace(rec, push=[rec.push[0]]))  # only an "other" target went
+
+
+def test_by_id_reads_the_token_index(tmp_path):
+    rec = record(tmp_path, 3)
+    by_token = {contact_token(rec.id): Callee(rec)}
+    by_id = CalleesById(by_token)
+    assert by_id[rec.id] is by_token[contact_token(rec.id)]
+    assert rec.id in by_id and "inst-99999" not in by_id and by_id.get("inst-99999") is None
+    assert list(by_id) == [rec.id] and len(by_id) == 1
+    # a token that names another instance (it cannot happen by chance) is not this one
+    by_token[contact_token("other")] = by_token[contact_token(rec.id)]
+    assert "other" not in by_id
