@@ -174,7 +174,7 @@ class RegistrationClient:
     # slots; URIs shared per registrar (`_shared_uri`); the Call-ID and From tag drawn
     # together as one int and written out when a request is built; one timer handle,
     # moved rather than replaced.
-    __slots__ = ("ctx", "key", "_token", "instance_urn", "aor", "registrar", "target",
+    __slots__ = ("ctx", "key", "_token", "instance_urn", "aor", "target",
                  "outbound_proxy", "expires", "digest", "_ids", "cseq", "state",
                  "last_error", "flow", "failures", "granted", "active",
                  "bound_maybe", "_timer", "_task", "__weakref__")
@@ -188,8 +188,7 @@ class RegistrationClient:
         self._token = token
         self.instance_urn = instance_urn
         self.aor = aor
-        self.registrar = _shared_uri(registrar, True)
-        self.target = self.registrar  # changed by a 3xx
+        self.target = _shared_uri(registrar, True)  # the registrar; a 3xx changes it
         self.outbound_proxy = _shared_uri(outbound_proxy, False) if outbound_proxy else None
         self.expires = expires
         self.digest = DigestClient(username, password_source)
