@@ -40,8 +40,8 @@ _COLUMNS: tuple[str, ...] = InstanceRecord.__struct_fields__
 _PUSH = _COLUMNS.index("push")
 _PREMIUM = _COLUMNS.index("premium")
 #: one object per app id, registrar, outbound proxy, push topic and registration expiry,
-#: whatever the number of records read: values most instances share, so records kept in memory (one per
-#: instance) need not carry copies
+#: whatever the number of records read: values most instances share, so what is kept in
+#: memory from records (one per instance) need not carry copies
 _COMMON: dict = {}
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM instances"
 _INSERT = f"INSERT INTO instances ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
