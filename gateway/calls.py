@@ -28,8 +28,13 @@ makes the relay forward the INVITE; RFC 8599 `pn-*` parameters replace the insta
 push token; in-dialog requests and ACKs from the device go upstream. New requests from
 the device (it calling out through us) get 403: media and outgoing calls are not ours.
 
-Instances are mirrored in memory from the lifecycle's events (by id and by contact
-token), so an INVITE costs no store read.
+Instances are mirrored in memory from the lifecycle's events (by contact token; `by_id`
+reads the same index) as a `Callee`: only what an INVITE needs before anything could be read from the
+store (id, app, mode, call push targets, the hosts that may knock), so an INVITE costs no
+store read and 100,000 instances do not each keep a full record. What the rarer events
+need is read from the store when they happen: the full record for a MESSAGE, a missed
+call push (they may go to the other targets) and an RFC 8599 token change, the device
+secret's hashes when the device registers.
 
 Depends on the instance lifecycle (events, update), the push service, the registration
 service (tokens, flows), the SIP relay and device registrar, messages, config and metrics.
@@ -38,7 +43,9 @@ service (tokens, flows), the SIP relay and device registrar, messages, config an
 from __future__ import annotations
 
 import ipaddress
+import sys
 import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -81,8 +88,8 @@ class CallService:
                                          user_agent=config.sip.user_agent)
         self.registrar.on_registered = self._device_registered
         self.registrar.on_push_params = self._push_params
-        self.by_id: dict[str, InstanceRecord] = {}
-        self.by_token: dict[str, str] = {}
+        self.by_token: dict[str, Callee] = {}  # the one index: an INVITE names a token
+        self.by_id = CalleesById(self.by_token)
         self.relays: dict[tuple[str, str], CallRelay] = {}
         self._by_tx: dict[tuple, CallRelay] = {}
         self._recent: dict[tuple[str, str], float] = {}  # ended calls: late forks get 482
@@ -94,7 +101,9 @@ class CallService:
     # -- start and stop -----------------------------------------------------------------
 
     async def start(self) -> None:
-        for record in await self.instances.store.list_instances():
+        # a page at a time: every full record at once would set the process's memory
+        # high for good (freed, but fragmented), for the few fields a Callee keeps
+        async for record in self.instances.store.iter_instances():
             self._remember(record)
         self._unsubscribe = self.instances.subscribe(self._event)
         self.provider.on_request = self.provider_request
@@ -129,31 +138,35 @@ class CallService:
     # -- instances mirrored from the lifecycle ------------------------------------------
 
     def _remember(self, record: InstanceRecord) -> None:
-        self.by_id[record.id] = record
-        self.by_token[contact_token(record.id)] = record.id
+        token = contact_token(record.id)
+        known = self.by_token.get(token)
+        if known is not None and known.same_as(record):
+            return  # a state change (every refresh writes one): nothing a call needs moved
+        self.by_token[token] = Callee(record)
 
     def _event(self, event) -> None:
         if event.kind in ("expired", "erased"):
-            self.by_id.pop(event.instance_id, None)
             self.by_token.pop(contact_token(event.instance_id), None)
             self.registrar.forget(event.instance_id)
         elif event.record is not None:
             self._remember(event.record)
 
     async def _credentials(self, instance_id: str) -> tuple[str, str] | None:
-        record = self.by_id.get(instance_id)
+        if instance_id not in self.by_id:
+            return None
+        record = await self.instances.store.get_instance(instance_id)
         return None if record is None else (record.secret_ha1, record.secret_ha1_sha256)
 
     # -- who may knock ------------------------------------------------------------------
 
-    def _allowed_now(self, record: InstanceRecord, flow: Any) -> bool | None:
+    def _allowed_now(self, callee: Callee, flow: Any) -> bool | None:
         """True / False when known at once; None when a name must be resolved first."""
-        client = self.registrations.clients.get(record.id) if self.registrations else None
+        client = self.registrations.clients.get(callee.id) if self.registrations else None
         if client is not None and client.flow is flow:
             return True
         source = flow.remote[0]
         unknown = False
-        for host in _peer_hosts(record):
+        for host in callee.peers:
             addresses = self._cached_addresses(host)
             if addresses is None:
                 unknown = True
@@ -169,11 +182,11 @@ class CallService:
             return None
         return cached[1]
 
-    async def _allowed(self, record: InstanceRecord, flow: Any) -> bool:
-        verdict = self._allowed_now(record, flow)
+    async def _allowed(self, callee: Callee, flow: Any) -> bool:
+        verdict = self._allowed_now(callee, flow)
         if verdict is not None:
             return verdict
-        for host in _peer_hosts(record):
+        for host in callee.peers:
             if self._cached_addresses(host) is None:
                 try:
                     targets = await self.provider.resolver.resolve(host)
@@ -182,7 +195,7 @@ class CallService:
                     targets = []
                 until = time.monotonic() + self.settings.peer_cache_seconds
                 self._peers[host] = (until, frozenset(t.address for t in targets))
-        return bool(self._allowed_now(record, flow))
+        return bool(self._allowed_now(callee, flow))
 
     # -- the provider face --------------------------------------------------------------
 
@@ -219,36 +232,39 @@ class CallService:
         except ParseError:
             _reply(tx, 400)
             return
-        instance_id = self.by_token.get(token)
-        record = self.by_id.get(instance_id) if instance_id else None
-        if record is None:
+        callee = self.by_token.get(token)
+        if callee is None:
             _reply(tx, self.settings.unknown_status)
             return
-        verdict = self._allowed_now(record, tx.flow)
+        verdict = self._allowed_now(callee, tx.flow)
         if verdict is None:
-            self._tasks.spawn(self._resolve_then(record, request, tx, arrived))
+            self._tasks.spawn(self._resolve_then(callee, request, tx, arrived))
         else:
-            self._admit(verdict, record, request, tx, arrived)
+            self._admit(verdict, callee, request, tx, arrived)
 
-    async def _resolve_then(self, record, request, tx, arrived: float) -> None:
-        self._admit(await self._allowed(record, tx.flow), record, request, tx, arrived)
+    async def _resolve_then(self, callee, request, tx, arrived: float) -> None:
+        self._admit(await self._allowed(callee, tx.flow), callee, request, tx, arrived)
 
-    def _admit(self, allowed: bool, record: InstanceRecord, request: Any, tx: Any,
+    def _admit(self, allowed: bool, callee: Callee, request: Any, tx: Any,
                arrived: float) -> None:
         if not allowed:
             log.warning("refused a request from a stranger", method=request.method,
-                        source=f"{tx.flow.remote[0]}:{tx.flow.remote[1]}", instance=record.id)
+                        source=f"{tx.flow.remote[0]}:{tx.flow.remote[1]}", instance=callee.id)
             _reply(tx, 403)
-        elif record.mode == "foreground":
+        elif callee.mode == "foreground":
             _reply(tx, self.settings.foreground_status)
         elif request.method == "MESSAGE":
-            self._tasks.spawn(self._message(record, request, tx))
+            self._tasks.spawn(self._message(callee, request, tx))
         else:
-            self._invite(record, request, tx, arrived)
+            self._invite(callee, request, tx, arrived)
 
-    async def _message(self, record: InstanceRecord, request: Any, tx: Any) -> None:
+    async def _message(self, callee: Callee, request: Any, tx: Any) -> None:
         if self.messages is None:
             _reply(tx, 480)
+            return
+        record = await self.instances.store.get_instance(callee.id)
+        if record is None:  # erased meanwhile
+            _reply(tx, self.settings.unknown_status)
             return
         try:
             status, reason = await self.messages.receive(record, request)
@@ -256,32 +272,32 @@ class CallService:
             status, reason = 503, "Service Unavailable"
         _reply(tx, status, reason)
 
-    def _invite(self, record: InstanceRecord, request: Any, tx: Any, arrived: float) -> None:
-        key = (record.id, request.call_id)
+    def _invite(self, callee: Callee, request: Any, tx: Any, arrived: float) -> None:
+        key = (callee.id, request.call_id)
         if key in self.relays or key in self._recent:
             _reply(tx, 482)  # another branch of a call we already hold: no second push
             return
         relay = CallRelay(self.faces, tx, self.wheel, self.settings.t1, self.settings.t2,
-                          self._call_ended, self.dialogs, record.id)
+                          self._call_ended, self.dialogs, callee.id)
         self.relays[key] = relay
         self._by_tx[tx.key] = relay
         # The push first, written to its connection before anything else is done (the
         # 100 and 180 can follow it by microseconds; the phone needs seconds to wake)
         caller = request.from_
-        payload = CallPush(instance=record.id, call_id=request.call_id, caller_uri=str(caller.uri),
+        payload = CallPush(instance=callee.id, call_id=request.call_id, caller_uri=str(caller.uri),
                            caller_name=caller.display_name, callee=str(request.to.uri),
                            push_id=relay.push_id, connect=self.connect_uri,
                            expires_at=time.time() + self.settings.t1 + self.settings.t2)
-        pushing = self.push.notify_now(record, payload)
+        pushing = self.push.notify_now(callee, payload)
         relay.start()
         metrics.call_received()
-        binding = self.registrar.binding(record.id)
+        binding = self.registrar.binding(callee.id)
         if binding is not None:  # the app is awake and connected already
             relay.device_ready(binding)
         self._tasks.spawn(pushing).add_done_callback(
-            lambda done: self._pushed(record, relay, done, arrived))
+            lambda done: self._pushed(callee, relay, done, arrived))
 
-    def _pushed(self, record: InstanceRecord, relay: CallRelay, pushing: Any, arrived: float) -> None:
+    def _pushed(self, callee: Callee, relay: CallRelay, pushing: Any, arrived: float) -> None:
         if pushing.cancelled() or pushing.exception() is not None:
             return  # stopping, or a bug the Background has logged
         deliveries = pushing.result()
@@ -289,7 +305,7 @@ class CallService:
             metrics.invite_to_push(time.perf_counter() - arrived)
             relay.push_sent()
         elif relay.ringing:
-            log.warning("no push service took the call push", instance=record.id,
+            log.warning("no push service took the call push", instance=callee.id,
                         outcomes=",".join(d.result.outcome for d in deliveries) or "no target")
 
     def _call_ended(self, relay: CallRelay, outcome: str) -> None:
@@ -300,13 +316,19 @@ class CallService:
         self.wheel.call_later(64 * self.config.sip.t1 + 1.0, self._forget_call, key)
         metrics.call_ended(outcome if outcome in metrics.CALL_OUTCOMES else "rejected")
         log.info("call ended", instance=relay.instance_id, outcome=outcome)
-        record = self.by_id.get(relay.instance_id)
-        if outcome in MISSED and record is not None:
+        if outcome in MISSED and relay.instance_id in self.by_id:
             caller = relay.invite.from_
-            payload = MissedCallPush(instance=record.id, call_id=relay.invite.call_id,
+            payload = MissedCallPush(instance=relay.instance_id, call_id=relay.invite.call_id,
                                      caller_uri=str(caller.uri), caller_name=caller.display_name,
                                      reason=outcome)
-            self._tasks.spawn(self.push.notify_now(record, payload))
+            self._tasks.spawn(self._missed(payload))
+
+    async def _missed(self, payload: MissedCallPush) -> None:
+        """The missed call push, to the targets of any usage: read from the store (the
+        call side keeps only the call targets)."""
+        record = await self.instances.store.get_instance(payload.instance)
+        if record is not None:
+            await self.push.notify_now(record, payload)
 
     def _forget_call(self, key: tuple[str, str]) -> None:
         self._recent.pop(key, None)
@@ -333,12 +355,16 @@ class CallService:
                 relay.device_ready(binding)
 
     def _push_params(self, instance_id: str, params: PushParams) -> None:
-        record = self.by_id.get(instance_id)
+        if instance_id in self.by_id:
+            self._tasks.spawn(self._replace_token(instance_id, params))
+
+    async def _replace_token(self, instance_id: str, params: PushParams) -> None:
+        record = await self.instances.store.get_instance(instance_id)
         if record is None:
             return
         targets = _with_token(record.push, params)
         if targets is not None:
-            self._tasks.spawn(self.instances.update(instance_id, push=targets))
+            await self.instances.update(instance_id, push=targets)
 
 
 def _with_token(targets: list[PushTarget], params: PushParams) -> list[PushTarget] | None:
@@ -366,16 +392,83 @@ def _with_token(targets: list[PushTarget], params: PushParams) -> list[PushTarge
     return out
 
 
-def _peer_hosts(record: InstanceRecord) -> list[str]:
+class CalleesById(Mapping):
+    """`CallService.by_id`: the callees by instance id, read through the token index
+    (the token is a hash of the id): one dict per instance less than a second index, for
+    lookups that happen on rare events only (a call's end, a device's REGISTER)."""
+
+    __slots__ = ("_by_token",)
+
+    def __init__(self, by_token: dict[str, Callee]):
+        self._by_token = by_token
+
+    def __getitem__(self, instance_id: str) -> Callee:
+        callee = self._by_token[contact_token(instance_id)]
+        if callee.id != instance_id:
+            raise KeyError(instance_id)
+        return callee
+
+    def __iter__(self) -> Iterator[str]:
+        return (callee.id for callee in self._by_token.values())
+
+    def __len__(self) -> int:
+        return len(self._by_token)
+
+
+class Callee:
+    """What an incoming call needs about one instance: its id, app, mode, call push
+    targets (usage "call": all a call push goes to) and the hosts its provider may knock
+    from (registrar, outbound proxy). It stands in for the `InstanceRecord` that
+    `PushService.notify_now` takes for the call push (which reads `id`, `app_id` and
+    `push` only). Slotted, and sharing every value that most instances have in common:
+    one of these per instance is all the call side keeps."""
+
+    __slots__ = ("id", "app_id", "mode", "push", "peers")
+
+    def __init__(self, record: InstanceRecord):
+        self.id = record.id
+        self.app_id = sys.intern(record.app_id)
+        self.mode = sys.intern(record.mode)
+        self.push = _call_targets(record.push)
+        self.peers = _peer_hosts(record.registrar, record.outbound_proxy)
+
+    def same_as(self, record: InstanceRecord) -> bool:
+        """Whether `record` changes nothing a call needs (a registration state change)."""
+        return (self.mode == record.mode and self.app_id == record.app_id
+                and self.push == _call_targets(record.push)
+                and self.peers == _peer_hosts(record.registrar, record.outbound_proxy))
+
+    def __repr__(self) -> str:
+        return f"Callee(id={self.id!r}, app_id={self.app_id!r}, mode={self.mode!r})"
+
+
+def _call_targets(targets: list[PushTarget]) -> tuple[PushTarget, ...]:
+    # a tuple: no spare capacity, and the one empty tuple for an instance without any
+    return tuple(t for t in targets if t.usage == "call")
+
+
+#: (registrar, outbound proxy) -> the lowercase hosts in them: one tuple shared by every
+#: instance of a registrar, parsed once
+_PEERS: dict[tuple[str, str | None], tuple[str, ...]] = {}
+
+
+def _peer_hosts(registrar: str, outbound_proxy: str | None) -> tuple[str, ...]:
     from gateway.sip.message import SipUri
 
-    hosts = []
-    for text in (record.registrar, record.outbound_proxy):
+    key = (registrar, outbound_proxy)
+    hosts = _PEERS.get(key)
+    if hosts is not None:
+        return hosts
+    found = []
+    for text in key:
         if text:
             try:
-                hosts.append(SipUri.parse(text).host.lower())
+                found.append(sys.intern(SipUri.parse(text).host.lower()))
             except ParseError:
                 continue
+    hosts = tuple(found)
+    if len(_PEERS) < 10_000:  # bounded: a store of all-different registrars gains nothing
+        _PEERS[key] = hosts
     return hosts
 
 

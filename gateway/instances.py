@@ -32,6 +32,7 @@ errors and the logs; never on the API, SIP or push modules.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import secrets
 import time
@@ -55,6 +56,8 @@ EventKind = Literal[
 
 #: a missed warning is still sent if this share of its lead time is left
 REPLAY_SHARE = 0.25
+#: a warning step finding more than its lead plus this (seconds) left: the expiry moved
+LATER = 60.0
 
 
 class InstanceEvent(msgspec.Struct, frozen=True):
@@ -95,13 +98,19 @@ class InstanceService:
         self.realm = config.sip.device_realm
         self._subscribers: list[Subscriber] = []
         self._timers: dict[str, Any] = {}  # instance id -> wheel handle of its next step
-        self._expires_at: dict[str, float] = {}  # what the handle was scheduled for
+        # instances whose step is due (its timer fired, its task not done yet); a waiting
+        # step keeps nothing but its handle, whose argument is the (shared) instance id:
+        # which step it is is told by its callback, one per lead; the expiry is read from
+        # the store when the step runs
+        self._stepping: set[str] = set()
         self._creating: set[tuple[str, str, str]] = set()
         self._erasing: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
         leads = sorted(set(config.retention.warn_before_hours), reverse=True)
         self._leads = [hours * 3600.0 for hours in leads]
-        self._due_step = self._due  # one bound method for every instance's handle
+        # lead (None: the expiry itself) -> the callback of that step, shared by every
+        # instance's handle
+        self._due_steps = {lead: functools.partial(self._due, lead) for lead in (None, *self._leads)}
 
     # --- events --------------------------------------------------------------------------
 
@@ -149,7 +158,7 @@ class InstanceService:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
-        self._expires_at.clear()
+        self._stepping.clear()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -334,7 +343,6 @@ class InstanceService:
         """Put the instance's next step on the wheel: the next warning (with a lead shorter
         than `below`, the one just sent), or the expiry."""
         self._unschedule(instance_id)
-        self._expires_at[instance_id] = expires_at
         left = expires_at - now
         lead = None  # None: the expiry itself
         for candidate in self._leads:  # longest lead first
@@ -347,34 +355,37 @@ class InstanceService:
                 lead = candidate  # missed (gateway down, loop stalled): warn at once
         when = expires_at - lead if lead is not None else expires_at
         delay = max(0.0, when - now)
-        self._timers[instance_id] = self.wheel.call_later(delay, self._due_step, (instance_id, lead))
+        self._timers[instance_id] = self.wheel.call_later(delay, self._due_steps[lead], instance_id)
 
     def _unschedule(self, instance_id: str) -> None:
         handle = self._timers.pop(instance_id, None)
         if handle is not None:
             handle.cancel()
-        self._expires_at.pop(instance_id, None)
+        self._stepping.discard(instance_id)
 
-    def _due(self, step: tuple[str, float | None]) -> None:
-        instance_id, lead = step
-        self._timers.pop(instance_id, None)
+    def _due(self, lead: float | None, instance_id: str) -> None:
+        if self._timers.pop(instance_id, None) is None:
+            return  # unscheduled meanwhile
+        self._stepping.add(instance_id)
         self._spawn(self._step(instance_id, lead))
 
     async def _step(self, instance_id: str, lead: float | None) -> None:
-        expires_at = self._expires_at.get(instance_id)
-        if expires_at is None or instance_id in self._timers:
+        if instance_id not in self._stepping or instance_id in self._timers:
             return  # refreshed, rescheduled or erased meanwhile
-        now = self.clock()
         if lead is None:
             await self._expire(instance_id)
             return
         record = await self.store.get_instance(instance_id)
-        if (
-            record is None
-            or instance_id in self._timers
-            or self._expires_at.get(instance_id) != expires_at
-        ):
+        if record is None or instance_id in self._timers or instance_id not in self._stepping:
+            self._stepping.discard(instance_id)
             return  # changed while the record was read
+        now = self.clock()
+        expires_at = record.expires_at
+        if expires_at - now > lead + LATER:
+            # the expiry moved later while this step was due (a refresh whose own
+            # rescheduling is still to come): not this warning, the next step
+            self._schedule(instance_id, expires_at, now)
+            return
         self._emit("expiring", instance_id, record, hours_left=max(0.0, expires_at - now) / 3600)
         self._schedule(instance_id, expires_at, now, below=lead)
 

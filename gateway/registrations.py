@@ -16,8 +16,6 @@ instance, driven by the instance lifecycle's events.
   `STATE_WRITERS` tasks;
 - `on_register_result(outcome, rtt)` is the hook for metrics (`outcome`: registered,
   unregistered, unauthorized, error; `rtt`: seconds of the whole exchange).
-- `instance_for_token(token)` maps the user part of an incoming Request-URI to its
-  instance id (for the call part).
 
 Depends on the instance lifecycle, the config and the SIP registration client; the SIP
 layers below never import this module.
@@ -26,9 +24,7 @@ layers below never import this module.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
-import uuid
 from typing import Any, Callable
 
 from gateway.config import Config
@@ -36,37 +32,33 @@ from gateway.errors import ApiError, ConfigError
 from gateway.logs import get_logger
 from gateway.sip.pacing import Pacer
 from gateway.sip.registration import (RegistrationClient, RegistrationContext,
-                                      RegistrationSettings)
+                                      RegistrationSettings, contact_token)
 
 log = get_logger(__name__)
+
+# contact_token (defined with the client, which derives it) is named through this module
+# by the call side and the tools
+__all__ = ["STATE_WRITERS", "RegistrationService", "contact_token"]
 
 #: state writes under way at once (the store batches what arrives together)
 STATE_WRITERS = 64
 
 
-def contact_token(instance_id: str) -> str:
-    """The user part of an instance's Contact: stable across restarts (so the registrar
-    replaces its binding rather than adding one) and not the instance id itself."""
-    return "gw" + hashlib.sha256(b"contact:" + instance_id.encode()).hexdigest()[:24]
-
-
-def instance_urn(instance_id: str) -> str:
-    """The +sip.instance of an instance (RFC 5626 4.1): a stable UUID URN."""
-    return "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, "sip-push-gateway:" + instance_id))
-
-
 class _PasswordSource:
     """The password of one instance, opened from its sealed copy when the digest asks
-    (once per realm). A slotted pair instead of a closure: 100,000 of them add up."""
+    (once per realm). Slotted, and holding the ciphertext itself rather than a key into
+    a dict of them: 100,000 of them add up. Dropped with its client, so the ciphertext
+    leaves memory when the client has unregistered."""
 
-    __slots__ = ("service", "instance_id")
+    __slots__ = ("service", "instance_id", "sealed")
 
-    def __init__(self, service: "RegistrationService", instance_id: str):
+    def __init__(self, service: "RegistrationService", instance_id: str, sealed: bytes):
         self.service = service
         self.instance_id = instance_id
+        self.sealed = sealed
 
     def __call__(self) -> str:
-        return self.service._password(self.instance_id)
+        return self.service.instances.box.open(self.sealed, self.instance_id.encode())
 
 
 class RegistrationService:
@@ -87,8 +79,6 @@ class RegistrationService:
             public_address=config.sip.public_address, max_in_flight=settings.max_in_flight,
             report=self._report)
         self.clients: dict[str, RegistrationClient] = {}
-        self._tokens: dict[str, str] = {}
-        self._sealed: dict[str, bytes] = {}  # instance id -> password ciphertext
         self._pending: dict[str, tuple] = {}  # instance id -> state to write, in arrival order
         self._writing: set[str] = set()  # instance ids whose state write is under way
         self._writers = 0  # _write_states tasks running
@@ -159,9 +149,6 @@ class RegistrationService:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def instance_for_token(self, token: str) -> str | None:
-        return self._tokens.get(token)
-
     # -- instance events ---------------------------------------------------------------
 
     def _event(self, event) -> None:
@@ -176,7 +163,7 @@ class RegistrationService:
         elif kind in ("expired", "erased"):
             self._remove(instance_id)
         elif kind == "updated" and instance_id in self.clients:
-            if self._sealed.get(instance_id) != record.password_ct:
+            if self.clients[instance_id].digest.password_source.sealed != record.password_ct:
                 self._remove(instance_id, then=record)  # new credentials: start afresh
 
     def _add(self, record, begin: bool = True) -> RegistrationClient | None:
@@ -185,22 +172,18 @@ class RegistrationService:
         store writes would only say what the next outcome says anyway)."""
         if record.id in self.clients:
             return self.clients[record.id]
-        self._sealed[record.id] = record.password_ct
-        token = contact_token(record.id)
         try:
             client = RegistrationClient(
-                self.ctx, key=record.id, token=token, instance_urn=instance_urn(record.id),
+                self.ctx, key=record.id,
                 aor=record.aor, username=record.auth_username,
-                password_source=_PasswordSource(self, record.id),
+                password_source=_PasswordSource(self, record.id, record.password_ct),
                 registrar=record.registrar, outbound_proxy=record.outbound_proxy,
                 expires=record.reg_expires)
         except (ConfigError, ValueError) as exc:
             # the API validates these; a stored record from elsewhere may still be bad
-            self._sealed.pop(record.id, None)
             self._report_id(record.id, "error", f"cannot register: {exc}", None)
             return None
         self.clients[record.id] = client
-        self._tokens[token] = record.id
         if begin:
             client.start()
         return client
@@ -209,29 +192,18 @@ class RegistrationService:
         client = self.clients.pop(instance_id, None)
         if client is None:
             return
-        self._tokens.pop(client.token, None)
         self._pending.pop(instance_id, None)
         self._spawn(self._unregister(client, then))
 
     async def _unregister(self, client: RegistrationClient, then) -> None:
-        try:
-            await client.unregister()
-        finally:
-            if client.key not in self.clients:
-                self._sealed.pop(client.key, None)
+        await client.unregister()
         if then is not None and then.mode == "background":
             self._add(then)
-
-    def _password(self, instance_id: str) -> str:
-        sealed = self._sealed.get(instance_id)
-        if sealed is None:
-            raise ConfigError("the instance's password is gone (instance erased)")
-        return self.instances.box.open(sealed, instance_id.encode())
 
     # -- flows -------------------------------------------------------------------------
 
     def _flow_failed(self, flow, reason: Exception) -> None:
-        clients = self.ctx.clients_on(flow)
+        clients = [client for client in self.clients.values() if client.flow is flow]
         if clients:
             log.info("flow failed: registering its instances again", flow=repr(flow),
                      instances=len(clients), reason=str(reason))

@@ -21,7 +21,9 @@ What it does, on loopback only, bounded in time and traffic, stopping by itself:
    same store and times until all N are registered again, then checks the table again.
 
 The gateway runs in this process so that its CPU and memory are this process's; the driver
-only sleeps and samples (every 10 s) while the figures are taken. Depends on gateway.app,
+only sleeps and samples (every 10 s) while the figures are taken. Where the memory per
+instance goes (by allocation site, or split into Python's allocator and the heaps) is
+`bench.scenarios.memory`'s job. Depends on gateway.app,
 tests/support (Kamailio launcher, record factory); nothing depends on it.
 """
 

@@ -9,14 +9,21 @@ One `DigestClient` per account. It answers 401 (WWW-Authenticate -> Authorizatio
 
 - Algorithms MD5, MD5-sess, SHA-256, SHA-256-sess; among several challenges the strongest
   usable one is chosen (SHA-256 before MD5). qop=auth is used when offered (auth-int alone
-  is not supported), with a fresh cnonce per challenge and nc counting up.
+  is not supported), with a fresh cnonce per challenge and nc counting up. The cnonce is
+  derived, not kept: a keyed hash (a random key per process) of the username and nonce,
+  so as unpredictable to the server as a random one, and new with each nonce.
 - The nonce is reused for later requests (refreshes) until the server answers with a new
   challenge: `stale=true` (or a different nonce) is a retry, the same nonce again means our
   credentials were rejected.
 - The password is never kept: `password_source()` is called when a realm (or algorithm)
-  is first met, HA1 is computed and kept, and the password dropped.
+  is first met, HA1 is computed and kept (raw bytes, for the realm in use), and the
+  password dropped.
+- One client per registered instance, so its state is small: the parts of a challenge
+  that every account of a registrar hears alike (realm, opaque, algorithm, qop) are one
+  shared object; the nonce stays per account (another account's nonce is not ours to
+  use: a registrar may bind it to the client, and its nc to one counter).
 
-Depends on `gateway.errors`, `gateway.sip.ids` (cnonces) and the message model's
+Depends on `gateway.errors` and the message model's
 `Challenge` only (duck-typed responses with `.status`, `.www_authenticate`,
 `.proxy_authenticate`); nothing above.
 """
@@ -24,10 +31,10 @@ Depends on `gateway.errors`, `gateway.sip.ids` (cnonces) and the message model's
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 
 from gateway.errors import AuthError
-from gateway.sip.ids import random_hex
 
 #: supported algorithms, strongest first
 ALGORITHMS = ("SHA-256", "SHA-256-sess", "MD5", "MD5-sess")
@@ -54,30 +61,57 @@ def response_value(algorithm: str, ha1_value: str, nonce: str, nc: str, cnonce: 
     return _hash(algorithm, f"{ha1_value}:{nonce}:{ha2}")
 
 
+#: the key cnonces are derived with (random per process: a server cannot predict them)
+_CNONCE_KEY = os.urandom(16)
+
+
+def _cnonce(username: str, nonce: str) -> str:
+    """The cnonce for `nonce` (RFC 7616 3.4): 16 hex digits, the same for every request
+    answered with this nonce, another for the next nonce."""
+    return hashlib.blake2b(f"{username}\x00{nonce}".encode(), key=_CNONCE_KEY,
+                           digest_size=8).hexdigest()
+
+
 def _quote(value: str) -> str:
     if "\\" in value or '"' in value:
         value = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{value}"'
 
 
-class _Session:
-    """What one accepted challenge leaves behind for the requests that follow."""
+class _Challenge:
+    """What an accepted challenge says that every account of a registrar hears alike:
+    realm, opaque, algorithm, qop and the header to answer in. One object per distinct
+    set of values (`_shared_challenge`), whatever the number of accounts; the nonce and
+    its count stay with each account."""
 
-    __slots__ = ("header", "realm", "nonce", "opaque", "algorithm", "algorithm_given", "qop",
-                 "cnonce", "nc", "answered")
+    __slots__ = ("header", "realm", "opaque", "algorithm", "algorithm_given", "qop", "ha1_key")
 
-    def __init__(self, header: str, challenge, algorithm: str, qop: str | None):
-        params = challenge.params
+    def __init__(self, header: str, realm: str, opaque: str | None, algorithm: str,
+                 algorithm_given: bool, qop: str | None):
         self.header = header
-        self.realm = params.get("realm", "")
-        self.nonce = params.get("nonce", "")
-        self.opaque = params.get("opaque")
+        self.realm = realm
+        self.opaque = opaque
         self.algorithm = algorithm
-        self.algorithm_given = "algorithm" in params
+        self.algorithm_given = algorithm_given
         self.qop = qop
-        self.cnonce = random_hex(8)
-        self.nc = 0
-        self.answered = False  # credentials were sent for this nonce
+        self.ha1_key = (realm, algorithm.removesuffix("-sess"))  # what HA1 depends on
+
+
+#: the values of a challenge -> its one shared _Challenge; bounded, so a registrar sending
+#: a different opaque each time only stops the sharing
+_CHALLENGES: dict[tuple, _Challenge] = {}
+
+
+def _shared_challenge(header: str, challenge, algorithm: str, qop: str | None) -> _Challenge:
+    params = challenge.params
+    values = (header, params.get("realm", ""), params.get("opaque"), algorithm,
+              "algorithm" in params, qop)
+    found = _CHALLENGES.get(values)
+    if found is None:
+        found = _Challenge(*values)
+        if len(_CHALLENGES) < 10_000:
+            _CHALLENGES[values] = found
+    return found
 
 
 def pick(challenges: list, header: str) -> tuple[object, str, str | None] | None:
@@ -111,28 +145,37 @@ def _algorithm(name: str) -> str | None:
 
 
 class DigestClient:
-    """Digest credentials of one account; see the module docstring."""
+    """Digest credentials of one account; see the module docstring. Kept small (one per
+    registered instance): HA1 as raw bytes for the one realm and hash in use (another
+    realm opens the password again), the challenge's shared parts by reference, and per
+    account only the nonce and its count (the cnonce is derived from them)."""
 
-    __slots__ = ("username", "_password_source", "_ha1", "_session")
+    __slots__ = ("username", "password_source", "_ha1", "_ha1_key", "_challenge", "_nonce",
+                 "_nc")
 
     def __init__(self, username: str, password_source: Callable[[], str]):
         self.username = username
-        self._password_source = password_source
-        self._ha1: dict[tuple[str, str], str] = {}  # (realm, hash) -> HA1
-        self._session: _Session | None = None
+        self.password_source = password_source
+        self._ha1: bytes | None = None  # H(username:realm:password), raw digest
+        self._ha1_key: tuple[str, str] | None = None  # the (realm, hash) of _ha1
+        self._challenge: _Challenge | None = None
+        self._nonce = ""
+        self._nc = 0  # requests answered with this nonce (0: none yet)
 
     @property
     def algorithm(self) -> str | None:
         """The algorithm of the challenge in use (for the doctor and the logs)."""
-        return self._session.algorithm if self._session else None
+        return self._challenge.algorithm if self._challenge else None
 
     @property
     def realm(self) -> str | None:
-        return self._session.realm if self._session else None
+        return self._challenge.realm if self._challenge else None
 
     def forget_nonce(self) -> None:
         """Start over with the next challenge (HA1 stays)."""
-        self._session = None
+        self._challenge = None
+        self._nonce = ""
+        self._nc = 0
 
     def challenged(self, response) -> None:
         """Take a 401 or 407. Returns when the request is worth sending again with
@@ -151,43 +194,42 @@ class DigestClient:
                             f"(offered: {schemes}; supported: Digest {', '.join(ALGORITHMS)} "
                             "with qop auth or none)", status=response.status)
         challenge, algorithm, qop = chosen
-        previous = self._session
+        previous = self._challenge
         stale = challenge.params.get("stale", "").lower() == "true"
-        if (previous is not None and previous.answered and not stale
+        if (previous is not None and self._nc > 0 and not stale
                 and previous.realm == challenge.params.get("realm", "")
-                and (previous.nonce == challenge.params.get("nonce") or previous.nc == 1)):
+                and (self._nonce == challenge.params.get("nonce") or self._nc == 1)):
             # our answer was refused without the nonce being stale: for the same nonce, or
             # for a nonce we had just been given (a reused nonce may simply have expired)
             raise AuthError("credentials rejected", status=response.status)
-        self._session = _Session(header, challenge, algorithm, qop)
-        self._remember_ha1(self._session)
-
-    def _remember_ha1(self, session: _Session) -> None:
-        key = (session.realm, session.algorithm.removesuffix("-sess"))
-        if key not in self._ha1:
-            password = self._password_source()
-            self._ha1[key] = ha1(key[1], self.username, session.realm, password)
+        shared = _shared_challenge(header, challenge, algorithm, qop)
+        if self._ha1_key != shared.ha1_key:
+            password = self.password_source()
+            self._ha1 = bytes.fromhex(ha1(shared.ha1_key[1], self.username, shared.realm, password))
+            self._ha1_key = shared.ha1_key
             del password
+        self._challenge = shared
+        self._nonce = challenge.params.get("nonce", "")
+        self._nc = 0
 
     def authorization(self, method: str, uri: str) -> tuple[str, str] | None:
         """The (header name, value) answering the current challenge for a request, or
         None before any challenge. Each call counts one more use of the nonce."""
-        session = self._session
-        if session is None:
+        shared = self._challenge
+        if shared is None:
             return None
-        session.nc += 1
-        session.answered = True
-        nc = f"{session.nc:08x}"
-        key = (session.realm, session.algorithm.removesuffix("-sess"))
-        digest = response_value(session.algorithm, self._ha1[key], session.nonce, nc,
-                                session.cnonce, session.qop, method, uri)
-        parts = [f"Digest username={_quote(self.username)}", f"realm={_quote(session.realm)}",
-                 f"nonce={_quote(session.nonce)}", f"uri={_quote(uri)}",
+        self._nc += 1
+        nc = f"{self._nc:08x}"
+        cnonce = _cnonce(self.username, self._nonce)
+        digest = response_value(shared.algorithm, self._ha1.hex(), self._nonce, nc,
+                                cnonce, shared.qop, method, uri)
+        parts = [f"Digest username={_quote(self.username)}", f"realm={_quote(shared.realm)}",
+                 f"nonce={_quote(self._nonce)}", f"uri={_quote(uri)}",
                  f"response={_quote(digest)}"]
-        if session.algorithm_given or session.algorithm != "MD5":
-            parts.append(f"algorithm={session.algorithm}")
-        if session.opaque is not None:
-            parts.append(f"opaque={_quote(session.opaque)}")
-        if session.qop:
-            parts += [f"qop={session.qop}", f"nc={nc}", f"cnonce={_quote(session.cnonce)}"]
-        return session.header, ", ".join(parts)
+        if shared.algorithm_given or shared.algorithm != "MD5":
+            parts.append(f"algorithm={shared.algorithm}")
+        if shared.opaque is not None:
+            parts.append(f"opaque={_quote(shared.opaque)}")
+        if shared.qop:
+            parts += [f"qop={shared.qop}", f"nc={nc}", f"cnonce={_quote(cnonce)}"]
+        return shared.header, ", ".join(parts)

@@ -33,10 +33,12 @@ Depends on the message model, digest, DNS, transaction and transport layers (thr
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import re
 import time
+import uuid
 from typing import Any, Callable
 
 import msgspec
@@ -56,12 +58,34 @@ from gateway.timers import jitter
 log = logging.getLogger(__name__)
 
 _rng = random.Random()
+_IDS_BYTES = 18  # a client's Call-ID (12 bytes) and From tag (6 bytes)
 #: registrar URIs with an IP address -> their one target (no DNS, never changes)
 _IP_TARGETS: dict[str, list] = {}
 #: registrar and outbound proxy text -> its parsed SipUri, shared by every client of that
 #: registrar (100,000 clients hold a handful of URIs, not 100,000 copies); a client never
 #: changes a URI in place, a 3xx replaces its `target` with a new one
 _URIS: dict[tuple[str, bool], SipUri] = {}
+
+
+def contact_token(key: str) -> str:
+    """The user part of an instance's Contact: stable across restarts (so the registrar
+    replaces its binding rather than adding one) and not the instance id itself."""
+    return "gw" + hashlib.sha256(b"contact:" + key.encode()).hexdigest()[:24]
+
+
+_URN_NAMESPACE = uuid.NAMESPACE_URL.bytes + b"sip-push-gateway:"
+
+
+def instance_urn(key: str) -> str:
+    """The +sip.instance of an instance (RFC 5626 4.1): a stable UUID URN, the UUID 5 of
+    "sip-push-gateway:" + `key` in the URL namespace. Written out here rather than with
+    `uuid.uuid5` (half the time): a client derives it for each REGISTER instead of keeping
+    94 bytes of it."""
+    digest = bytearray(hashlib.sha1(_URN_NAMESPACE + key.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = digest.hex()
+    return f"urn:uuid:{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 class RegistrationSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -100,7 +124,6 @@ class RegistrationContext:
         # exchanges under way at once: beyond this they wait, so an overloaded registrar
         # (or host) sees retransmissions of a bounded set, not of everything queued
         self.in_flight = asyncio.Semaphore(max_in_flight)
-        self.flows: dict[Any, set] = {}  # flow -> clients registered over it
 
     def contact_hostport(self, flow: Any) -> str:
         """host:port for our Contact and Via on a flow: the public address when set, else
@@ -112,28 +135,21 @@ class RegistrationContext:
             host, port = self.public_host, self.public_port or port
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
+    # No index of the clients on each flow: every client of a registrar shares one UDP
+    # flow, so that would be a set entry per instance, to serve a rare event (a flow
+    # failing) that a scan of the clients' `flow` serves as well.
+
     def bind(self, client: "RegistrationClient", flow: Any) -> None:
         if client.flow is flow:
             return
         self.unbind(client)
         flow.acquire()  # keepalives run while anyone is registered over the flow
         client.flow = flow
-        self.flows.setdefault(flow, set()).add(client)
 
     def unbind(self, client: "RegistrationClient") -> None:
         flow, client.flow = client.flow, None
-        if flow is None:
-            return
-        users = self.flows.get(flow)
-        if users is not None:
-            users.discard(client)
-            if not users:
-                del self.flows[flow]
-        if not flow.closed:
+        if flow is not None and not flow.closed:
             flow.release()
-
-    def clients_on(self, flow: Any) -> list["RegistrationClient"]:
-        return list(self.flows.pop(flow, ()))
 
 
 def _split_public(address: str) -> tuple[str, int | None]:
@@ -150,40 +166,65 @@ def _split_public(address: str) -> tuple[str, int | None]:
 
 class RegistrationClient:
     """Keeps one account registered; see the module docstring. `key` is the instance id,
-    `token` the user part of our Contact, `instance_urn` its +sip.instance."""
+    `token` the user part of our Contact, `instance_urn` its +sip.instance (when not
+    given: `contact_token(key)` and `instance_urn(key)`, derived when a request is
+    written or a response read rather than kept)."""
 
-    __slots__ = ("ctx", "key", "token", "instance_urn", "aor", "registrar", "target",
-                 "outbound_proxy", "expires", "digest", "call_id", "from_tag", "cseq", "state",
-                 "last_error", "registered_until", "flow", "failures", "granted", "active",
-                 "bound_maybe", "next_attempt", "_timer", "_task", "__weakref__")
+    # One per registered instance: every byte here is 100 KB at 100,000 instances. So:
+    # slots; URIs shared per registrar (`_shared_uri`); the Call-ID and From tag drawn
+    # together as one int and written out when a request is built; one timer handle,
+    # moved rather than replaced.
+    __slots__ = ("ctx", "key", "_token", "instance_urn", "aor", "target",
+                 "outbound_proxy", "expires", "digest", "_ids", "cseq", "state",
+                 "last_error", "flow", "failures", "granted", "active",
+                 "bound_maybe", "_timer", "_task", "__weakref__")
 
-    def __init__(self, ctx: RegistrationContext, *, key: str, token: str, instance_urn: str,
-                 aor: str, username: str, password_source: Callable[[], str], registrar: str,
+    def __init__(self, ctx: RegistrationContext, *, key: str, token: str | None = None,
+                 instance_urn: str | None = None, aor: str, username: str,
+                 password_source: Callable[[], str], registrar: str,
                  outbound_proxy: str | None = None, expires: int = 3600):
         self.ctx = ctx
         self.key = key
-        self.token = token
+        self._token = token
         self.instance_urn = instance_urn
         self.aor = aor
-        self.registrar = _shared_uri(registrar, True)
-        self.target = self.registrar  # changed by a 3xx
+        self.target = _shared_uri(registrar, True)  # the registrar; a 3xx changes it
         self.outbound_proxy = _shared_uri(outbound_proxy, False) if outbound_proxy else None
         self.expires = expires
         self.digest = DigestClient(username, password_source)
-        self.call_id = random_hex(12)
-        self.from_tag = random_hex(6)
+        # 96 random bits of Call-ID and 48 of From tag, the same for every REGISTER of
+        # this client (RFC 3261 10.2)
+        self._ids = int(random_hex(_IDS_BYTES), 16)
         self.cseq = 0
         self.state = "idle"
         self.last_error: str | None = None
-        self.registered_until: float | None = None
         self.flow = None
         self.failures = 0
         self.granted: int | None = None
         self.active = False       # we want to be registered
         self.bound_maybe = False  # a REGISTER with expires > 0 may have been accepted
-        self.next_attempt: float | None = None  # time.monotonic() of the next REGISTER
         self._timer = None
         self._task: asyncio.Task | None = None
+
+    @property
+    def token(self) -> str:
+        return self._token or contact_token(self.key)
+
+    @property
+    def next_attempt(self) -> float | None:
+        """When the next REGISTER is due, on the loop's clock (`time.monotonic()` for
+        asyncio and uvloop): the refresh or retry timer's due time, None when none is set
+        (read off the timer rather than kept: one float less per instance)."""
+        timer = self._timer
+        return timer.when if timer is not None and timer.pending() else None
+
+    @property
+    def call_id(self) -> str:
+        return f"{self._ids >> 48:024x}"
+
+    @property
+    def from_tag(self) -> str:
+        return f"{self._ids & 0xFFFFFFFFFFFF:012x}"
 
     def __repr__(self) -> str:
         return f"<RegistrationClient {self.key} {self.aor} {self.state}>"
@@ -229,7 +270,6 @@ class RegistrationClient:
                 log.info("unregistering %s failed: %s", self.key, exc)
                 self.ctx.on_register_result("error", time.monotonic() - started)
         self.ctx.unbind(self)
-        self.registered_until = None
 
     def close(self) -> None:
         """Forget everything without unregistering (gateway shutdown: the binding stays
@@ -250,10 +290,15 @@ class RegistrationClient:
     # -- the loop -----------------------------------------------------------------------
 
     def _schedule(self, delay: float) -> None:
-        self._cancel_timer()
-        self.next_attempt = time.monotonic() + max(delay, 0.0)
+        timer = self._timer
         if delay <= 0:
+            self._cancel_timer()
             self._run()
+        elif timer is not None and not timer.cancelled():
+            # one handle for the client's life, moved at each refresh rather than a new
+            # one each time: 100,000 long-lived objects reallocated every few minutes
+            # among the short-lived ones of the exchanges fragment the heap
+            self.ctx.wheel.reschedule(timer, delay)
         else:
             self._timer = self.ctx.wheel.call_later(delay, _timer_fired, self)
 
@@ -301,12 +346,11 @@ class RegistrationClient:
     def _registered(self, granted: int, started: float) -> None:
         self.failures = 0
         self.granted = granted
-        now = time.time()
-        self.registered_until = now + granted
+        until = time.time() + granted  # reported, not kept: the lifecycle stores it
         self.ctx.on_register_result("registered", time.monotonic() - started)
         if self.active:
             self._schedule(refresh_delay(granted, self.ctx.settings.refresh_jitter))
-        self._set_state("registered", None, self.registered_until)
+        self._set_state("registered", None, until)
 
     def _failed(self, state: str, error: str, started: float | None,
                 retry_after: float | None = None) -> None:
@@ -322,7 +366,6 @@ class RegistrationClient:
         if started is not None:
             self.ctx.on_register_result(state, time.monotonic() - started)
         log.info("registration of %s: %s (%s); retry in %.1fs", self.key, state, error, delay)
-        self.registered_until = None
         self.digest.forget_nonce()
         if self.active:
             self._schedule(delay)
@@ -390,11 +433,12 @@ class RegistrationClient:
 
     def _granted(self, response, asked: int) -> int:
         """The expiry of OUR Contact in the 200 (the registrar may list others too)."""
-        fast = _our_expires(response, self.token)
+        token = self.token
+        fast = _our_expires(response, token)
         if fast is not None:
             return fast
         for contact in response.contacts:
-            if contact.uri is not None and contact.uri.user == self.token:
+            if contact.uri is not None and contact.uri.user == token:
                 if contact.expires is not None:
                     return contact.expires
                 return response.expires if response.expires is not None else asked
@@ -497,7 +541,7 @@ class RegistrationClient:
                 f"Call-ID: {self.call_id}\r\n"
                 f"CSeq: {self.cseq} REGISTER\r\n"
                 f"Contact: <sip:{self.token}@{hostport};transport={transport}>"
-                f';+sip.instance="<{self.instance_urn}>"\r\n'
+                f';+sip.instance="<{self.instance_urn or instance_urn(self.key)}>"\r\n'
                 f"Expires: {expires}\r\n"
                 f"User-Agent: {self.ctx.endpoint.user_agent}\r\n"
                 f"{authorization}Content-Length: 0\r\n\r\n").encode("utf-8")
@@ -505,7 +549,7 @@ class RegistrationClient:
 
 
 def _timer_fired(client: RegistrationClient) -> None:
-    client._timer = None
+    # the fired handle stays with the client: `_schedule` moves it again
     if client.active:
         client._run()
 

@@ -17,6 +17,7 @@ import math
 import os
 import pathlib
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -38,10 +39,10 @@ log = logging.getLogger(__name__)
 _COLUMNS: tuple[str, ...] = InstanceRecord.__struct_fields__
 _PUSH = _COLUMNS.index("push")
 _PREMIUM = _COLUMNS.index("premium")
-#: one str object per app id, registrar, outbound proxy and push topic, whatever the number
-#: of records read: values most instances share, so records kept in memory (one per
-#: instance) need not carry copies
-_COMMON: dict[str, str] = {}
+#: one object per app id, registrar, outbound proxy, push topic and registration expiry,
+#: whatever the number of records read: values most instances share, so what is kept in
+#: memory from records (one per instance) need not carry copies
+_COMMON: dict = {}
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM instances"
 _INSERT = f"INSERT INTO instances ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 #: fields whose old value is a credential or personal data to scrub from the WAL
@@ -72,7 +73,7 @@ def _validated(rec: InstanceRecord) -> InstanceRecord:
     return _shared(checked)
 
 
-def _common(value: str | None) -> str | None:
+def _common(value):
     if value is None:
         return None
     found = _COMMON.get(value)
@@ -84,8 +85,12 @@ def _common(value: str | None) -> str | None:
 
 
 def _shared(rec: InstanceRecord) -> InstanceRecord:
-    rec.app_id, rec.registrar, rec.outbound_proxy = (
-        _common(rec.app_id), _common(rec.registrar), _common(rec.outbound_proxy))
+    # the id is interned: the lifecycle, the registration client and the call side each
+    # read their own copy of the record at start, and keep only its id (and a few fields)
+    rec.id = sys.intern(rec.id)
+    rec.app_id, rec.registrar, rec.outbound_proxy, rec.reg_expires = (
+        _common(rec.app_id), _common(rec.registrar), _common(rec.outbound_proxy),
+        _common(rec.reg_expires))
     for target in rec.push:
         target.topic = _common(target.topic)
     return rec

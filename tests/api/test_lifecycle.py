@@ -129,6 +129,20 @@ async def test_refresh_postpones_warnings_and_expiry(manual):
     assert await service.store.get_instance(record.id) is not None
 
 
+async def test_a_warning_due_after_the_expiry_moved_later_waits_for_the_new_expiry(manual):
+    """The step reads the expiry from the store when it runs: moved later meanwhile (a
+    refresh whose rescheduling has not run yet), it is not this warning's time."""
+    config, clock, wheel, service, rec = manual
+    record = await create(service)
+    t0 = record.created_at
+    await service.store.update_instance(record.id, expires_at=t0 + 120 * HOUR)
+    await move(clock, wheel, t0 + 60 * HOUR + 1)  # the 12 h warning of the old expiry
+    assert rec.kinds() == ["created"]
+    await move(clock, wheel, t0 + 108 * HOUR + 1)
+    assert rec.kinds() == ["created", "expiring"]
+    assert rec.events[-1].hours_left == pytest.approx(12.0, abs=0.01)
+
+
 async def test_events_for_every_change(manual):
     config, clock, wheel, service, rec = manual
     seen_async = []
