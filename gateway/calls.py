@@ -487,6 +487,9 @@ def _host_of(address: str) -> str:
 
 
 def _reply(tx: Any, status: int, reason: str | None = None, extra=()) -> None:
+    if tx.request is None:  # answered finally already: the transaction keeps only its bytes
+        log.info("already answered", method=tx.method, status=status)
+        return
     response = build_response(tx.request, status, reason or _REASONS.get(status, ""))
     if response.to_tag is None and status > 100:
         response.headers.set("To", f"{tx.request.get('To')};tag=gw{id(tx) & 0xffffff:x}")

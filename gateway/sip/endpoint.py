@@ -62,6 +62,9 @@ class SipEndpoint:
             self._answer(transaction, 480, "Temporarily Unavailable")
 
     def _answer(self, transaction: Any, status: int, reason: str) -> None:
+        if transaction.request is None:  # answered finally already: only bytes are kept
+            log.info("%s already answered, not with %d", transaction.method, status)
+            return
         response = build_response(transaction.request, status, reason)
         if response.to_tag is None and status > 100:
             response.headers.set("To", f"{transaction.request.get('To')};tag=gw{id(self):x}")

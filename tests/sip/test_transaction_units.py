@@ -387,6 +387,21 @@ async def test_answered_server_transactions_keep_bytes_not_messages(layer, clock
     assert invite_tx.on_failure is None  # a TU holding its transaction makes no lasting cycle
 
 
+async def test_a_second_answer_after_the_final_one_is_dropped_not_raised(layer, clock, wheel, user):
+    """A TU answering twice (a timer and a CANCEL racing) finds only the first answer's
+    bytes: the second is logged and dropped, and nothing more is sent."""
+    from gateway.calls import _reply
+    from gateway.sip.endpoint import SipEndpoint
+
+    flow = FakeFlow(clock)
+    layer.message_received(make_request("INVITE"), flow)
+    tx = user.requests[0][1]
+    _reply(tx, 487, "Request Terminated")
+    _reply(tx, 480)
+    SipEndpoint(wheel)._answer(tx, 480, "Temporarily Unavailable")
+    assert flow.lines() == ["SIP/2.0 487 Request Terminated"]
+
+
 async def test_timer_h_still_reaches_on_failure_once(layer, clock, wheel, user):
     flow = FakeFlow(clock)
     invite = make_request("INVITE")
