@@ -257,8 +257,8 @@ class ServerTransaction(_Transaction):
     (no ACK) and of transport errors. `request` is None once the final response is sent
     (see the module's docstring)."""
 
-    __slots__ = ("layer", "request", "flow", "key", "method", "state", "cancels", "on_failure", "_wire", "_interval", "_retransmit", "_timeout",
-                 "_end", "_trying")
+    __slots__ = ("layer", "request", "flow", "key", "method", "state", "cancels", "on_failure",
+                 "_wire", "_interval", "_retransmit", "_timeout", "_end", "_trying")
 
     def __init__(self, layer: "TransactionLayer", request: Any, flow: Any, key: tuple):
         self.layer = layer
