@@ -180,6 +180,9 @@ class TransportLayer:
         self.connections = 0
         self._ssl_contexts: dict[Any, ssl.SSLContext] = {}
         self._reads = 0  # every 16th read is timed for the parse-time histogram
+        #: `hook(data, remote) -> bool` sees each datagram first; True: it took it (the
+        #: registration client's wire path, `gateway.sip.regwire`)
+        self.datagram_hook = None
 
     # -- listening ------------------------------------------------------------------------
 
@@ -309,6 +312,9 @@ class TransportLayer:
         # a CRLF keepalive from a NAT-minded peer: nothing to answer on UDP (looked for
         # only when the datagram starts like one: stripping copies the whole datagram)
         if not data or (data[0] in (10, 13) and not data.strip(b"\r\n")):
+            return
+        hook = self.datagram_hook
+        if hook is not None and hook(data, remote):
             return
         try:
             message = self._parse(parsing.parse_message, data)
