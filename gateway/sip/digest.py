@@ -102,8 +102,7 @@ class _Challenge:
 _CHALLENGES: dict[tuple, _Challenge] = {}
 
 
-def _shared_challenge(header: str, challenge, algorithm: str, qop: str | None) -> _Challenge:
-    params = challenge.params
+def _shared_challenge(header: str, params: dict, algorithm: str, qop: str | None) -> _Challenge:
     values = (header, params.get("realm", ""), params.get("opaque"), algorithm,
               "algorithm" in params, qop)
     found = _CHALLENGES.get(values)
@@ -118,23 +117,31 @@ def pick(challenges: list, header: str) -> tuple[object, str, str | None] | None
     """The strongest usable Digest challenge: (challenge, algorithm, qop), or None."""
     best = None
     for challenge in challenges:
-        if challenge.scheme.lower() != "digest" or not challenge.params.get("nonce"):
+        if challenge.scheme.lower() != "digest":
             continue
-        algorithm = _algorithm(challenge.params.get("algorithm", "MD5"))
-        if algorithm is None:
+        chosen = usable(challenge.params)
+        if chosen is None:
             continue
-        qops = challenge.params.get("qop")
-        if qops is None:
-            qop = None
-        else:
-            offered = {q.strip().lower() for q in qops.split(",")}
-            if "auth" not in offered:
-                continue  # auth-int only: we would have to hash bodies we do not send
-            qop = "auth"
-        rank = ALGORITHMS.index(algorithm)
+        rank = ALGORITHMS.index(chosen[0])
         if best is None or rank < best[0]:
-            best = (rank, challenge, algorithm, qop)
+            best = (rank, challenge) + chosen
     return None if best is None else best[1:]
+
+
+def usable(params: dict) -> tuple[str, str | None] | None:
+    """(algorithm, qop) to answer a Digest challenge with these params (lower-case names,
+    unquoted values), or None when we cannot answer it."""
+    if not params.get("nonce"):
+        return None
+    algorithm = _algorithm(params.get("algorithm", "MD5"))
+    if algorithm is None:
+        return None
+    qops = params.get("qop")
+    if qops is None:
+        return algorithm, None
+    if "auth" not in {q.strip().lower() for q in qops.split(",")}:
+        return None  # auth-int only: we would have to hash bodies we do not send
+    return algorithm, "auth"
 
 
 _BY_NAME = {known.lower(): known for known in ALGORITHMS}
@@ -194,22 +201,30 @@ class DigestClient:
                             f"(offered: {schemes}; supported: Digest {', '.join(ALGORITHMS)} "
                             "with qop auth or none)", status=response.status)
         challenge, algorithm, qop = chosen
+        self.accept(response.status, header, challenge.params, algorithm, qop)
+
+    def accept(self, status: int, header: str, params: dict, algorithm: str,
+               qop: str | None) -> None:
+        """Take one usable Digest challenge (its params, and `usable(params)`) of a 401
+        or 407 answered in `header`: what `challenged()` does once it has picked one, for
+        callers that read the challenge themselves. Raises AuthError when the server
+        rejected the credentials we sent for this nonce."""
         previous = self._challenge
-        stale = challenge.params.get("stale", "").lower() == "true"
+        stale = params.get("stale", "").lower() == "true"
         if (previous is not None and self._nc > 0 and not stale
-                and previous.realm == challenge.params.get("realm", "")
-                and (self._nonce == challenge.params.get("nonce") or self._nc == 1)):
+                and previous.realm == params.get("realm", "")
+                and (self._nonce == params.get("nonce") or self._nc == 1)):
             # our answer was refused without the nonce being stale: for the same nonce, or
             # for a nonce we had just been given (a reused nonce may simply have expired)
-            raise AuthError("credentials rejected", status=response.status)
-        shared = _shared_challenge(header, challenge, algorithm, qop)
+            raise AuthError("credentials rejected", status=status)
+        shared = _shared_challenge(header, params, algorithm, qop)
         if self._ha1_key != shared.ha1_key:
             password = self.password_source()
             self._ha1 = bytes.fromhex(ha1(shared.ha1_key[1], self.username, shared.realm, password))
             self._ha1_key = shared.ha1_key
             del password
         self._challenge = shared
-        self._nonce = challenge.params.get("nonce", "")
+        self._nonce = params.get("nonce", "")
         self._nc = 0
 
     def authorization(self, method: str, uri: str) -> tuple[str, str] | None:
