@@ -501,9 +501,12 @@ def observe_via(response: Any, flow: Flow) -> None:
     Read from the top Via's raw text: this runs for every response, and a full Via parse
     (every Via of the list) cost more than the rest of the response's handling."""
     raw = response.headers.get("Via")
-    if raw is None:
-        return
-    top = raw.split(",", 1)[0]
+    if raw is not None:
+        observe_top_via(raw.split(",", 1)[0], flow)
+
+
+def observe_top_via(top: str, flow: Flow) -> None:
+    """`observe_via` from the top Via's text (for readers that have only that)."""
     received = _RECEIVED.search(top)
     if received is None:
         return
