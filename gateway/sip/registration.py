@@ -43,11 +43,12 @@ from typing import Any, Callable
 
 import msgspec
 
-from gateway import metrics
+from gateway import _accel, metrics
 from gateway.errors import (AuthError, ConfigError, ParseError, PeerError, TransactionTimeout,
                             TransientError, TransportError)
 from gateway.sip.digest import DigestClient
 from gateway.sip.dns import DEFAULT_PORT, Target, is_ip, send_with_failover
+from gateway.sip.flow import trace
 from gateway.sip.ids import random_hex
 from gateway.sip.message import SipUri
 from gateway.sip.parsing import parse_message
@@ -56,6 +57,10 @@ from gateway.sip.transaction import new_branch
 from gateway.timers import jitter
 
 log = logging.getLogger(__name__)
+
+#: REGISTER exchanges on UDP written from templates and matched on the wire (the
+#: compiled `gateway._regwire` or its twin `gateway.sip.regwire`)
+RegisterWire = _accel.load("_regwire", "sip.regwire").RegisterWire
 
 _rng = random.Random()
 _IDS_BYTES = 18  # a client's Call-ID (12 bytes) and From tag (6 bytes)
@@ -115,6 +120,7 @@ class RegistrationContext:
         # exchanges under way at once: beyond this they wait, so an overloaded registrar
         # (or host) sees retransmissions of a bounded set, not of everything queued
         self.in_flight = asyncio.Semaphore(max_in_flight)
+        self.wire = RegisterWire.of(endpoint)
 
     def contact_hostport(self, flow: Any) -> str:
         """host:port for our Contact and Via on a flow: the public address when set, else
@@ -378,7 +384,21 @@ class RegistrationClient:
         while True:
             if expires > 0:
                 self.bound_maybe = True
-            response, flow = await self._transaction(expires)
+            flow = self._ready_flow()
+            if flow is not None and flow.transport == "udp" \
+                    and not trace.isEnabledFor(logging.DEBUG):
+                # the common case on the wire path: the whole exchange (challenges
+                # answered) without a message object, unless a response needs us
+                outcome = await self._on_wire(flow, expires,
+                                              settings.max_challenges - challenges)
+                if type(outcome) is int:
+                    if expires > 0:
+                        self.ctx.bind(self, flow)
+                    return outcome
+                response, answered = outcome
+                challenges += answered
+            else:
+                response, flow = await self._transaction(expires)
             status = response.status
             if 200 <= status < 300:
                 if expires == 0:
@@ -449,9 +469,7 @@ class RegistrationClient:
                 try:
                     response = await self._attempt(flow, expires)
                 except (TransportError, TransactionTimeout) as exc:
-                    log.info("target %s:%s/%s failed: %s", flow.remote[0], flow.remote[1],
-                             flow.transport, exc)
-                    raise TransportError("all 1 SIP targets failed") from exc
+                    _target_failed(flow, exc)
         except TransactionTimeout:
             metrics.registration_result("timeout")
             raise
@@ -464,6 +482,17 @@ class RegistrationClient:
         else:
             metrics.REGISTER_RTT.observe(time.monotonic() - sent)
         return response, flow
+
+    async def _on_wire(self, flow, expires: int, challenges_left: int):
+        """One exchange on `ctx.wire`: the granted expiry, or (response, challenges
+        answered) for `_exchange` to decide on; errors and metrics as `_transaction`."""
+        uri, head, middle, tail = self._template(flow, expires)
+        try:
+            return await self.ctx.wire.exchange(self, flow, uri, head, middle, tail, expires,
+                                                challenges_left)
+        except (TransportError, TransactionTimeout) as exc:
+            metrics.registration_result("transport_error")
+            _target_failed(flow, exc)
 
     def _ready_flow(self):
         """The flow to the hop when the hop is an IP address already seen (one target,
@@ -515,28 +544,42 @@ class RegistrationClient:
         """The REGISTER as (request, its bytes): written as text and read back by the
         parser (the Cython twin when built), cheaper than building it field by field;
         what goes on the wire is exactly what the transaction layer sees."""
+        uri, head, middle, tail = self._template(flow, expires)
+        self.cseq += 1
+        credentials = self.digest.authorization("REGISTER", uri)
+        authorization = b"" if credentials is None else \
+            f"{credentials[0]}: {credentials[1]}\r\n".encode("utf-8")
+        wire = b"".join((head, new_branch().encode(), middle, str(self.cseq).encode(), tail,
+                         authorization, b"Content-Length: 0\r\n\r\n"))
+        return parse_message(wire), wire
+
+    def _template(self, flow, expires: int) -> tuple[str, bytes, bytes, bytes]:
+        """The Request-URI and the parts of every REGISTER of one exchange on `flow`:
+        head + branch + middle + CSeq number + tail + Authorization line (if any) +
+        `Content-Length: 0` and the blank line make the request."""
         hostport = self.ctx.contact_hostport(flow)
         transport = flow.transport
-        self.cseq += 1
         uri = str(self.target)
         route = "" if self.outbound_proxy is None else \
             f"Route: <{_loose(self.outbound_proxy)}>\r\n"
-        credentials = self.digest.authorization("REGISTER", uri)
-        authorization = "" if credentials is None else \
-            f"{credentials[0]}: {credentials[1]}\r\n"
-        wire = (f"REGISTER {uri} SIP/2.0\r\n"
-                f"Via: SIP/2.0/{transport.upper()} {hostport};branch={new_branch()};rport\r\n"
-                f"Max-Forwards: 70\r\n{route}"
-                f"From: <{self.aor}>;tag={self.from_tag}\r\n"
-                f"To: <{self.aor}>\r\n"
-                f"Call-ID: {self.call_id}\r\n"
-                f"CSeq: {self.cseq} REGISTER\r\n"
+        head = f"REGISTER {uri} SIP/2.0\r\nVia: SIP/2.0/{transport.upper()} {hostport};branch="
+        middle = (f";rport\r\nMax-Forwards: 70\r\n{route}"
+                  f"From: <{self.aor}>;tag={self.from_tag}\r\n"
+                  f"To: <{self.aor}>\r\n"
+                  f"Call-ID: {self.call_id}\r\n"
+                  f"CSeq: ")
+        tail = (f" REGISTER\r\n"
                 f"Contact: <sip:{self.token}@{hostport};transport={transport}>"
                 f';+sip.instance="<{self.instance_urn or instance_urn(self.key)}>"\r\n'
                 f"Expires: {expires}\r\n"
-                f"User-Agent: {self.ctx.endpoint.user_agent}\r\n"
-                f"{authorization}Content-Length: 0\r\n\r\n").encode("utf-8")
-        return parse_message(wire), wire
+                f"User-Agent: {self.ctx.endpoint.user_agent}\r\n")
+        return uri, head.encode("utf-8"), middle.encode("utf-8"), tail.encode("utf-8")
+
+
+def _target_failed(flow, exc: Exception):
+    """The one target of a ready flow failed: raised as `send_with_failover` would."""
+    log.info("target %s:%s/%s failed: %s", flow.remote[0], flow.remote[1], flow.transport, exc)
+    raise TransportError("all 1 SIP targets failed") from exc
 
 
 def _timer_fired(client: RegistrationClient) -> None:

@@ -1,0 +1,344 @@
+"""REGISTER exchanges on UDP, sent from byte templates and matched on the wire.
+
+The common registration is four datagrams: REGISTER, 401, REGISTER with credentials,
+200. The general path parses each response into a message object, matches it to a
+`ClientTransaction` and resumes a coroutine per transaction. `RegisterWire` does the
+common case with none of that: one future per exchange, requests written from the
+client's templates (only branch, CSeq and Authorization differ between sends), and
+responses recognised by their top Via's branch before any parsing, reading only what
+the registration needs.
+
+    wire = RegisterWire.of(endpoint)     # one per endpoint; it diverts UDP datagrams
+    outcome = await wire.exchange(client, flow, uri, head, middle, tail, expires,
+                                  challenges_left)
+
+`head + branch + middle + CSeq number + tail + [Authorization] + Content-Length` is a
+request (see `RegistrationClient._template`). The outcome is the expiry granted to our
+Contact (an int: the 200 listed it in the plain form, or `expires` was 0), or
+`(response, answered)`: a final response the general code must decide on (3xx, 423,
+other statuses, a challenge in another form or one too many, a 200 whose Contact needs
+a full parse) parsed as the transport would have, and how many challenges the wire
+answered before it. Timer F raises TransactionTimeout; a closed flow TransportError;
+a challenge the server refuses AuthError (from the digest client).
+
+Retransmissions (timer E, T1 doubling to T2, T2 once a provisional response came) and
+timer F run on the timer wheel. A final response arriving after its exchange ended is
+not ours any more: the transport's general path drops it, as it drops a response to an
+ended transaction. Metrics are counted as the general path counts them.
+
+This is the pure-Python twin of `_ext/regwire.pyx`; `gateway.sip.registration` picks
+one through `gateway._accel`. Depends on the transport's flows and hook, the parser,
+digest, metrics and errors; never on instances, the store or the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+
+from gateway import metrics
+from gateway.errors import TransactionTimeout, TransportError
+from gateway.sip import parsing
+from gateway.sip.digest import usable
+from gateway.sip.fields import _single_challenge
+from gateway.sip.flow import redact, trace
+from gateway.sip.ids import random_hex
+from gateway.sip.transport import observe_top_via
+
+log = logging.getLogger("gateway.sip.registration")
+
+_BRANCH = b"z9hG4bK"
+_TAIL = b"Content-Length: 0\r\n\r\n"
+_EXPIRES = re.compile(rb";[ \t]*expires[ \t]*=[ \t]*(\d{1,10})[ \t]*(?:;|$)", re.I)
+
+
+class _Exchange:
+    """One REGISTER exchange under way: its templates, the transaction in flight (branch,
+    bytes, timers), and the future the registration client awaits."""
+
+    __slots__ = ("wire", "client", "flow", "future", "uri", "head", "middle", "tail",
+                 "expires", "challenges_left", "answered", "branch", "data", "interval",
+                 "proceeding", "retransmit", "timeout", "sent")
+
+    def __init__(self, wire, client, flow, uri, head, middle, tail, expires,
+                 challenges_left):
+        self.wire = wire
+        self.client = client
+        self.flow = flow
+        self.future = asyncio.get_running_loop().create_future()
+        self.uri = uri
+        self.head = head
+        self.middle = middle
+        self.tail = tail
+        self.expires = expires
+        self.challenges_left = challenges_left
+        self.answered = 0
+        self.branch = b""
+        self.data = b""
+        self.interval = 0.0
+        self.proceeding = False
+        self.retransmit = None
+        self.timeout = None
+        self.sent = 0.0
+
+
+class RegisterWire:
+    """The REGISTER exchanges of one endpoint's UDP sockets; see the module docstring."""
+
+    def __init__(self, transport, wheel, t1: float, t2: float):
+        self.transport = transport
+        self.wheel = wheel
+        self.t1 = t1
+        self.t2 = t2
+        self.pending: dict[bytes, _Exchange] = {}  # branch -> exchange
+        transport.datagram_hook = self.datagram
+
+    @classmethod
+    def of(cls, endpoint) -> "RegisterWire":
+        """The endpoint's wire (made, and hooked into its transport, on first use)."""
+        hook = endpoint.transport.datagram_hook
+        wire = getattr(hook, "__self__", None)
+        if isinstance(wire, cls):
+            return wire
+        settings = endpoint.transactions.settings
+        return cls(endpoint.transport, endpoint.wheel, settings.t1, settings.t2)
+
+    def exchange(self, client, flow, uri: str, head: bytes, middle: bytes, tail: bytes,
+                 expires: int, challenges_left: int) -> asyncio.Future:
+        ex = _Exchange(self, client, flow, uri, head, middle, tail, expires, challenges_left)
+        self._send_request(ex)
+        return ex.future
+
+    # -- sending --------------------------------------------------------------------------
+
+    def _send_request(self, ex: _Exchange) -> None:
+        """A new REGISTER transaction of the exchange (the first, or after a challenge)."""
+        client = ex.client
+        client.cseq += 1
+        credentials = client.digest.authorization("REGISTER", ex.uri)
+        auth = b"" if credentials is None else \
+            f"{credentials[0]}: {credentials[1]}\r\n".encode()
+        branch = _BRANCH + random_hex(10).encode()
+        ex.data = b"".join((ex.head, branch, ex.middle, str(client.cseq).encode(), ex.tail,
+                            auth, _TAIL))
+        if ex.branch:
+            del self.pending[ex.branch]
+        ex.branch = branch
+        self.pending[branch] = ex
+        ex.interval = self.t1
+        ex.proceeding = False
+        metrics.registration_sent()
+        ex.sent = time.monotonic()
+        wheel = self.wheel
+        if ex.retransmit is None:
+            ex.retransmit = wheel.call_later(self.t1, _retransmit, ex)
+            ex.timeout = wheel.call_later(64 * self.t1, _timed_out, ex)
+        else:
+            wheel.reschedule(ex.retransmit, self.t1)
+            wheel.reschedule(ex.timeout, 64 * self.t1)
+        self._send(ex)
+
+    def _send(self, ex: _Exchange) -> bool:
+        flow = ex.flow
+        if flow.closed:
+            self._end(ex, TransportError(f"{flow!r} is closed"))
+            return False
+        if trace.isEnabledFor(logging.DEBUG):
+            trace.debug("send %s\n%s", flow, redact(ex.data))
+        flow.connection.transport.sendto(ex.data, flow.remote)
+        metrics.sip_sent("udp", ex.data)
+        flow.last_activity = time.monotonic()
+        return True
+
+    def _end(self, ex: _Exchange, outcome) -> None:
+        """The exchange is over: stop its timers, forget its branch, settle its future."""
+        if self.pending.get(ex.branch) is ex:
+            del self.pending[ex.branch]
+        for handle in (ex.retransmit, ex.timeout):
+            if handle is not None:
+                handle.cancel()
+        ex.retransmit = ex.timeout = None
+        future = ex.future
+        if future.done():
+            return
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+    # -- receiving ------------------------------------------------------------------------
+
+    def datagram(self, data: bytes, remote: tuple) -> bool:
+        """The transport's hook: True when `data` was a response to one of our exchanges
+        and is dealt with; False leaves it to the general path."""
+        if not data.startswith(b"SIP/2.0 ") or not self.pending:
+            return False
+        top = _top_via(data)
+        if top is None:
+            return False
+        start = top.find(b";branch=")
+        if start < 0:
+            return False
+        start += 8
+        end = start
+        while end < len(top) and top[end] not in b"; \t":
+            end += 1
+        ex = self.pending.get(top[start:end])
+        if ex is None:
+            return False
+        status = _status(data)
+        if status is None or _cseq_method(data) != b"REGISTER":
+            return False
+        flow = ex.flow
+        if trace.isEnabledFor(logging.DEBUG):
+            trace.debug("recv %s\n%s", flow, redact(data))
+        metrics.sip_response("in", "udp", status)
+        flow.last_activity = time.monotonic()
+        _observe(top, flow)
+        if status < 200:
+            ex.proceeding = True
+            return True
+        rtt = time.monotonic() - ex.sent
+        if status < 300:
+            granted = ex.expires if ex.expires == 0 else _our_expires(data, ex.client.token)
+            if granted is not None:
+                metrics.registration_result("unregistered" if ex.expires == 0 else "registered",
+                                            rtt)
+                self._end(ex, granted)
+                return True
+        elif status in (401, 407) and ex.answered < ex.challenges_left:
+            header = b"WWW-Authenticate" if status == 401 else b"Proxy-Authenticate"
+            challenge = _one_digest_challenge(data, header)
+            if challenge is not None:
+                chosen = usable(challenge)
+                if chosen is not None:
+                    metrics.REGISTER_RTT.observe(rtt)
+                    self._challenged(ex, status, challenge, chosen)
+                    return True
+        return self._hand_back(ex, data, status, rtt)
+
+    def _challenged(self, ex: _Exchange, status: int, params: dict, chosen) -> None:
+        name = "Authorization" if status == 401 else "Proxy-Authorization"
+        try:
+            ex.client.digest.accept(status, name, params, chosen[0], chosen[1])
+        except Exception as exc:  # AuthError (credentials rejected), or a bug: the caller's
+            metrics.registration_result("unauthorized")
+            self._end(ex, exc)
+            return
+        metrics.registration_result("challenged")
+        ex.answered += 1
+        self._send_request(ex)
+
+    def _hand_back(self, ex: _Exchange, data: bytes, status: int, rtt: float) -> bool:
+        try:
+            response = parsing.parse_message(data)
+        except Exception:  # noqa: BLE001 - malformed: the general path logs and drops it
+            return False
+        if 200 <= status < 300:
+            metrics.registration_result("unregistered" if ex.expires == 0 else "registered",
+                                        rtt)
+        else:
+            metrics.REGISTER_RTT.observe(rtt)
+        self._end(ex, (response, ex.answered))
+        return True
+
+
+def _retransmit(ex: _Exchange) -> None:
+    """Timer E: the request again, doubling up to T2 (T2 flat once proceeding)."""
+    wire = ex.wire
+    if ex.future.done():  # the registration gave up (cancelled): so do we
+        wire._end(ex, None)
+        return
+    if not wire._send(ex):
+        return
+    ex.interval = wire.t2 if ex.proceeding else min(2 * ex.interval, wire.t2)
+    wire.wheel.reschedule(ex.retransmit, ex.interval)
+
+
+def _timed_out(ex: _Exchange) -> None:
+    """Timer F: no final response in 64*T1."""
+    metrics.transaction_timeout("client", "REGISTER")
+    ex.wire._end(ex, TransactionTimeout(
+        f"REGISTER got no final response (timer F, {64 * ex.wire.t1:g}s)"))
+
+
+def _top_via(data: bytes) -> bytes | None:
+    """The first Via header line's value, when it is written `Via:` and holds one Via
+    (else None: the general path decides)."""
+    start = data.find(b"\r\nVia:")
+    if start < 0 or data.find(b"\r\n\r\n", 0, start + 2) >= 0:
+        return None
+    start += 6
+    end = data.find(b"\r\n", start)
+    if end < 0:
+        return None
+    line = data[start:end]
+    return None if b"," in line else line
+
+
+def _status(data: bytes) -> int | None:
+    code = data[8:11]
+    if len(code) != 3 or not code.isdigit() or data[11:12] not in (b" ", b"\r"):
+        return None
+    return int(code)
+
+
+def _cseq_method(data: bytes) -> bytes | None:
+    start = data.find(b"\r\nCSeq:")
+    if start < 0:
+        return None
+    end = data.find(b"\r\n", start + 7)
+    parts = data[start + 7:end].split()
+    return parts[1] if len(parts) == 2 and parts[0].isdigit() else None
+
+
+def _header_lines(data: bytes, name: bytes) -> list[bytes]:
+    """The values of every header line called `name` (exact spelling, in the head)."""
+    head_end = data.find(b"\r\n\r\n")
+    marker = b"\r\n" + name + b":"
+    values = []
+    pos = data.find(marker)
+    while 0 <= pos < head_end:
+        end = data.find(b"\r\n", pos + len(marker))
+        values.append(data[pos + len(marker):end].strip())
+        pos = data.find(marker, end)
+    return values
+
+
+def _one_digest_challenge(data: bytes, header: bytes) -> dict | None:
+    """The params of the one Digest challenge in the one `header` line, or None when
+    there is anything else (no challenge, several, another scheme, folded lines)."""
+    lines = _header_lines(data, header)
+    if len(lines) != 1 or b"\r\n " in data or b"\r\n\t" in data:
+        return None
+    try:
+        single = _single_challenge(lines[0].decode())
+    except UnicodeDecodeError:
+        return None
+    if single is None or single[0].lower() != "digest":
+        return None
+    return single[1]
+
+
+def _our_expires(data: bytes, token: str) -> int | None:
+    """The expires parameter of our Contact in a 200, read as
+    `gateway.sip.registration._our_expires` reads it (None: parse properly)."""
+    marker = b"<sip:" + token.encode() + b"@"
+    for value in _header_lines(data, b"Contact"):
+        start = value.find(marker)
+        if start < 0:
+            continue
+        end = value.find(b">", start)
+        if end < 0 or b'"' in value[:start]:
+            return None
+        found = _EXPIRES.search(value[end + 1:].split(b",", 1)[0])
+        return int(found.group(1)) if found else None
+    return None
+
+
+def _observe(top: bytes, flow) -> None:
+    """How the peer saw us (received/rport on our Via), noted as the transport notes it."""
+    if b"received" in top.lower():
+        observe_top_via(top.decode("utf-8", "replace"), flow)
