@@ -120,6 +120,7 @@ class RegistrationContext:
         # exchanges under way at once: beyond this they wait, so an overloaded registrar
         # (or host) sees retransmissions of a bounded set, not of everything queued
         self.in_flight = asyncio.Semaphore(max_in_flight)
+        #: the wire path of REGISTER exchanges on UDP (None: the general path only)
         self.wire = RegisterWire.of(endpoint)
 
     def contact_hostport(self, flow: Any) -> str:
@@ -385,7 +386,7 @@ class RegistrationClient:
             if expires > 0:
                 self.bound_maybe = True
             flow = self._ready_flow()
-            if flow is not None and flow.transport == "udp" \
+            if flow is not None and flow.transport == "udp" and self.ctx.wire is not None \
                     and not trace.isEnabledFor(logging.DEBUG):
                 # the common case on the wire path: the whole exchange (challenges
                 # answered) without a message object, unless a response needs us

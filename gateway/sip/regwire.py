@@ -51,6 +51,7 @@ log = logging.getLogger("gateway.sip.registration")
 
 _BRANCH = b"z9hG4bK"
 _TAIL = b"Content-Length: 0\r\n\r\n"
+_BRANCH_PARAM = re.compile(rb";branch=([^; \t]*)")
 _EXPIRES = re.compile(rb";[ \t]*expires[ \t]*=[ \t]*(\d{1,10})[ \t]*(?:;|$)", re.I)
 
 
@@ -175,21 +176,21 @@ class RegisterWire:
         and is dealt with; False leaves it to the general path."""
         if not data.startswith(b"SIP/2.0 ") or not self.pending:
             return False
-        top = _top_via(data)
+        head_end = data.find(b"\r\n\r\n")
+        if head_end < 0:
+            return False
+        head = data[:head_end + 2]  # the header lines, each ending with CRLF
+        top = _top_via(head)
         if top is None:
             return False
-        start = top.find(b";branch=")
-        if start < 0:
+        branch = _BRANCH_PARAM.search(top)
+        if branch is None:
             return False
-        start += 8
-        end = start
-        while end < len(top) and top[end] not in b"; \t":
-            end += 1
-        ex = self.pending.get(top[start:end])
+        ex = self.pending.get(branch.group(1))
         if ex is None:
             return False
-        status = _status(data)
-        if status is None or _cseq_method(data) != b"REGISTER":
+        status = _status(head)
+        if status is None or _cseq_method(head) != b"REGISTER":
             return False
         flow = ex.flow
         if trace.isEnabledFor(logging.DEBUG):
@@ -202,7 +203,7 @@ class RegisterWire:
             return True
         rtt = time.monotonic() - ex.sent
         if status < 300:
-            granted = ex.expires if ex.expires == 0 else _our_expires(data, ex.client.token)
+            granted = ex.expires if ex.expires == 0 else _our_expires(head, ex.client.token)
             if granted is not None:
                 metrics.registration_result("unregistered" if ex.expires == 0 else "registered",
                                             rtt)
@@ -210,7 +211,7 @@ class RegisterWire:
                 return True
         elif status in (401, 407) and ex.answered < ex.challenges_left:
             header = b"WWW-Authenticate" if status == 401 else b"Proxy-Authenticate"
-            challenge = _one_digest_challenge(data, header)
+            challenge = _one_digest_challenge(head, header)
             if challenge is not None:
                 chosen = usable(challenge)
                 if chosen is not None:
@@ -264,17 +265,14 @@ def _timed_out(ex: _Exchange) -> None:
         f"REGISTER got no final response (timer F, {64 * ex.wire.t1:g}s)"))
 
 
-def _top_via(data: bytes) -> bytes | None:
+def _top_via(head: bytes) -> bytes | None:
     """The first Via header line's value, when it is written `Via:` and holds one Via
     (else None: the general path decides)."""
-    start = data.find(b"\r\nVia:")
-    if start < 0 or data.find(b"\r\n\r\n", 0, start + 2) >= 0:
+    start = head.find(b"\r\nVia:")
+    if start < 0:
         return None
     start += 6
-    end = data.find(b"\r\n", start)
-    if end < 0:
-        return None
-    line = data[start:end]
+    line = head[start:head.find(b"\r\n", start)]
     return None if b"," in line else line
 
 
@@ -285,33 +283,32 @@ def _status(data: bytes) -> int | None:
     return int(code)
 
 
-def _cseq_method(data: bytes) -> bytes | None:
-    start = data.find(b"\r\nCSeq:")
+def _cseq_method(head: bytes) -> bytes | None:
+    start = head.find(b"\r\nCSeq:")
     if start < 0:
         return None
-    end = data.find(b"\r\n", start + 7)
-    parts = data[start + 7:end].split()
+    end = head.find(b"\r\n", start + 7)
+    parts = head[start + 7:end].split()
     return parts[1] if len(parts) == 2 and parts[0].isdigit() else None
 
 
-def _header_lines(data: bytes, name: bytes) -> list[bytes]:
-    """The values of every header line called `name` (exact spelling, in the head)."""
-    head_end = data.find(b"\r\n\r\n")
+def _header_lines(head: bytes, name: bytes) -> list[bytes]:
+    """The values of every header line called `name` (exact spelling)."""
     marker = b"\r\n" + name + b":"
     values = []
-    pos = data.find(marker)
-    while 0 <= pos < head_end:
-        end = data.find(b"\r\n", pos + len(marker))
-        values.append(data[pos + len(marker):end].strip())
-        pos = data.find(marker, end)
+    pos = head.find(marker)
+    while pos >= 0:
+        end = head.find(b"\r\n", pos + len(marker))
+        values.append(head[pos + len(marker):end].strip())
+        pos = head.find(marker, end)
     return values
 
 
-def _one_digest_challenge(data: bytes, header: bytes) -> dict | None:
+def _one_digest_challenge(head: bytes, header: bytes) -> dict | None:
     """The params of the one Digest challenge in the one `header` line, or None when
     there is anything else (no challenge, several, another scheme, folded lines)."""
-    lines = _header_lines(data, header)
-    if len(lines) != 1 or b"\r\n " in data or b"\r\n\t" in data:
+    lines = _header_lines(head, header)
+    if len(lines) != 1 or b"\r\n " in head or b"\r\n\t" in head:
         return None
     try:
         single = _single_challenge(lines[0].decode())
@@ -322,11 +319,11 @@ def _one_digest_challenge(data: bytes, header: bytes) -> dict | None:
     return single[1]
 
 
-def _our_expires(data: bytes, token: str) -> int | None:
+def _our_expires(head: bytes, token: str) -> int | None:
     """The expires parameter of our Contact in a 200, read as
     `gateway.sip.registration._our_expires` reads it (None: parse properly)."""
     marker = b"<sip:" + token.encode() + b"@"
-    for value in _header_lines(data, b"Contact"):
+    for value in _header_lines(head, b"Contact"):
         start = value.find(marker)
         if start < 0:
             continue
