@@ -106,6 +106,9 @@ cdef class RegisterWire:
     cdef readonly object transport, wheel
     cdef readonly double t1, t2
     cdef readonly dict pending
+    # the top Via last read on a flow (branch aside), and what it told the flow
+    cdef object _seen_flow, _seen_observed
+    cdef bytes _seen_before, _seen_after
 
     def __init__(self, transport, wheel, double t1, double t2):
         self.transport = transport
@@ -113,6 +116,7 @@ cdef class RegisterWire:
         self.t1 = t1
         self.t2 = t2
         self.pending = {}
+        self._seen_before = self._seen_after = b""
         transport.datagram_hook = self.datagram
 
     @classmethod
@@ -241,7 +245,7 @@ cdef class RegisterWire:
         metrics.sip_response("in", "udp", status)
         flow.last_activity = _now()
         if _has_received(s, via, via_end):
-            _observe(s[via:via_end], flow)
+            self._observe(s, via, b, e, via_end, flow)
         if status < 200:
             ex.proceeding = True
             return True
@@ -265,6 +269,22 @@ cdef class RegisterWire:
                     self._challenged(ex, status, params, chosen)
                     return True
         return self._hand_back(ex, data, status, rtt)
+
+    cdef _observe(self, const char *s, Py_ssize_t via, Py_ssize_t b, Py_ssize_t e,
+                  Py_ssize_t via_end, flow):
+        """The twin's `_observe`, skipped when the top Via (its branch aside) is the one
+        last seen on this flow and the flow still has what that one gave."""
+        cdef bytes before = self._seen_before, after = self._seen_after
+        if (flow is self._seen_flow and flow.observed is self._seen_observed
+                and len(before) == b - via and len(after) == via_end - e
+                and memcmp(s + via, <const char *>before, b - via) == 0
+                and memcmp(s + e, <const char *>after, via_end - e) == 0):
+            return
+        _observe(s[via:via_end], flow)
+        self._seen_flow = flow
+        self._seen_observed = flow.observed
+        self._seen_before = s[via:b]
+        self._seen_after = s[e:via_end]
 
     cdef _challenged(self, _Exchange ex, int status, dict params, tuple chosen):
         name = "Authorization" if status == 401 else "Proxy-Authorization"

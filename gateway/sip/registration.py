@@ -70,6 +70,8 @@ _IP_TARGETS: dict[str, list] = {}
 #: registrar (100,000 clients hold a handful of URIs, not 100,000 copies); a client never
 #: changes a URI in place, a 3xx replaces its `target` with a new one
 _URIS: dict[tuple[str, bool], SipUri] = {}
+#: id of a URI in _URIS -> its text (they stay in _URIS, so their ids are never reused)
+_URI_TEXTS: dict[int, str] = {}
 
 
 def contact_token(key: str) -> str:
@@ -122,16 +124,25 @@ class RegistrationContext:
         self.in_flight = asyncio.Semaphore(max_in_flight)
         #: the wire path of REGISTER exchanges on UDP (None: the general path only)
         self.wire = RegisterWire.of(endpoint)
+        self._last_hostport: tuple[Any, str] = (None, "")
 
     def contact_hostport(self, flow: Any) -> str:
         """host:port for our Contact and Via on a flow: the public address when set, else
         the face's listening address for the transport, else the flow's own."""
+        last = self._last_hostport
+        if last[0] is flow:
+            return last[1]
         listening = self.endpoint.transport.local_address(flow.transport)
         port = listening[1] if listening else flow.sent_by[1]
         host = flow.sent_by[0]
         if self.public_host:
             host, port = self.public_host, self.public_port or port
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if flow.transport == "udp":
+            # the answer for the one UDP flow every client of a registrar shares, kept:
+            # UDP listeners come and go only with the endpoint, so it never changes
+            self._last_hostport = (flow, hostport)
+        return hostport
 
     # No index of the clients on each flow: every client of a registrar shares one UDP
     # flow, so that would be a set entry per instance, to serve a rare event (a flow
@@ -498,7 +509,7 @@ class RegistrationClient:
     def _ready_flow(self):
         """The flow to the hop when the hop is an IP address already seen (one target,
         no DNS) and the flow needs no waiting; else None."""
-        targets = _IP_TARGETS.get(str(self.outbound_proxy or self.target))
+        targets = _IP_TARGETS.get(_text(self.outbound_proxy or self.target))
         if targets is None:
             return None
         target = targets[0]
@@ -560,7 +571,7 @@ class RegistrationClient:
         `Content-Length: 0` and the blank line make the request."""
         hostport = self.ctx.contact_hostport(flow)
         transport = flow.transport
-        uri = str(self.target)
+        uri = _text(self.target)
         route = "" if self.outbound_proxy is None else \
             f"Route: <{_loose(self.outbound_proxy)}>\r\n"
         head = f"REGISTER {uri} SIP/2.0\r\nVia: SIP/2.0/{transport.upper()} {hostport};branch="
@@ -595,7 +606,14 @@ def _shared_uri(text: str, registrar: bool) -> SipUri:
         uri = _registrar_uri(text) if registrar else SipUri.parse(text)
         if len(_URIS) < 10_000:
             _URIS[(text, registrar)] = uri
+            _URI_TEXTS[id(uri)] = str(uri)
     return uri
+
+
+def _text(uri: SipUri) -> str:
+    """`str(uri)`, kept for the shared URIs (written for every REGISTER otherwise)."""
+    text = _URI_TEXTS.get(id(uri))
+    return str(uri) if text is None else text
 
 
 def _registrar_uri(text: str) -> SipUri:
