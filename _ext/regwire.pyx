@@ -39,6 +39,42 @@ cdef extern from "string.h":
     void *memmem(const void *haystack, size_t haystacklen, const void *needle, size_t needlelen)
 
 cdef int DEBUG = logging.DEBUG
+
+# The recorders of `gateway.metrics`, incremented here as its recording functions do
+# (`values[key] += 1`, see `metrics.Tally`), without a Python frame per count.
+cdef dict _SENT = metrics.REGISTER_SENT.values
+cdef dict _RESULTS = metrics.REGISTER_RESULTS.values
+cdef dict _SIP_REQ = metrics._SIP_REQ
+cdef dict _SIP_RESP = metrics._SIP_RESP
+cdef list _RTT = metrics.REGISTER_RTT.series[()]
+cdef tuple _RTT_BOUNDS = metrics.REGISTER_RTT.bounds
+cdef tuple _OUT_REGISTER = ("out", "udp", "REGISTER")
+cdef tuple _IN_CLASS = tuple(("in", "udp", c) for c in metrics._STATUS_CLASS)
+cdef tuple _REGISTERED = ("registered",)
+cdef tuple _UNREGISTERED = ("unregistered",)
+cdef tuple _CHALLENGED = ("challenged",)
+cdef tuple _UNAUTHORIZED = ("unauthorized",)
+
+
+cdef inline void _count(dict values, key) except *:
+    values[key] += 1
+
+
+cdef void _observe_rtt(double rtt) except *:
+    """`metrics.REGISTER_RTT.observe(rtt)`."""
+    if not rtt >= 0.0:
+        rtt = 0.0
+    cdef Py_ssize_t i = 0, n = len(_RTT_BOUNDS)
+    while i < n and <double>_RTT_BOUNDS[i] < rtt:
+        i += 1
+    _RTT[i] += 1
+    _RTT[len(_RTT) - 1] += rtt
+
+
+cdef void _result(tuple outcome, double rtt) except *:
+    """`metrics.registration_result(outcome, rtt)`."""
+    _count(_RESULTS, outcome)
+    _observe_rtt(rtt)
 cdef bytes _TAIL = b"Content-Length: 0\r\n\r\n"
 cdef bytes _HEX = b"0123456789abcdef"
 cdef Py_ssize_t _POOL_SIZE = 4096
@@ -166,7 +202,7 @@ cdef class RegisterWire:
         self.pending[branch] = ex
         ex.interval = self.t1
         ex.proceeding = False
-        metrics.registration_sent()
+        _count(_SENT, ())
         ex.sent = _now()
         wheel = self.wheel
         if ex.retransmit is None:
@@ -185,7 +221,7 @@ cdef class RegisterWire:
         if trace.isEnabledFor(DEBUG):
             trace.debug("send %s\n%s", flow, redact(ex.data))
         ex.sendto(ex.data, ex.remote)
-        metrics.sip_sent("udp", ex.data)
+        _count(_SIP_REQ, _OUT_REGISTER)
         flow.last_activity = _now()
         return True
 
@@ -242,7 +278,7 @@ cdef class RegisterWire:
         flow = ex.flow
         if trace.isEnabledFor(DEBUG):
             trace.debug("recv %s\n%s", flow, redact(data))
-        metrics.sip_response("in", "udp", status)
+        _count(_SIP_RESP, _IN_CLASS[status // 100 if status < 1000 else 0])
         flow.last_activity = _now()
         if _has_received(s, via, via_end):
             self._observe(s, via, b, e, via_end, flow)
@@ -255,8 +291,7 @@ cdef class RegisterWire:
             granted = ex.expires if ex.expires == 0 else \
                 _our_expires(s, head_end, ex.client.token.encode())
             if granted >= 0:
-                metrics.registration_result("unregistered" if ex.expires == 0 else "registered",
-                                            rtt)
+                _result(_UNREGISTERED if ex.expires == 0 else _REGISTERED, rtt)
                 self._end(ex, granted)
                 return True
         elif (status == 401 or status == 407) and ex.answered < ex.challenges_left:
@@ -265,7 +300,7 @@ cdef class RegisterWire:
             if params is not None:
                 chosen = usable(params)
                 if chosen is not None:
-                    metrics.REGISTER_RTT.observe(rtt)
+                    _observe_rtt(rtt)
                     self._challenged(ex, status, params, chosen)
                     return True
         return self._hand_back(ex, data, status, rtt)
@@ -291,10 +326,10 @@ cdef class RegisterWire:
         try:
             ex.client.digest.accept(status, name, params, chosen[0], chosen[1])
         except Exception as exc:
-            metrics.registration_result("unauthorized")
+            _count(_RESULTS, _UNAUTHORIZED)
             self._end(ex, exc)
             return
-        metrics.registration_result("challenged")
+        _count(_RESULTS, _CHALLENGED)
         ex.answered += 1
         self._send_request(ex)
 
@@ -304,10 +339,9 @@ cdef class RegisterWire:
         except Exception:
             return False
         if 200 <= status < 300:
-            metrics.registration_result("unregistered" if ex.expires == 0 else "registered",
-                                        rtt)
+            _result(_UNREGISTERED if ex.expires == 0 else _REGISTERED, rtt)
         else:
-            metrics.REGISTER_RTT.observe(rtt)
+            _observe_rtt(rtt)
         self._end(ex, (response, ex.answered))
         return True
 

@@ -401,8 +401,12 @@ class RegistrationClient:
                     and not trace.isEnabledFor(logging.DEBUG):
                 # the common case on the wire path: the whole exchange (challenges
                 # answered) without a message object, unless a response needs us
-                outcome = await self._on_wire(flow, expires,
-                                              settings.max_challenges - challenges)
+                try:
+                    outcome = await self._on_wire(flow, expires,
+                                                  settings.max_challenges - challenges)
+                except (TransportError, TransactionTimeout) as exc:
+                    metrics.registration_result("transport_error")
+                    _target_failed(flow, exc)
                 if type(outcome) is int:
                     if expires > 0:
                         self.ctx.bind(self, flow)
@@ -495,16 +499,12 @@ class RegistrationClient:
             metrics.REGISTER_RTT.observe(time.monotonic() - sent)
         return response, flow
 
-    async def _on_wire(self, flow, expires: int, challenges_left: int):
-        """One exchange on `ctx.wire`: the granted expiry, or (response, challenges
-        answered) for `_exchange` to decide on; errors and metrics as `_transaction`."""
+    def _on_wire(self, flow, expires: int, challenges_left: int) -> asyncio.Future:
+        """One exchange on `ctx.wire`; the future of the granted expiry, or of (response,
+        challenges answered) for `_exchange` to decide on."""
         uri, head, middle, tail = self._template(flow, expires)
-        try:
-            return await self.ctx.wire.exchange(self, flow, uri, head, middle, tail, expires,
-                                                challenges_left)
-        except (TransportError, TransactionTimeout) as exc:
-            metrics.registration_result("transport_error")
-            _target_failed(flow, exc)
+        return self.ctx.wire.exchange(self, flow, uri, head, middle, tail, expires,
+                                      challenges_left)
 
     def _ready_flow(self):
         """The flow to the hop when the hop is an IP address already seen (one target,
