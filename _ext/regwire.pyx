@@ -26,11 +26,13 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 import asyncio
 import logging
 import os
+from hashlib import blake2b as _blake2b, md5 as _md5, sha256 as _sha256
 
 from gateway import metrics
 from gateway.errors import TransactionTimeout, TransportError
 from gateway.sip import parsing
-from gateway.sip.digest import usable
+from gateway.sip.digest import _CNONCE_KEY, usable
+from gateway.sip.digest import _quote as _quote_escaped
 from gateway.sip.fields import _single_challenge
 from gateway.sip.flow import redact, trace
 from gateway.sip.regwire import _observe
@@ -190,12 +192,9 @@ cdef class RegisterWire:
         client = ex.client
         cseq = client.cseq + 1
         client.cseq = cseq
-        credentials = client.digest.authorization("REGISTER", ex.uri)
-        cdef bytes auth = b"" if credentials is None else \
-            f"{credentials[0]}: {credentials[1]}\r\n".encode()
         cdef bytes branch = _new_branch()
-        ex.data = b"".join((ex.head, branch, ex.middle, str(cseq).encode(), ex.tail, auth,
-                            _TAIL))
+        ex.data = b"".join((ex.head, branch, ex.middle, str(cseq).encode(), ex.tail,
+                            credentials(client.digest, ex.uri), _TAIL))
         if ex.branch:
             del self.pending[ex.branch]
         ex.branch = branch
@@ -344,6 +343,47 @@ cdef class RegisterWire:
             _observe_rtt(rtt)
         self._end(ex, (response, ex.answered))
         return True
+
+
+cpdef bytes credentials(digest, str uri):
+    """The twin's `credentials`: what `DigestClient.authorization("REGISTER", uri)` gives
+    (the client's challenge, nonce, count, HA1 and the derived cnonce), computed here
+    with the same hashes and written as the header line."""
+    shared = digest._challenge
+    if shared is None:
+        return b""
+    cdef long count = digest._nc + 1
+    digest._nc = count
+    cdef str nonce = digest._nonce, username = digest.username, algorithm = shared.algorithm
+    H = _sha256 if algorithm.startswith("SHA-256") else _md5
+    cdef str nc = "%08x" % count
+    cdef str cnonce = _blake2b(f"{username}\x00{nonce}".encode(), key=_CNONCE_KEY,
+                               digest_size=8).hexdigest()
+    cdef str ha1 = digest._ha1.hex()
+    if algorithm.endswith("-sess"):
+        ha1 = H(f"{ha1}:{nonce}:{cnonce}".encode()).hexdigest()
+    cdef str ha2 = H(f"REGISTER:{uri}".encode()).hexdigest()
+    qop = shared.qop
+    if qop:
+        response = H(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}".encode()).hexdigest()
+    else:
+        response = H(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()
+    parts = [f"{shared.header}: Digest username={_quote(username)}",
+             f"realm={_quote(shared.realm)}", f"nonce={_quote(nonce)}",
+             f"uri={_quote(uri)}", f'response="{response}"']
+    if shared.algorithm_given or algorithm != "MD5":
+        parts.append(f"algorithm={algorithm}")
+    if shared.opaque is not None:
+        parts.append(f"opaque={_quote(shared.opaque)}")
+    if qop:
+        parts += [f"qop={qop}", f"nc={nc}", f'cnonce="{cnonce}"']
+    return (", ".join(parts) + "\r\n").encode()
+
+
+cdef str _quote(str value):
+    if "\\" in value or '"' in value:
+        return _quote_escaped(value)
+    return f'"{value}"'
 
 
 def _retransmit(_Exchange ex):

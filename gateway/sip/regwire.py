@@ -118,12 +118,9 @@ class RegisterWire:
         """A new REGISTER transaction of the exchange (the first, or after a challenge)."""
         client = ex.client
         client.cseq += 1
-        credentials = client.digest.authorization("REGISTER", ex.uri)
-        auth = b"" if credentials is None else \
-            f"{credentials[0]}: {credentials[1]}\r\n".encode()
         branch = _BRANCH + random_hex(10).encode()
         ex.data = b"".join((ex.head, branch, ex.middle, str(client.cseq).encode(), ex.tail,
-                            auth, _TAIL))
+                            credentials(client.digest, ex.uri), _TAIL))
         if ex.branch:
             del self.pending[ex.branch]
         ex.branch = branch
@@ -244,6 +241,13 @@ class RegisterWire:
             metrics.REGISTER_RTT.observe(rtt)
         self._end(ex, (response, ex.answered))
         return True
+
+
+def credentials(digest, uri: str) -> bytes:
+    """The Authorization (or Proxy-Authorization) line of the next REGISTER to `uri`
+    (b"" before any challenge): `digest.authorization("REGISTER", uri)` as a line."""
+    found = digest.authorization("REGISTER", uri)
+    return b"" if found is None else f"{found[0]}: {found[1]}\r\n".encode()
 
 
 def _retransmit(ex: _Exchange) -> None:

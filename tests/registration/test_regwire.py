@@ -260,3 +260,28 @@ async def test_a_late_final_response_is_left_to_the_general_path(make_stack, wir
         c.close()
     finally:
         transport.close()
+
+
+@pytest.mark.parametrize("wire", load_both("_regwire", "sip.regwire"))
+@pytest.mark.parametrize("params", [
+    {"realm": "example.com", "nonce": "abc", "qop": "auth"},
+    {"realm": "r", "nonce": "n", "algorithm": "MD5"},
+    {"realm": 'we "quote"', "nonce": "n\\x", "opaque": "o", "algorithm": "SHA-256-sess",
+     "qop": "auth-int, auth"},
+    {"realm": "r", "nonce": "n", "algorithm": "md5-sess", "opaque": ""},
+    {"realm": "r", "nonce": "n", "algorithm": "SHA-256"},
+])
+def test_credentials_are_what_the_digest_client_writes(wire, params):
+    from gateway.sip.digest import DigestClient, usable
+
+    def ready():
+        digest = DigestClient("alice", lambda: "secret")
+        digest.accept(401, "Authorization", params, *usable(params))
+        return digest
+
+    ours, reference = ready(), ready()
+    assert wire.credentials(DigestClient("bob", lambda: "x"), "sip:r") == b""
+    for _ in range(3):  # nc counts up in both
+        name, value = reference.authorization("REGISTER", "sip:example.com;transport=udp")
+        assert wire.credentials(ours, "sip:example.com;transport=udp") == \
+            f"{name}: {value}\r\n".encode()
