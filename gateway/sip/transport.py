@@ -103,7 +103,10 @@ class _UdpSocket(asyncio.DatagramProtocol):
         self.local = transport.get_extra_info("sockname")[:2]
 
     def datagram_received(self, data: bytes, addr) -> None:
-        self.layer._datagram(self, data, addr[:2])
+        layer = self.layer
+        hook = layer.datagram_hook  # called here: one Python frame less per datagram
+        if hook is None or not hook(data, addr):
+            layer._datagram(self, data, addr[:2])
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and the like; the transaction's timers handle the loss
@@ -180,7 +183,7 @@ class TransportLayer:
         self.connections = 0
         self._ssl_contexts: dict[Any, ssl.SSLContext] = {}
         self._reads = 0  # every 16th read is timed for the parse-time histogram
-        #: `hook(data, remote) -> bool` sees each datagram first; True: it took it (the
+        #: `hook(data, addr) -> bool` sees each datagram first; True: it took it (the
         #: registration client's wire path, `gateway.sip.regwire`)
         self.datagram_hook = None
 
@@ -312,9 +315,6 @@ class TransportLayer:
         # a CRLF keepalive from a NAT-minded peer: nothing to answer on UDP (looked for
         # only when the datagram starts like one: stripping copies the whole datagram)
         if not data or (data[0] in (10, 13) and not data.strip(b"\r\n")):
-            return
-        hook = self.datagram_hook
-        if hook is not None and hook(data, remote):
             return
         try:
             message = self._parse(parsing.parse_message, data)
