@@ -5,8 +5,10 @@ Built as `gateway._regwire`; `gateway.sip.registration` picks this module or the
 pure-Python twin through `gateway._accel`. The design is described once, in the Python
 twin's docstring; this file follows it with the response read by C pointer scans (top
 Via branch, status, CSeq method, the challenge's params, our Contact's expires) and
-branches drawn from a pool of random bytes, so a common exchange makes no Python object
-per message beyond the datagram and the strings the digest keeps.
+branches drawn from a pool of random bytes, the Authorization line computed here
+(`credentials`) and the metrics counted straight into `gateway.metrics`' recorders, so a
+common exchange runs no Python frame per message and makes few objects beyond the
+datagram, the request and the strings the digest keeps.
 
 What it reads differently (exactly-spelled header names, one Via in the top Via line,
 a plain challenge) it hands to the same fallbacks as the twin: a value it does not take

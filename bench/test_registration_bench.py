@@ -3,6 +3,8 @@ against one Kamailio (digest auth on, 2 UDP workers, no per-request log), 50 reg
 in flight: our engine (parser, transactions, timer wheel, digest, registration client)
 against SIPp running the equivalent scenario (bench/scenarios/register_digest.xml).
 
+The engine's exchanges take the registration client's wire path (`gateway.sip.regwire`,
+compiled as `gateway._regwire` when built: `wire_path` in `extra_info` says which).
 Each figure is reported next to SIPp's from the same run, in `extra_info` and on stdout:
 registrations per second, CPU seconds per registration (user + system of the process doing
 the registering; Kamailio's CPU is not counted for either), and their ratios.
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway import _accel
 from gateway.app import tune_gc
 from gateway.sip.endpoint import SipEndpoint
 from gateway.sip.pacing import Pacer
@@ -128,7 +131,8 @@ def test_engine_registrations(benchmark, registrar, results, tmp_path):
     benchmark.extra_info.update(
         registrations_per_s=rate, cpu_us_per_registration=1e6 * cpu_each,
         sipp_registrations_per_s=sipp_rate, sipp_cpu_us_per_registration=1e6 * sipp_cpu,
-        throughput_ratio_vs_sipp=rate / sipp_rate, cpu_ratio_vs_sipp=cpu_each / sipp_cpu)
+        throughput_ratio_vs_sipp=rate / sipp_rate, cpu_ratio_vs_sipp=cpu_each / sipp_cpu,
+        wire_path=_accel.chosen.get("_regwire", "?"))
     print(f"\nengine: {rate:.0f} registrations/s, {1e6 * cpu_each:.1f} us CPU each; "
           f"SIPp: {sipp_rate:.0f}/s, {1e6 * sipp_cpu:.1f} us; throughput x{rate / sipp_rate:.2f}, "
           f"CPU per registration x{cpu_each / sipp_cpu:.2f}")

@@ -23,6 +23,13 @@ missing, connection lost) is reported by the endpoint; `flow_lost()` re-register
 
 Every REGISTER exchange waits for one of `max_in_flight` slots, then for the `Pacer`
 (global and per-registrar rate).
+
+Over UDP to an IP hop with a flow at hand (no DNS, no trace logging), an exchange goes
+on the wire path (`RegisterWire`, `gateway.sip.regwire` or its compiled twin): requests
+written from templates (`_template`), responses read off the datagram, the common 401 and
+200 handled there; whatever else a response says comes back parsed to `_exchange`, which
+decides as it does for the general path (transactions, `send_with_failover`): TCP, TLS,
+DNS names, 3xx targets without a flow yet.
 Results go to `RegistrationContext.report(client, state, error, until)` and, for metrics,
 to `RegistrationContext.on_register_result(outcome, rtt)`.
 
