@@ -295,12 +295,17 @@ class InstanceService:
         state: str,
         last_error: str | None = None,
         registered_until: float | None = None,
+        if_mode: str | None = None,
     ) -> InstanceRecord:
-        """For the SIP part: the registration's state, its last error and its end."""
+        """For the SIP part: the registration's state, its last error and its end. With
+        `if_mode`, only while the instance is in that mode: a registration's outcome that
+        lands after a switch to the foreground must not overwrite its `off`."""
         record = await self._change(
-            instance_id, state=state, last_error=last_error, registered_until=registered_until
+            instance_id, if_mode=if_mode,
+            state=state, last_error=last_error, registered_until=registered_until
         )
-        self._emit("state_changed", instance_id, record)
+        if if_mode is None or record.mode == if_mode:
+            self._emit("state_changed", instance_id, record)
         return record
 
     async def erase(self, instance_id: str) -> None:
@@ -322,11 +327,12 @@ class InstanceService:
             self._emit("erased", instance_id)
         return found
 
-    async def _change(self, instance_id: str, **fields) -> InstanceRecord:
+    async def _change(self, instance_id: str, if_mode: str | None = None,
+                      **fields) -> InstanceRecord:
         if instance_id in self._erasing:
             raise ApiError(409, "conflict", "this instance is being erased")
         fields["updated_at"] = self.clock()
-        record = await self.store.update_instance(instance_id, **fields)
+        record = await self.store.update_instance(instance_id, if_mode=if_mode, **fields)
         if record is None:
             raise ApiError(404, "not_found", "no such instance")
         return record

@@ -237,8 +237,11 @@ class RegistrationService:
                 state, error, until = self._pending.pop(instance_id)
                 self._writing.add(instance_id)
                 try:
+                    # the SIP part speaks for background instances only: a write
+                    # still on its way when the app took over must not undo its `off`
                     await self.instances.set_state(instance_id, state, last_error=error,
-                                                   registered_until=until)
+                                                   registered_until=until,
+                                                   if_mode="background")
                 except ApiError:  # erased or being erased meanwhile
                     self._pending.pop(instance_id, None)
                 except Exception:  # noqa: BLE001 - the other instances' states still go

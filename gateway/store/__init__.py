@@ -50,10 +50,13 @@ class Store(Protocol):
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
         """The instance, or None."""
 
-    async def update_instance(self, instance_id: str, **fields: Any) -> InstanceRecord | None:
+    async def update_instance(self, instance_id: str, *, if_mode: str | None = None,
+                              **fields: Any) -> InstanceRecord | None:
         """Change some fields (not id, app_id, device_id, aor, created_at); `updated_at`
         is set to now unless given. Returns the updated record, None when it is gone.
-        Replaced credentials are erased from disk like deleted ones."""
+        Replaced credentials are erased from disk like deleted ones. With `if_mode`, the
+        change applies only while the instance is in that mode (checked in the same
+        transaction); otherwise the record is returned unchanged."""
 
     async def erase_instance(self, instance_id: str) -> bool:
         """Delete the instance and erase its bytes from disk; True if it existed."""

@@ -224,7 +224,8 @@ class SQLiteStore:
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
         return await self._submit(lambda conn, batch: _select_one(conn, instance_id), writes=False)
 
-    async def update_instance(self, instance_id: str, **fields: Any) -> InstanceRecord | None:
+    async def update_instance(self, instance_id: str, *, if_mode: str | None = None,
+                              **fields: Any) -> InstanceRecord | None:
         unknown = set(fields) - UPDATABLE_FIELDS
         if unknown:
             raise ValueError(f"cannot update {', '.join(sorted(unknown))} of an instance")
@@ -234,6 +235,8 @@ class SQLiteStore:
             current = _select_one(conn, instance_id)
             if current is None:
                 return None
+            if if_mode is not None and current.mode != if_mode:
+                return current
             updated = _validated(msgspec.structs.replace(current, **fields))
             new_row = _to_row(updated)
             changed = [name for name in fields if getattr(current, name) != getattr(updated, name)]

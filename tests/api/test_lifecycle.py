@@ -172,6 +172,25 @@ async def test_events_for_every_change(manual):
     assert len(wheel) == 0
 
 
+async def test_a_registration_state_landing_after_the_switch_to_foreground_is_dropped(manual):
+    """The SIP part writes its states late (queued, batched): one still on its way when
+    the app took over must not turn the foreground instance's `off` back into
+    `registered`."""
+    config, clock, wheel, service, rec = manual
+    instance = await create(service)
+    await service.set_state(instance.id, "registered", registered_until=clock() + 60,
+                            if_mode="background")
+    assert (await service.get(instance.id)).state == "registered"
+    await service.set_mode(instance.id, "foreground")
+    before = rec.kinds(instance.id)
+    late = await service.set_state(instance.id, "registered", if_mode="background")
+    assert late.state == "off" and (await service.get(instance.id)).state == "off"
+    assert rec.kinds(instance.id) == before  # nothing happened: no event
+    await service.set_mode(instance.id, "background")
+    await service.set_state(instance.id, "registering", if_mode="background")
+    assert (await service.get(instance.id)).state == "registering"
+
+
 async def test_restart_expires_overdue_and_replays_only_a_useful_warning(manual, tmp_path):
     config, clock, wheel, service, rec = manual
     overdue = await create(service, "overdue")
