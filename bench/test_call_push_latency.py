@@ -43,6 +43,7 @@ import fcntl
 import gc
 import os
 import pstats
+import re
 import secrets
 import statistics
 import struct
@@ -58,6 +59,7 @@ from gateway.push.apns import ApnsProvider
 from gateway.push.payloads import CallPush
 from gateway.sip.transport import TransportLayer
 from tests.support.apns_remote import RemoteApns
+from tests.support.cpu import MachineClock, children_seconds, group_seconds, self_seconds
 from tests.support.kamailio import kamailio_binary
 from tests.support.sipp import run_sipp, sipp_binary
 from tests.support.testbed import BUNDLE, KEY_ID, TEAM, Testbed
@@ -97,6 +99,54 @@ async def _lag_probe(lags: list[float], every: float = 0.005) -> None:
         started = time.monotonic()
         await asyncio.sleep(every)
         lags.append(time.monotonic() - started - every)
+
+
+def kamailio_roles(psx: str) -> dict[int, str]:
+    """pid -> what that Kamailio process does ("udp", "timer", "tcp", "other"), from
+    `kamcmd core.psx` (entries of IDX, PID and DSC lines)."""
+    roles = {}
+    for pid, description in re.findall(r"PID:\s*(\d+)\s*DSC:\s*([^\n]*)", psx):
+        kind = description.split()[0] if description else "other"
+        roles[int(pid)] = kind if kind in ("udp", "timer", "slow", "secondary", "tcp") else "other"
+        if roles[int(pid)] in ("slow", "secondary"):
+            roles[int(pid)] = "timer"
+    return roles
+
+
+class CpuBudget:
+    """CPU seconds of every process of the bench over the load: the gateway's loop thread
+    and whole process, the emulator, each kind of Kamailio process, SIPp (a child reaped
+    during the load), and the whole machine's busy time (anybody's)."""
+
+    def __init__(self, bed: Testbed, apns: RemoteApns):
+        self.kam_pgid = bed.kam.process.pid
+        self.roles = kamailio_roles(bed.kam.kamcmd("core.psx"))
+        self.apns = apns
+
+    def reading(self) -> dict:
+        return {"loop": time.thread_time(), "gateway": self_seconds(), "sipp": children_seconds(),
+                "emulator": self.apns.cpu_seconds(), "kamailio": group_seconds(self.kam_pgid),
+                "wall": time.monotonic()}
+
+    def start(self) -> None:
+        self.machine = MachineClock()
+        self.before = self.reading()
+
+    def stop(self) -> dict:
+        after = self.reading()
+        busy = self.machine.busy_seconds()
+        fraction = self.machine.fraction()
+        spent = {k: after[k] - self.before[k] for k in ("loop", "gateway", "sipp", "emulator")}
+        kam = {}
+        for pid, seconds in after["kamailio"].items():
+            role = self.roles.get(pid, "other")
+            kam[role] = kam.get(role, 0.0) + seconds - self.before["kamailio"].get(pid, 0.0)
+        spent["kamailio"] = sum(kam.values())
+        spent["kamailio_roles"] = kam
+        spent["machine_busy"] = busy
+        spent["machine_busy_fraction"] = fraction
+        spent["wall"] = after["wall"] - self.before["wall"]
+        return spent
 
 
 async def scenario(tmp_path: Path, rate: int) -> dict:
@@ -186,16 +236,15 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         # CPU time, not wall time: a crowded machine preempting the loop must not show up
         # as the cost of whatever was running then
         profiler = cProfile.Profile(time.thread_time) if profile_dir else None
-        cpu = time.thread_time()
-        apns_cpu = apns.cpu_seconds()
+        budget = CpuBudget(bed, apns)
+        budget.start()
         if profiler is not None:
             profiler.enable()
         result = await run_sipp(str(SCENARIO), kam, service="x", calls=calls, rate=rate,
                                 timeout=60, extra=("-inf", str(users), "-l", "5000"))
         if profiler is not None:
             profiler.disable()
-        sip_cpu = time.thread_time() - cpu
-        apns_cpu = apns.cpu_seconds() - apns_cpu
+        spent = budget.stop()
         gc.callbacks.remove(collecting)
         probe.cancel()
         TransportLayer._datagram = datagram
@@ -234,8 +283,8 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         await asyncio.sleep(0.5)
         pushed = await apns.arrivals("call")
         direct_latency = [pushed[c] - t for c, t in sent.items() if c in pushed]
-        return {"sip_cpu": sip_cpu / calls, "direct_cpu": direct_cpu / calls, "lags": lags, "sip": sip, "inside": inside, "after_read": after_read, "direct": direct_latency, "calls": calls, "invites": len(arrived),
-                "gc": pauses, "gc_generations": generations, "apns_cpu": apns_cpu, "sipp_rc": result.returncode, "sipp_tail": result.output[-600:]}
+        return {"spent": spent, "sip_cpu": spent["loop"] / calls, "direct_cpu": direct_cpu / calls, "lags": lags, "sip": sip, "inside": inside, "after_read": after_read, "direct": direct_latency, "calls": calls, "invites": len(arrived),
+                "gc": pauses, "gc_generations": generations, "sipp_rc": result.returncode, "sipp_tail": result.output[-600:]}
     finally:
         if "thresholds" in locals():
             gc.unfreeze()
@@ -279,9 +328,24 @@ def test_invite_to_push_latency(benchmark, tmp_path, rate):
     figures["loop_cpu_per_call_ms"] = round(outcome["sip_cpu"] * 1000, 3)
     figures["loop_cpu_per_direct_push_ms"] = round(outcome["direct_cpu"] * 1000, 3)
     figures["cpu_ratio_call_to_push"] = round(outcome["sip_cpu"] / outcome["direct_cpu"], 2)
-    # the instrument: the emulator's CPU per call (two pushes); near 1000 ms per second of
-    # load it is saturated and its arrival times say more about it than about the gateway
-    figures["emulator_cpu_per_call_ms"] = round(outcome["apns_cpu"] * 1000 / outcome["calls"], 3)
+    # where the machine's two cores went during the load, per call: the gateway's process
+    # (its loop and any other thread, plus this bench's stamping), the peers (the
+    # emulator: two pushes per call; Kamailio by kind of process; SIPp), and the whole
+    # machine's busy time, whose remainder is the kernel's softirq work nobody is billed
+    # for and whatever else shares the machine. The emulator near 1000 ms per second of
+    # load is saturated and its arrival times say more about it than about the gateway.
+    spent, calls = outcome["spent"], outcome["calls"]
+    figures["gateway_process_cpu_per_call_ms"] = round(spent["gateway"] * 1000 / calls, 3)
+    figures["emulator_cpu_per_call_ms"] = round(spent["emulator"] * 1000 / calls, 3)
+    figures["kamailio_cpu_per_call_ms"] = round(spent["kamailio"] * 1000 / calls, 3)
+    for role, seconds in sorted(spent["kamailio_roles"].items()):
+        figures[f"kamailio_{role}_cpu_per_call_ms"] = round(seconds * 1000 / calls, 3)
+    figures["sipp_cpu_per_call_ms"] = round(spent["sipp"] * 1000 / calls, 3)
+    ours = spent["gateway"] + spent["emulator"] + spent["kamailio"] + spent["sipp"]
+    figures["bench_processes_cpu_per_call_ms"] = round(ours * 1000 / calls, 3)
+    figures["machine_busy_per_call_ms"] = round(spent["machine_busy"] * 1000 / calls, 3)
+    figures["machine_busy_fraction"] = round(spent["machine_busy_fraction"], 3)
+    figures["load_seconds"] = round(spent["wall"], 2)
     pauses = outcome["gc"]
     figures["gc_ms_per_call"] = round(sum(pauses) * 1000 / outcome["calls"], 3)
     figures["gc_pause_max_ms"] = round(max(pauses, default=0.0) * 1000, 3)

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
 import time
 from pathlib import Path
+
+from tests.support.cpu import process_seconds
 
 
 class RemoteApns:
@@ -64,8 +65,7 @@ class RemoteApns:
 
     def cpu_seconds(self) -> float:
         """The emulator process's CPU time so far (user + system), from /proc."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_seconds(self.process.pid)
 
     async def stop(self) -> None:
         if self.process.returncode is None:
