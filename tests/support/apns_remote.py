@@ -23,7 +23,6 @@ import asyncio
 import json
 import signal
 import sys
-import time
 from pathlib import Path
 
 from tests.support.cpu import process_seconds
@@ -79,7 +78,6 @@ def main() -> None:  # pragma: no cover - runs in the child
     import uvloop
     from cryptography.hazmat.primitives import serialization
 
-    from tests.support import apns_emulator
     from tests.support.apns_emulator import ApnsEmulator
 
     workdir, key_file, team, key_id = sys.argv[1:5]
@@ -89,40 +87,20 @@ def main() -> None:  # pragma: no cover - runs in the child
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(Path(workdir, "ca.pem")))
     out = sys.stdout
-    seen: list[tuple[bytes, float, int]] = []
-
-    read = apns_emulator._Protocol.data_received
-
-    def stamped_read(protocol, data: bytes) -> None:
-        protocol.emulator.read_at = time.monotonic()
-        read(protocol, data)
-
-    apns_emulator._Protocol.data_received = stamped_read
-
-    class Timed(ApnsEmulator):
-        read_at = 0.0
-
-        def _answer(self, conn, stream_id, headers, body):
-            # called (not yet run) while the read that ended the stream is handled
-            return self._timed(self.read_at, conn, stream_id, headers, body)
-
-        async def _timed(self, arrived, conn, stream_id, headers, body):
-            await super()._answer(conn, stream_id, headers, body)
-            seen.append((body, arrived, self.requests[-1].status))
+    emulator = ApnsEmulator(ca, keys={key_id: (team, public)}, max_streams=1000)
 
     def dump() -> None:
-        for body, arrived, status in seen:
+        for received in emulator.requests:
             try:
-                payload = msgspec.json.decode(body).get("gateway", {})
+                payload = msgspec.json.decode(received.body).get("gateway", {})
             except msgspec.DecodeError:
                 payload = {}
-            out.write(json.dumps({"payload": payload, "t": arrived, "status": status}) + "\n")
-        seen.clear()
+            out.write(json.dumps({"payload": payload, "t": received.arrived, "status": received.status}) + "\n")
+        emulator.requests.clear()
         out.write("end\n")
         out.flush()
 
     async def serve():
-        emulator = Timed(ca, keys={key_id: (team, public)}, max_streams=1000)
         for token, topic in json.loads(Path(workdir, "tokens.json").read_text()).items():
             emulator.register(token, topic)
         url = await emulator.start()
