@@ -25,7 +25,7 @@ import signal
 import sys
 from pathlib import Path
 
-from tests.support.cpu import process_seconds
+from tests.support.cpu import process_times
 
 
 class RemoteApns:
@@ -62,9 +62,9 @@ class RemoteApns:
         return {item["payload"]["call_id"]: item["t"] for item in self.lines
                 if item["payload"].get("type") == kind and item["status"] == 200}
 
-    def cpu_seconds(self) -> float:
-        """The emulator process's CPU time so far (user + system), from /proc."""
-        return process_seconds(self.process.pid)
+    def cpu_times(self) -> tuple[float, float]:
+        """The emulator process's (user, system) CPU seconds so far, from /proc."""
+        return process_times(self.process.pid)
 
     async def stop(self) -> None:
         if self.process.returncode is None:

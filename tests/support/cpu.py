@@ -1,8 +1,8 @@
 """CPU time spent by the processes of a load test, read from /proc and getrusage, so a
 benchmark can say where a crowded machine's cores went.
 
-    before = process_seconds(pid)           # user + system seconds of a process so far
-    group = group_seconds(pgid)             # {pid: seconds} of every process in a group
+    before = process_times(pid)             # (user, system) seconds of a process so far
+    group = group_times(pgid)               # {pid: (user, system)} of every process in a group
     busy = MachineClock()                   # ... load ...
     busy.fraction()                         # share of all cores busy since it was made
 
@@ -27,36 +27,41 @@ def _stat_fields(pid: int) -> list[str] | None:
         return None
 
 
+def process_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of every thread of process `pid` so far (0 if gone)."""
+    fields = _stat_fields(pid)
+    return (0.0, 0.0) if fields is None else (int(fields[11]) / _TICK, int(fields[12]) / _TICK)
+
+
 def process_seconds(pid: int) -> float:
     """User + system CPU seconds of every thread of process `pid` so far (0 if gone)."""
-    fields = _stat_fields(pid)
-    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / _TICK
+    return sum(process_times(pid))
 
 
-def group_seconds(pgid: int) -> dict[int, float]:
-    """{pid: CPU seconds} of every live process whose process group is `pgid` (a launcher
-    that starts its peer with start_new_session: the peer's children share its group)."""
+def group_times(pgid: int) -> dict[int, tuple[float, float]]:
+    """{pid: (user, system) seconds} of every live process whose process group is `pgid`
+    (a launcher that starts its peer with start_new_session: its children share the group)."""
     out = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         fields = _stat_fields(int(entry.name))
         if fields is not None and int(fields[2]) == pgid:
-            out[int(entry.name)] = (int(fields[11]) + int(fields[12])) / _TICK
+            out[int(entry.name)] = (int(fields[11]) / _TICK, int(fields[12]) / _TICK)
     return out
 
 
-def self_seconds() -> float:
-    """This process's CPU seconds, every thread (the loop and any worker thread)."""
+def self_times() -> tuple[float, float]:
+    """(user, system) seconds of this process, every thread (the loop and any other)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime, usage.ru_stime
 
 
-def children_seconds() -> float:
-    """CPU seconds of this process's children that have been waited for: a child that
-    ran and exited in between (SIPp) is the difference of two readings."""
+def children_times() -> tuple[float, float]:
+    """(user, system) seconds of this process's children that have been waited for: a
+    child that ran and exited in between (SIPp) is the difference of two readings."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime, usage.ru_stime
 
 
 def _machine_ticks() -> tuple[int, int]:
