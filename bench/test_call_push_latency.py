@@ -26,7 +26,16 @@ Figures in extra_info: p50/p99 (ms) of both, their ratios, calls lost, the loop'
 the garbage collector's pauses (per call, longest, how many and how many of the older
 generations), and the loop thread's CPU time per
 call against per direct push (time.thread_time(): a crowded machine's preemption does
-not count there, unlike in the latencies). Run with
+not count there, unlike in the latencies). And the CPU budget of the SIP load, per call
+(`CpuBudget`: /proc and getrusage, user + system, the system part apart): the gateway's
+whole process, the emulator, Kamailio (all of it and by kind of process: udp workers,
+timers, tcp, other), SIPp, their sum, and the whole machine's busy time and share of its
+cores (anybody's: what exceeds our sum is the kernel's unbilled network work and
+whatever else shares the machine).
+
+The peers run as a production deployment would: the emulator checks with h2 and PyJWT
+without per-request overhead of its own (tests/support/apns_emulator.py), Kamailio with
+a worker per core and its production allocator, SIPp with its default timers. Run with
 `python -m pytest bench/test_call_push_latency.py --benchmark-only -s`; with
 `BENCH_PROFILE=DIR` the loop is profiled (cProfile) during the SIP load, the stats go to
 DIR/invite-RATE.prof and the top functions are printed (the profiler slows the loop:
