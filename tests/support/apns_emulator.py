@@ -11,7 +11,15 @@ payload emptiness and size (4096, 5120 for VoIP).
 Like APNs, it allows one stream per connection until the first request with a valid
 token, then raises MAX_CONCURRENT_STREAMS. Tests can script any error from Apple's table
 for a token (`script`), mark tokens unregistered (410 with a timestamp), delay or hold
-answers, send GOAWAY, drop connections, and read every request (`requests`).
+answers, send GOAWAY, drop connections, and read every request (`requests`, each with
+the monotonic time of the read that ended it).
+
+Cheap enough to sit next to the gateway in a load test (about 0.55 ms of CPU per push
+at 1000/s, from 0.65): a request is checked and answered within the read that ended it
+(a task only while a test holds or delays answers), everything one read brought goes
+out in one write, and our own fixed answer headers skip h2's outbound validation. h2
+still validates and normalises every header the client sends (turning that off would
+save another ~8 %, and would stop checking our client's framing).
 """
 
 from __future__ import annotations
