@@ -92,6 +92,22 @@ def sipp_count(line: str, output: str) -> int | None:
     return int(found[-1]) if found else None
 
 
+def udp_drops(ports: dict[str, int]) -> dict[str, int]:
+    """Datagrams the kernel dropped so far at the UDP sockets bound to `ports` on
+    127.0.0.1 ({name: port}; /proc/net/udp's last column), and "machine": every UDP
+    socket's receive-buffer overflows (/proc/net/snmp RcvbufErrors, anybody's, SIPp's
+    short-lived socket included)."""
+    wanted = {f"0100007F:{port:04X}": name for name, port in ports.items()}
+    out = dict.fromkeys(ports, 0)
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] in wanted:
+            out[wanted[fields[1]]] += int(fields[-1])
+    snmp = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines() if line.startswith("Udp:")]
+    out["machine"] = int(snmp[1][snmp[0].index("RcvbufErrors")])
+    return out
+
+
 def kernel_arrival(sock) -> float | None:
     """When the kernel received the datagram just read from `sock` (SIOCGSTAMP, wall
     clock), so that time spent queued in the socket while the loop was busy counts too;
@@ -260,6 +276,8 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         # as the cost of whatever was running then
         profiler = cProfile.Profile(time.thread_time) if profile_dir else None
         budget = CpuBudget(bed, apns)
+        drop_ports = {"gateway": bed.provider_udp, "kamailio": bed.kam.udp_port}
+        drops = udp_drops(drop_ports)
         budget.start()
         if profiler is not None:
             profiler.enable()
@@ -271,6 +289,7 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         if profiler is not None:
             profiler.disable()
         spent = budget.stop()
+        drops = {k: v - drops[k] for k, v in udp_drops(drop_ports).items()}
         gc.callbacks.remove(collecting)
         probe.cancel()
         TransportLayer._datagram = datagram
@@ -309,7 +328,7 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         await asyncio.sleep(0.5)
         pushed = await apns.arrivals("call")
         direct_latency = [pushed[c] - t for c, t in sent.items() if c in pushed]
-        return {"spent": spent, "sip_cpu": spent["loop"][0] / calls, "direct_cpu": direct_cpu / calls, "lags": lags, "sip": sip, "inside": inside, "after_read": after_read, "direct": direct_latency, "calls": calls, "invites": len(arrived),
+        return {"drops": drops, "spent": spent, "sip_cpu": spent["loop"][0] / calls, "direct_cpu": direct_cpu / calls, "lags": lags, "sip": sip, "inside": inside, "after_read": after_read, "direct": direct_latency, "calls": calls, "invites": len(arrived),
                 "gc": pauses, "gc_generations": generations, "sipp_rc": result.returncode, "sipp_output": result.output}
     finally:
         if "thresholds" in locals():
@@ -338,6 +357,11 @@ def test_invite_to_push_latency(benchmark, tmp_path, rate):
         "pushed": len(sip),
         "sipp_exit": outcome["sipp_rc"],
         "sipp_failed_calls": sipp_count("Failed call", outcome["sipp_output"]),
+        # UDP datagrams lost to full receive buffers during the load (a lost CANCEL
+        # is retransmitted after 0.5, 1, 2 s...; a lost 180 never is)
+        "udp_drops_gateway": outcome["drops"]["gateway"],
+        "udp_drops_kamailio": outcome["drops"]["kamailio"],
+        "udp_rcvbuf_errors_machine": outcome["drops"]["machine"],
         "invite_to_push_p50_ms": round(percentile(sip, 50) * 1000, 3),
         "invite_to_push_p99_ms": round(percentile(sip, 99) * 1000, 3),
         "invite_to_send_p50_ms": round(percentile(outcome["inside"], 50) * 1000, 3),
