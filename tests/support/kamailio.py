@@ -18,7 +18,8 @@ Other engineers extend it through `KamailioConfig` (extra modules, modparams, ro
 e.g. digest authentication with the auth module.
 
 Kamailio runs in the foreground (-DD -E) in its own session, with its own pid file and
-temp dir and small memory (-m 64 -M 8 unless `shm_mb` says otherwise); `stop()` ends that process group only.
+temp dir and small memory (-m 64 -M 8 unless `shm_mb` says otherwise; the allocator
+`memory_manager`); `stop()` ends that process group only.
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ class KamailioConfig:
     debug: int = 2
     shm_mb: int = 64                         # shared memory (-m); raise it for big location tables
     children: int = 2                        # UDP worker processes
+    # Kamailio's allocator for shared and private memory (-x, -X): "" keeps the build's
+    # default, qm, the debugging one (it notes where every fragment came from, for leak
+    # dumps); "tlsf" (or "fm") is what a proxy under load runs. A load bench wants that.
+    memory_manager: str = ""
 
 
 CFG_TEMPLATE = """#!KAMAILIO
@@ -195,6 +200,8 @@ class Kamailio:
         run_dir.mkdir(exist_ok=True)
         command = [self.binary, "-f", str(cfg), "-DD", "-E", "-P", str(self.workdir / "kamailio.pid"),
                    "-Y", str(run_dir), "-w", str(self.workdir), "-m", str(self.config.shm_mb), "-M", "8"]
+        if self.config.memory_manager:
+            command += ["-x", self.config.memory_manager, "-X", self.config.memory_manager]
         check = subprocess.run(command[:3] + ["-c"], capture_output=True, text=True, timeout=30)
         if check.returncode != 0:
             raise RuntimeError(f"kamailio.cfg rejected:\n{check.stderr[-3000:]}")

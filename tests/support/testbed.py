@@ -109,10 +109,11 @@ def write_ec_key(path: Path) -> bytes:
 class Testbed:
     def __init__(self, tmp_path: Path, *, t1: float = 10.0, t2: float = 10.0,
                  max_body: int = 4194304, log_level: str = "info", kam_children: int = 2,
-                 kam_shm_mb: int = 64):
+                 kam_shm_mb: int = 64, kam_memory: str = ""):
         self.tmp = Path(tmp_path)
         self.t1, self.t2, self.max_body, self.log_level = t1, t2, max_body, log_level
         self.kam = AuthRegistrar(self.tmp / "kamailio", children=kam_children, shm_mb=kam_shm_mb)
+        self.kam.config.memory_manager = kam_memory  # see KamailioConfig: "tlsf" for load
         self.ca = trustme.CA()
         self.push_ca = self.tmp / "push-ca.pem"
         self.ca.cert_pem.write_to_path(str(self.push_ca))
