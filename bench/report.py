@@ -168,6 +168,13 @@ def benchmark_rows(run: Run) -> list[Row]:
                           lambda e, s: (fmt(e["cpu_us_per_registration"], "µs"),
                                         fmt(e["sipp_cpu_us_per_registration"], "µs (SIPp)"),
                                         f"{e['cpu_ratio_vs_sipp']:.2f}x")))
+    rows.append(rows_from(run, r"test_registration_bench.py::test_engine_registrations",
+                          "Kamailio's CPU per registration (engine's run vs SIPp's run)",
+                          "(reference: what bounds two cores)",
+                          lambda e, s: (fmt(e["kamailio_cpu_us_per_registration"], "µs"),
+                                        fmt(run.find(r"test_registration_bench.py::test_sipp_registrations")
+                                            ["extra_info"]["kamailio_cpu_us_per_registration"], "µs (SIPp's run)"),
+                                        "")))
     calls = [b["fullname"] for b in run.benchmarks if "test_invite_to_push_latency" in b["fullname"]]
     for name in calls or [r"test_call_push_latency.py::test_invite_to_push_latency"]:
         rate = f" at {name.rsplit('[', 1)[1].rstrip(']')} calls/s" if "[" in name else ""
@@ -188,6 +195,14 @@ def benchmark_rows(run: Run) -> list[Row]:
                                             fmt(e["direct_push_p50_ms"], "ms") + " / " + fmt(e["direct_push_p99_ms"], "ms")
                                             + " (same pushes sent directly)",
                                             f"{e['p50_ratio_to_direct']:.2f}x / {e['p99_ratio_to_direct']:.2f}x")))
+        rows.append(rows_from(run, re.escape(name) if calls else name,
+                              f"CPU per call by process{rate}: gateway process; APNs emulator, Kamailio, SIPp",
+                              "(reference: where the two cores went)",
+                              lambda e, s: (fmt(e["gateway_process_cpu_per_call_ms"], "ms"),
+                                            fmt(e["emulator_cpu_per_call_ms"], "ms") + ", "
+                                            + fmt(e["kamailio_cpu_per_call_ms"], "ms") + ", "
+                                            + fmt(e["sipp_cpu_per_call_ms"], "ms"),
+                                            f"machine {e['machine_busy_fraction'] * 100:.0f} % busy")))
     rows.append(rows_from(run, r"test_metrics_bench.py::test_register_path_with_metrics",
                           "Metrics overhead on the REGISTER path", "<= 5 %",
                           lambda e, s: (fmt(e["interleaved_us_metered_min"], "µs/registration"),
