@@ -49,11 +49,12 @@ def scheme_end(text: str) -> int:
 
 def check_host(host: str, what: str) -> None:
     """A hostname, IPv4 address or bracketed IPv6 reference."""
+    # set operations rather than a generator per character: this runs for every URI
     if host.startswith("["):
-        if len(host) < 4 or host[-1] != "]" or not all(c in _IPV6_CHARS for c in host[1:-1]):
+        if len(host) < 4 or host[-1] != "]" or not _IPV6_CHARS.issuperset(host[1:-1]):
             raise bad(f"malformed host in {what}")
         return
-    if not host or not all(c in _HOST_CHARS for c in host):
+    if not host or not _HOST_CHARS.issuperset(host):
         raise bad(f"malformed host in {what}")
 
 
@@ -114,7 +115,7 @@ class SipUri:
         colon = scheme_end(text)
         if colon < 0:
             raise bad(f"malformed {what}")
-        if any(c in _URI_FORBIDDEN for c in text):
+        if not _URI_FORBIDDEN.isdisjoint(text):
             raise bad(f"malformed {what}")
         scheme, rest = text[:colon].lower(), text[colon + 1 :]
         if not rest:
