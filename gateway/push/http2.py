@@ -236,15 +236,22 @@ class Http2Connection(asyncio.Protocol):
         return stream_id, stream
 
     async def answer(self, stream_id: int, stream: _Stream, timeout: float) -> Response:
+        # one timer handle per request, cheaper than an asyncio.timeout context
+        timer = asyncio.get_running_loop().call_later(timeout, self._timed_out, stream_id, stream,
+                                                      timeout)
         try:
-            async with asyncio.timeout(timeout):
-                return await stream.future
-        except TimeoutError:
-            self._cancel(stream_id)
-            raise TransientError(f"no answer from {self._authority} within {timeout:g} s") from None
+            return await stream.future
         except asyncio.CancelledError:
             self._cancel(stream_id)
             raise
+        finally:
+            timer.cancel()
+
+    def _timed_out(self, stream_id: int, stream: _Stream, timeout: float) -> None:
+        if not stream.future.done():
+            stream.future.set_exception(
+                TransientError(f"no answer from {self._authority} within {timeout:g} s"))
+        self._cancel(stream_id)
 
     async def _slot(self) -> None:
         """Wait for a free stream; requests queue in order behind earlier waiters. A woken
