@@ -220,6 +220,9 @@ class SipUri:
                 params, tuple(sorted(self.headers.items())), self.opaque)
 
 
+_NAME_ADDR = re.compile(r'[ \t]*(?:"([^"\\]*)"[ \t]*)?<([^>]*)>')
+
+
 class NameAddr:
     """One From / To / Contact / Route value: `"display" <uri>;param=value`.
 
@@ -241,6 +244,18 @@ class NameAddr:
     @classmethod
     def parse(cls, text: str, what: str = "name-addr", *, wildcard_ok: bool = False) -> NameAddr:
         """One value; `wildcard_ok` accepts the `*` of a REGISTER's Contact."""
+        # `"display" <uri>;params` (no escapes in the name) and `<uri>;params` in one
+        # regular expression: what nearly every From, To and Contact looks like
+        found = _NAME_ADDR.match(text)
+        if found is not None:
+            display, uri_text = found.groups()
+            uri = SipUri.parse(uri_text, what)  # before the parameters, as below
+            params, _ = scan_params(text, found.end(), what, stop_at_comma=False)
+            return cls(uri, display, params)
+        return cls._parse_slowly(text, what, wildcard_ok)
+
+    @classmethod
+    def _parse_slowly(cls, text: str, what: str, wildcard_ok: bool) -> NameAddr:
         n = len(text)
         i = skip_ws(text, 0)
         if i >= n:
