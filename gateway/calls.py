@@ -12,7 +12,7 @@ Provider face (`provider.on_request`, `provider.on_ack`):
 - an unknown token gets `calls.unknown_status`, an instance in the foreground
   `calls.foreground_status` (404 or 480), no push;
 - an INVITE becomes a `CallPush` to every call target, written to the push service's
-  connection before anything else is done for the call (`PushService.notify_now`), then
+  connection before anything else is done for the call (`PushService.notify_started`), then
   a `CallRelay` (100, 180 Alerting-Device, T1); a push service accepting the push gives
   the second 180. The relay is keyed
   by (instance, Call-ID): a retransmission is absorbed by its transaction, another
@@ -288,14 +288,13 @@ class CallService:
                            caller_name=caller.display_name, callee=str(request.to.uri),
                            push_id=relay.push_id, connect=self.connect_uri,
                            expires_at=time.time() + self.settings.t1 + self.settings.t2)
-        pushing = self.push.notify_now(callee, payload)
+        pushing = self._tasks.spawn(self.push.notify_started(callee, payload))  # sent here
         relay.start()
         metrics.call_received()
         binding = self.registrar.binding(callee.id)
         if binding is not None:  # the app is awake and connected already
             relay.device_ready(binding)
-        self._tasks.spawn(pushing).add_done_callback(
-            lambda done: self._pushed(callee, relay, done, arrived))
+        pushing.add_done_callback(lambda done: self._pushed(callee, relay, done, arrived))
 
     def _pushed(self, callee: Callee, relay: CallRelay, pushing: Any, arrived: float) -> None:
         if pushing.cancelled() or pushing.exception() is not None:
@@ -328,7 +327,7 @@ class CallService:
         call side keeps only the call targets)."""
         record = await self.instances.store.get_instance(payload.instance)
         if record is not None:
-            await self.push.notify_now(record, payload)
+            await self.push.notify_started(record, payload)  # in this task: no other
 
     def _forget_call(self, key: tuple[str, str]) -> None:
         self._recent.pop(key, None)
@@ -419,7 +418,7 @@ class Callee:
     """What an incoming call needs about one instance: its id, app, mode, call push
     targets (usage "call": all a call push goes to) and the hosts its provider may knock
     from (registrar, outbound proxy). It stands in for the `InstanceRecord` that
-    `PushService.notify_now` takes for the call push (which reads `id`, `app_id` and
+    `PushService.notify_started` takes for the call push (which reads `id`, `app_id` and
     `push` only). Slotted, and sharing every value that most instances have in common:
     one of these per instance is all the call side keeps."""
 

@@ -23,9 +23,9 @@ and `gateway.redact`; never on the API, SIP or lifecycle modules.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import time
-import uuid
 from pathlib import Path
 from typing import Awaitable, Callable
 
@@ -169,7 +169,7 @@ class ApnsProvider:
             ("apns-expiration", str(max(int(notification.expires_at), 1))),
             # Unique per request: not indexed, so that the provider token stays in the
             # HPACK table and goes as a one-byte index instead of 200 bytes.
-            NeverIndexedHeaderTuple("apns-id", str(uuid.uuid4())),
+            NeverIndexedHeaderTuple("apns-id", random_uuid()),
         ]
         if notification.collapse_id:
             collapse = notification.collapse_id
@@ -253,6 +253,16 @@ class ApnsProvider:
         for pool in self._pools.values():
             await pool.close()
         self._pools.clear()
+
+
+def random_uuid() -> str:
+    """A random (version 4) UUID as text, as `str(uuid.uuid4())` gives it, without the
+    UUID object (a few microseconds per push)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}  # RFC 4122 variant bits
 
 
 class _Reason(msgspec.Struct):

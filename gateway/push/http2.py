@@ -3,7 +3,7 @@ long-lived TLS connections.
 
 - `Http2Connection` is one connection: an asyncio Protocol that is the connection's one
   state machine (stream ids, both flow-control windows, settings, the HPACK contexts:
-  `gateway.push.headerblock` encodes, hpack's Decoder decodes; `gateway.push.frames`
+  `gateway.push.headerblock` encodes and decodes; `gateway.push.frames`
   is the wire format). It multiplexes requests as streams, honours the server's
   MAX_CONCURRENT_STREAMS as it changes (APNs allows one stream until the first valid
   token, then raises it), sends bodies within the flow-control windows, and handles
@@ -49,7 +49,7 @@ from hpack import NeverIndexedHeaderTuple
 
 from gateway.errors import TransientError
 from gateway.push import frames
-from gateway.push.headerblock import LiteralEncoder
+from gateway.push.headerblock import BlockDecoder, LiteralEncoder
 
 Headers = list[tuple[str, str]]
 
@@ -92,7 +92,7 @@ class Http2Connection(asyncio.Protocol):
         self._authority = authority
         self._cap = max_streams
         self._encoder = LiteralEncoder()
-        self._decoder = hpack.Decoder()
+        self._decoder = BlockDecoder()
         self._reader = frames.FrameReader()
         self._next_id = 1
         self._send_window = frames.DEFAULT_WINDOW  # the connection's, towards the server
@@ -236,15 +236,22 @@ class Http2Connection(asyncio.Protocol):
         return stream_id, stream
 
     async def answer(self, stream_id: int, stream: _Stream, timeout: float) -> Response:
+        # one timer handle per request, cheaper than an asyncio.timeout context
+        timer = asyncio.get_running_loop().call_later(timeout, self._timed_out, stream_id, stream,
+                                                      timeout)
         try:
-            async with asyncio.timeout(timeout):
-                return await stream.future
-        except TimeoutError:
-            self._cancel(stream_id)
-            raise TransientError(f"no answer from {self._authority} within {timeout:g} s") from None
+            return await stream.future
         except asyncio.CancelledError:
             self._cancel(stream_id)
             raise
+        finally:
+            timer.cancel()
+
+    def _timed_out(self, stream_id: int, stream: _Stream, timeout: float) -> None:
+        if not stream.future.done():
+            stream.future.set_exception(
+                TransientError(f"no answer from {self._authority} within {timeout:g} s"))
+        self._cancel(stream_id)
 
     async def _slot(self) -> None:
         """Wait for a free stream; requests queue in order behind earlier waiters. A woken
@@ -411,7 +418,7 @@ class Http2Connection(asyncio.Protocol):
         stream_id, flags, block = self._block
         self._block = None
         # decoded even for a forgotten stream: the decoder's table must follow the server's
-        fields = self._decoder.decode(bytes(block), raw=False)
+        fields = self._decoder.decode(bytes(block))
         stream = self._streams.get(stream_id)
         if stream is None:
             return

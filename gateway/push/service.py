@@ -42,7 +42,7 @@ import asyncio
 import collections
 import random
 import time
-from typing import Callable
+from typing import Any, Callable, Coroutine
 
 import msgspec
 
@@ -267,12 +267,18 @@ class PushService:
         an incoming call's push must not wait for the loop's next turn nor queue behind
         the work that turn brings. The rest (answers, retries) runs in the returned
         future, which gives the list of Deliveries."""
+        return asyncio.ensure_future(self.notify_started(record, payload))
+
+    def notify_started(self, record: InstanceRecord, payload: msgspec.Struct) -> Coroutine[Any, Any, list[Delivery]]:
+        """`notify_now()` without its task: the first attempts are written before this
+        returns, the rest runs in the returned coroutine, which the caller must await (or
+        hand to a task) at once -- a caller already in a task spares one."""
         plan = self._plan(record, payload)
         if plan is None:
-            return asyncio.ensure_future(_nothing())
+            return _nothing()
         app, notification, targets = plan
         started = [self._start(app, t, notification) for t in targets]
-        return asyncio.ensure_future(self._gather(app, record.id, targets, notification, started))
+        return self._gather(app, record.id, targets, notification, started)
 
     async def _gather(self, app, instance_id, targets, notification, started) -> list[Delivery]:
         if len(targets) == 1:  # the usual call: no task per target

@@ -222,6 +222,12 @@ def header_tag(value: str, what: str) -> str | None:
     return params.get("tag")
 
 
+_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+# sent-protocol, LWS, sent-by with a host of the characters `check_host` accepts
+_VIA_HEAD = re.compile(rf"[ \t]*({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]+"
+                       r"([A-Za-z0-9\-._]+|\[[0-9A-Fa-f:.]{2,}\])(?::([0-9]{1,5}))?")
+
+
 class Via:
     """One Via value: `SIP/2.0/UDP host:port;branch=...;received=...;rport`."""
 
@@ -238,6 +244,23 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
+        # the usual shape (`SIP/2.0/UDP host:port;...`) in one regular expression; anything
+        # it leaves undecided goes the long way, which also says what is wrong
+        found = _VIA_HEAD.match(text)
+        if found is not None:
+            end = found.end()
+            if end == len(text) or text[end] == ";":
+                name, version, transport, host, port = found.groups()
+                if port is None or int(port) <= 65535:
+                    params, _ = scan_params(text, end, "Via", stop_at_comma=False)
+                    if "branch" in params and not params["branch"]:
+                        raise bad("malformed Via branch")
+                    return cls(transport, host, None if port is None else int(port), params,
+                               protocol=f"{name.upper()}/{version}")
+        return cls._parse_slowly(text)
+
+    @classmethod
+    def _parse_slowly(cls, text: str) -> Via:
         parts = []
         i = 0
         for k in range(3):

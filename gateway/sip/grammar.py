@@ -10,6 +10,7 @@ Depends only on `gateway.errors`.
 
 from __future__ import annotations
 
+import re
 import string
 
 from gateway.errors import ParseError
@@ -32,7 +33,7 @@ def too_large(detail: str) -> ParseError:
 
 
 def is_token(text: str) -> bool:
-    return bool(text) and all(c in TOKEN_CHARS for c in text)
+    return bool(text) and TOKEN_CHARS.issuperset(text)
 
 
 def skip_ws(s: str, i: int) -> int:
@@ -42,12 +43,12 @@ def skip_ws(s: str, i: int) -> int:
     return i
 
 
+_TOKEN_RUN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]*")  # TOKEN_CHARS, as a regex
+
+
 def scan_token(s: str, i: int) -> int:
     """Index just past the run of token characters starting at `i`."""
-    n = len(s)
-    while i < n and s[i] in TOKEN_CHARS:
-        i += 1
-    return i
+    return _TOKEN_RUN.match(s, i).end()
 
 
 def scan_quoted(s: str, i: int, what: str) -> int:
@@ -91,6 +92,8 @@ def split_list(value: str, what: str) -> list[str]:
     """Split a header value at the commas outside quoted strings and <...>, stripped.
 
     Empty elements are kept (callers decide whether they are an error)."""
+    if '"' not in value and "<" not in value:  # every comma separates: str.split does it
+        return [part.strip(WS) for part in value.split(",")]
     parts = []
     start = 0
     depth = 0
@@ -122,7 +125,20 @@ def scan_params(s: str, i: int, what: str, *, stop_at_comma: bool) -> tuple[dict
     """
     params: dict = {}
     n = len(s)
+    fast = _PARAM.match
     while True:
+        # the usual parameter in one regular expression; what it leaves undecided (its
+        # end not followed by whitespace, `;`, `,` or the end) the loop below reads,
+        # errors included
+        found = fast(s, i)
+        if found is not None:
+            end = found.end()
+            if end == n or s[end] in _PARAM_FOLLOW:
+                name = found.group(1).lower()
+                if name not in params:
+                    params[name] = found.group(2)
+                i = end
+                continue
         i = skip_ws(s, i)
         if i >= n:
             return params, i
@@ -153,6 +169,13 @@ def scan_params(s: str, i: int, what: str, *, stop_at_comma: bool) -> tuple[dict
         if name not in params:
             params[name] = value
     # not reached
+
+
+# `SWS ";" SWS name [ SWS "=" SWS value ]`, value quoted (backslash escapes) or a run
+# up to PARAM_VALUE_STOP: exactly what one turn of scan_params' loop accepts
+_PARAM = re.compile(r'[ \t]*;[ \t]*([A-Za-z0-9\-.!%*_+`\'~]+)[ \t]*'
+                    r'(?:=[ \t]*("(?:[^"\\]|\\.)*"|[^ \t;,"]+))?', re.S)
+_PARAM_FOLLOW = frozenset(" \t;,")
 
 
 def params_start(value: str, what: str) -> int:

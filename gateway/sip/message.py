@@ -260,6 +260,17 @@ class Message:
     def encode(self) -> bytes:
         """The message on the wire, with a Content-Length matching the body (where the
         field was, else last)."""
+        # one comprehension for the usual message (at most one Content-Length): every
+        # response we send goes through here
+        length = f"Content-Length: {len(self.body)}"
+        lines = [f"{name}: {value}" if key != "content-length" else length
+                 for key, name, value in self.headers._fields]
+        count = lines.count(length)  # only a Content-Length field renders as that
+        if count <= 1:
+            if not count:
+                lines.append(length)
+            head = "\r\n".join([self._start_line(), *lines]) + "\r\n\r\n"
+            return head.encode("utf-8", "surrogateescape") + self.body
         lines = [self._start_line()]
         length = None
         for key, name, value in self.headers._fields:

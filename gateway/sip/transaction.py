@@ -472,8 +472,11 @@ class TransactionLayer:
 
 def server_key(request: Any) -> tuple:
     """RFC 3261 17.2.3: branch + sent-by + method, ACK matching its INVITE. A request
-    without the magic cookie (RFC 2543 peers) is keyed by its dialog-ish identity."""
-    via = request.via[0]
+    without the magic cookie (RFC 2543 peers) is keyed by its dialog-ish identity.
+    Only the top Via is parsed (the others are not the server's business)."""
+    via = request.top_via
+    if via is None:
+        raise sipmsg.bad("missing Via")
     method = "INVITE" if request.method == "ACK" else request.method
     branch = via.branch or ""
     if branch.startswith(MAGIC_COOKIE):

@@ -34,6 +34,7 @@ import msgspec
 from gateway import metrics
 from gateway.errors import ConfigError, ParseError, TransportError
 from gateway.sip import parsing
+from gateway.sip.grammar import bad
 from gateway.sip.message import Request, error_reply, redacted
 from gateway.sip.flow import PONG, Flow, trace
 from gateway.sip.inflight import InFlight
@@ -437,7 +438,7 @@ class TransportLayer:
         3581), else the source IP and the port of the Via's sent-by."""
         if flow.reliable:
             return flow
-        via = request.via[0]
+        via = request.top_via
         if via.has_rport:
             return flow
         port = via.port or 5060
@@ -477,8 +478,14 @@ def _remote_key(flow: Flow) -> tuple:
 
 def stamp_via(request: Any, source: tuple) -> None:
     """RFC 3261 18.2.1 and RFC 3581: note on the top Via where the request really came
-    from, so that responses find their way back through NATs."""
-    via = request.via[0]
+    from, so that responses find their way back through NATs.
+
+    Only the top Via is parsed (and so checked): it is the one a server acts on; the
+    others are copied as text into responses, and parsed only by whoever reads them
+    (the whole list cost a seventh of an incoming call's CPU)."""
+    via = request.top_via
+    if via is None:
+        raise bad("missing Via")
     if via.has_rport:  # the client asked: tell it its source address and port
         via.params["received"] = source[0]
         via.params["rport"] = str(source[1])
@@ -489,6 +496,7 @@ def stamp_via(request: Any, source: tuple) -> None:
     # the wire form comes from the header fields: rewrite the Via list, top one changed
     rest = request.headers.get_all("Via")[1:]
     request.headers.set("Via", ", ".join([str(via)] + rest))
+    request.headers._cache["top_via"] = via  # what the text now says; spares a parse
 
 
 _RECEIVED = re.compile(r";\s*received\s*=\s*([^;,\s]+)", re.I)

@@ -279,3 +279,17 @@ async def test_unreachable_service_is_transient(apns_credentials, ca_file, clock
     result = await provider.send(PushTarget("apns", "call", token=VOIP_TOKEN), call(clock))
     await provider.close()
     assert result.outcome == "retry_later" and "cannot connect" in result.reason
+
+
+def test_apns_ids_are_random_version_4_uuids_as_uuid_writes_them():
+    import uuid
+
+    from gateway.push.apns import random_uuid
+
+    seen = set()
+    for _ in range(2000):
+        text = random_uuid()
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+        seen.add(text)
+    assert len(seen) == 2000

@@ -543,13 +543,15 @@ async def test_cancelling_a_push_frees_its_slot_and_stream(env):
 # --- the call push's path: written before notify_now returns ----------------------------
 
 
-async def test_notify_now_writes_the_first_attempt_before_it_returns(env):
+@pytest.mark.parametrize("way", ["notify_now", "notify_started"])
+async def test_notify_now_writes_the_first_attempt_before_it_returns(env, way):
     env.apns.register(VOIP, BUNDLE + ".voip")
     env.fcm.register(FCM_TOKEN)
     record = await env.create(apns_target(VOIP), PushTarget("fcm", "call", token=FCM_TOKEN))
     await env.push.notify(record, env.call())  # the connections are open now
     env.apns.hold = asyncio.Event()
-    pending = env.push.notify_now(record, env.call())
+    # notify_started: the same, as a coroutine for the caller's own task
+    pending = getattr(env.push, way)(record, env.call())
     # nothing has run on the loop since: the APNs request is on its stream already
     (conn,) = env.push.provider(env.app, "apns").pool("production").connections
     assert conn.in_flight == 1 and env.push.limit("demo", "apns").in_flight == 1
@@ -569,3 +571,4 @@ async def test_notify_now_falls_back_to_the_regular_path_when_it_cannot_start(en
     assert delivery.delivered and delivery.attempts == 1
     unknown = msgspec.structs.replace(record, app_id="nope")
     assert await env.push.notify_now(unknown, env.call()) == []
+    assert await env.push.notify_started(unknown, env.call()) == []
