@@ -25,6 +25,7 @@ import asyncio
 import ipaddress
 import logging
 import re
+import socket
 import ssl
 import time
 from typing import Any, Protocol
@@ -38,6 +39,9 @@ from gateway.sip.grammar import bad
 from gateway.sip.message import Request, error_reply, redacted
 from gateway.sip.flow import PONG, Flow, trace
 from gateway.sip.inflight import InFlight
+
+#: bytes asked for each UDP socket's receive buffer (SO_RCVBUF)
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 
 log = logging.getLogger(__name__)
 
@@ -195,8 +199,13 @@ class TransportLayer:
         """Listen on host:port (0: any free port); returns the bound address."""
         loop = asyncio.get_running_loop()
         if transport == "udp":
-            _, proto = await loop.create_datagram_endpoint(
+            udp, proto = await loop.create_datagram_endpoint(
                 lambda: _UdpSocket(self), local_addr=(host, port))
+            # room for the datagrams of a burst, or of a moment the loop is busy: the
+            # default (~200 KiB, a few hundred datagrams) drops INVITEs at a few hundred
+            # calls a second; the kernel caps this at net.core.rmem_max
+            udp.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
             self._udp.append(proto)
             return proto.local
         if transport not in ("tcp", "tls"):

@@ -2,6 +2,7 @@
 against raw sockets for the server side (RFC 3581, limits, bad input)."""
 
 import asyncio
+import socket
 import time
 
 import pytest
@@ -195,6 +196,35 @@ async def test_rport_and_received_on_requests_we_get(make_stack):
         assert (via.received, via.has_rport) == ("127.0.0.1", False)
     finally:
         peer.transport.close()
+
+
+def _rmem(name: str) -> int:
+    with open(f"/proc/sys/net/core/{name}") as f:
+        return int(f.read())
+
+
+async def test_a_burst_while_the_loop_is_busy_loses_no_datagram(make_stack):
+    """1,000 requests arrive while the loop is busy (a collector pass, a slow callback):
+    the socket's enlarged receive buffer holds them all; the default one holds a few
+    hundred and the kernel drops the rest."""
+    from gateway.sip.transport import UDP_RECEIVE_BUFFER
+    if _rmem("rmem_max") < UDP_RECEIVE_BUFFER:
+        pytest.skip("net.core.rmem_max caps receive buffers below what the gateway asks")
+    stack = make_stack()
+    seen = set()
+    stack.user.on_request = lambda request, tx: seen.add(request.call_id)
+    _, port = await stack.transport.listen("udp", "127.0.0.1")
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for n in range(1000):  # the loop does not run meanwhile: they queue in the socket
+            sender.sendto(raw_options("SIP/2.0/UDP 127.0.0.1:9;rport", f"z9hG4bKburst{n}"),
+                          ("127.0.0.1", port))
+        deadline = time.monotonic() + 5
+        while len(seen) < 1000 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+    finally:
+        sender.close()
+    assert len(seen) == 1000
 
 
 async def test_udp_crlf_keepalives_are_absorbed_and_leading_crlfs_allowed(make_stack):
