@@ -14,6 +14,7 @@ import re
 from typing import NamedTuple
 
 from gateway.sip.grammar import (
+    TOKEN_CLASS,
     WS,
     bad,
     format_params,
@@ -222,7 +223,7 @@ def header_tag(value: str, what: str) -> str | None:
     return params.get("tag")
 
 
-_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_TOKEN = TOKEN_CLASS + "+"
 # sent-protocol, LWS, sent-by with a host of the characters `check_host` accepts
 _VIA_HEAD = re.compile(rf"[ \t]*({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]+"
                        r"([A-Za-z0-9\-._]+|\[[0-9A-Fa-f:.]{2,}\])(?::([0-9]{1,5}))?")

@@ -17,6 +17,8 @@ from gateway.errors import ParseError
 
 #: RFC 3261 `token` characters
 TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "-.!%*_+`'~")
+#: TOKEN_CHARS as a regular expression's character class
+TOKEN_CLASS = r"[A-Za-z0-9\-.!%*_+`'~]"
 WS = " \t"
 #: an unquoted parameter value runs until one of these
 PARAM_VALUE_STOP = frozenset(' \t;,"')
@@ -43,7 +45,7 @@ def skip_ws(s: str, i: int) -> int:
     return i
 
 
-_TOKEN_RUN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]*")  # TOKEN_CHARS, as a regex
+_TOKEN_RUN = re.compile(TOKEN_CLASS + "*")
 
 
 def scan_token(s: str, i: int) -> int:
@@ -173,7 +175,7 @@ def scan_params(s: str, i: int, what: str, *, stop_at_comma: bool) -> tuple[dict
 
 # `SWS ";" SWS name [ SWS "=" SWS value ]`, value quoted (backslash escapes) or a run
 # up to PARAM_VALUE_STOP: exactly what one turn of scan_params' loop accepts
-_PARAM = re.compile(r'[ \t]*;[ \t]*([A-Za-z0-9\-.!%*_+`\'~]+)[ \t]*'
+_PARAM = re.compile(rf'[ \t]*;[ \t]*({TOKEN_CLASS}+)[ \t]*'
                     r'(?:=[ \t]*("(?:[^"\\]|\\.)*"|[^ \t;,"]+))?', re.S)
 _PARAM_FOLLOW = frozenset(" \t;,")
 

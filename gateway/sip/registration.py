@@ -67,7 +67,8 @@ log = logging.getLogger(__name__)
 
 #: REGISTER exchanges on UDP written from templates and matched on the wire (the
 #: compiled `gateway._regwire` or its twin `gateway.sip.regwire`)
-RegisterWire = _accel.load("_regwire", "sip.regwire").RegisterWire
+_wire = _accel.load("_regwire", "sip.regwire")
+RegisterWire = _wire.RegisterWire
 
 _rng = random.Random()
 _IDS_BYTES = 18  # a client's Call-ID (12 bytes) and From tag (6 bytes)
@@ -565,11 +566,8 @@ class RegistrationClient:
         what goes on the wire is exactly what the transaction layer sees."""
         uri, head, middle, tail = self._template(flow, expires)
         self.cseq += 1
-        credentials = self.digest.authorization("REGISTER", uri)
-        authorization = b"" if credentials is None else \
-            f"{credentials[0]}: {credentials[1]}\r\n".encode("utf-8")
         wire = b"".join((head, new_branch().encode(), middle, str(self.cseq).encode(), tail,
-                         authorization, b"Content-Length: 0\r\n\r\n"))
+                         _wire.credentials(self.digest, uri), b"Content-Length: 0\r\n\r\n"))
         return parse_message(wire), wire
 
     def _template(self, flow, expires: int) -> tuple[str, bytes, bytes, bytes]:

@@ -13,6 +13,7 @@ import pytest
 
 from gateway import config as gwconfig
 from gateway.app import Gateway
+from gateway.sip.registration import RegistrationClient
 from tests.support.kamailio import need_kamailio
 from tests.support.registrar import AuthRegistrar
 from tests.support.ports import free_port
@@ -172,3 +173,19 @@ async def wait_state(api, instance, state: str, timeout: float) -> dict:
             return status
         await asyncio.sleep(0.05)
     return await api.get(instance)
+
+
+def udp_client(ctx, port, **kwargs) -> RegistrationClient:
+    """A registration client of alice (password "pw") to a registrar on loopback UDP."""
+    return RegistrationClient(ctx, key="i1", token="gwtoken1", instance_urn="urn:uuid:1",
+                              aor="sip:alice@example.com", username="alice",
+                              password_source=lambda: "pw",
+                              registrar=f"sip:127.0.0.1:{port};transport=udp", **kwargs)
+
+
+async def settled(c, timeout: float = 2.0) -> str:
+    """Wait until the client's state is past idle/registering; the state either way."""
+    deadline = time.monotonic() + timeout
+    while c.state in ("idle", "registering") and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return c.state

@@ -6,7 +6,6 @@ the general path (parser, transactions) does. Over UDP on loopback."""
 
 import asyncio
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -15,11 +14,13 @@ from gateway import metrics
 from gateway.sip.endpoint import SipEndpoint
 from gateway.sip.pacing import Pacer
 from gateway.sip.parsing import parse_message
-from gateway.sip.registration import RegistrationClient, RegistrationContext, RegistrationSettings
+from gateway.sip.registration import RegistrationContext, RegistrationSettings
 from gateway.sip.transaction import TimerSettings
 from gateway.timers import TimerWheel
 from tests.support.scripted_registrar import ScriptedRegistrar, response
 from tests.twins import load_both
+
+from .conftest import settled, udp_client
 
 CORPUS = Path(__file__).parents[1] / "sip" / "corpus" / "shared"
 OK = response(200, "OK", "Contact: {contact};expires=120")
@@ -87,20 +88,6 @@ async def make_stack():
         wheel.close()
 
 
-def new_client(ctx, port, **kwargs):
-    return RegistrationClient(ctx, key="i1", token="gwtoken1", instance_urn="urn:uuid:1",
-                              aor="sip:alice@example.com", username="alice",
-                              password_source=lambda: "pw",
-                              registrar=f"sip:127.0.0.1:{port};transport=udp", **kwargs)
-
-
-async def settled(c, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while c.state in ("idle", "registering") and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
-    return c.state
-
-
 def snapshot() -> dict:
     return {name: dict(recorder.values) for name, recorder in
             (("sent", metrics.REGISTER_SENT), ("results", metrics.REGISTER_RESULTS))} | {
@@ -123,10 +110,10 @@ async def run_script(make_stack, mode, script, **kwargs):
     ctx = await make_stack(mode)
     registrar = await ScriptedRegistrar(script).start()
     try:
-        c = new_client(ctx, registrar.port, **kwargs)
+        c = udp_client(ctx, registrar.port, **kwargs)
         before = snapshot()
         c.start()
-        state = await settled(c)
+        state = await settled(c, 5.0)
         # ports differ from one stack to the next (and so the digest of the Request-URI)
         seen = [re.sub(r':\d{4,5}\b|response="\w+"', "~", repr(
             (r.get("CSeq"), r.get("Expires"), r.get("Contact"), r.get("Authorization"),
@@ -149,7 +136,7 @@ async def test_the_wire_takes_the_common_exchange(make_stack, wire):
     ctx = await make_stack(wire)
     registrar = await ScriptedRegistrar(SCRIPTS["kamailio-like"]).start()
     try:
-        c = new_client(ctx, registrar.port)
+        c = udp_client(ctx, registrar.port)
         outcome = await c._exchange(600)
         assert outcome == 120 and not ctx.wire.pending
         assert [r.cseq.number for r in registrar.requests] == [1, 2]
@@ -209,7 +196,7 @@ async def test_provisional_received_and_retransmission(make_stack, mode):
 
     transport, proto, port = await answering(make, silent=1)  # the first send is lost
     try:
-        c = new_client(ctx, port)
+        c = udp_client(ctx, port)
         assert await c._exchange(600) == 90
         assert len(proto.requests) == 2  # timer E sent it again, same branch
         assert proto.requests[0].branch == proto.requests[1].branch
@@ -224,7 +211,7 @@ async def test_no_answer_is_timer_f_then_error(make_stack, mode):
     ctx = await make_stack(mode)
     transport, proto, port = await answering(lambda request: [], silent=10**6)
     try:
-        c = new_client(ctx, port)
+        c = udp_client(ctx, port)
         before = snapshot()
         c.start()
         assert await settled(c, 6.0) == "error"
@@ -251,7 +238,7 @@ async def test_a_late_final_response_is_left_to_the_general_path(make_stack, wir
 
     transport, proto, port = await answering(make)
     try:
-        c = new_client(ctx, port)
+        c = udp_client(ctx, port)
         assert await c._exchange(600) == 90
         await asyncio.sleep(0.05)
         assert not ctx.wire.pending

@@ -3,7 +3,6 @@ scripted registrar fed with real responses from tests/sip/corpus/shared: 423 wit
 Min-Expires, 403, 3xx to another registrar, 503 with Retry-After, a 200 listing several
 contacts or not ours."""
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -18,6 +17,8 @@ from gateway.sip.transaction import TimerSettings
 from gateway.timers import TimerWheel
 from tests.support.ports import free_port
 from tests.support.scripted_registrar import ScriptedRegistrar, response
+
+from .conftest import settled, udp_client
 
 CORPUS = Path(__file__).parents[1] / "sip" / "corpus" / "shared"
 OK = response(200, "OK", "Contact: {contact};expires=120")
@@ -48,27 +49,13 @@ async def stack():
     wheel.close()
 
 
-def client(ctx, port, **kwargs):
-    return RegistrationClient(ctx, key="i1", token="gwtoken1", instance_urn="urn:uuid:1",
-                              aor="sip:alice@example.com", username="alice",
-                              password_source=lambda: "pw",
-                              registrar=f"sip:127.0.0.1:{port};transport=udp", **kwargs)
-
-
-async def settled(c, timeout=2.0):
-    deadline = time.monotonic() + timeout
-    while c.state in ("idle", "registering") and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
-    return c.state
-
-
 async def test_423_min_expires_from_a_real_pbx(stack):
     too_brief = (CORPUS / "24-officeserv7400-423-min-expires.sip").read_bytes()
     # its publisher left placeholders where the routing fields were; the registrar puts
     # the request's own there anyway
     too_brief = too_brief.replace(b"__cseq__", b"1").replace(b"__callid__", b"x")
     registrar = await stack.registrar([too_brief, response(200, "OK", "Contact: {contact};expires=3200")])
-    c = client(stack, registrar.port, expires=600)
+    c = udp_client(stack, registrar.port, expires=600)
     c.start()
     assert await settled(c) == "registered"
     asked = [r.get("Expires") for r in registrar.requests]
@@ -80,7 +67,7 @@ async def test_423_min_expires_from_a_real_pbx(stack):
 async def test_403_from_asterisk_is_unauthorized_with_a_slow_retry(stack):
     forbidden = (CORPUS / "21-asterisk-403-register-blueface.sip").read_bytes()
     registrar = await stack.registrar([forbidden])
-    c = client(stack, registrar.port)
+    c = udp_client(stack, registrar.port)
     c.start()
     assert await settled(c) == "unauthorized"
     assert stack.reports[-1] == ("unauthorized", "403 Forbidden")
@@ -94,7 +81,7 @@ async def test_302_moves_to_the_new_registrar(stack):
     second = await stack.registrar([OK])
     first = await stack.registrar([response(
         302, "Moved Temporarily", f"Contact: <sip:127.0.0.1:{second.port};transport=udp>")])
-    c = client(stack, first.port)
+    c = udp_client(stack, first.port)
     c.start()
     assert await settled(c) == "registered"
     assert len(first.requests) == 1 and len(second.requests) == 1
@@ -104,7 +91,7 @@ async def test_302_moves_to_the_new_registrar(stack):
 
 async def test_503_retry_after_sets_the_next_attempt(stack):
     registrar = await stack.registrar([response(503, "Service Unavailable", "Retry-After: 17")])
-    c = client(stack, registrar.port)
+    c = udp_client(stack, registrar.port)
     c.start()
     assert await settled(c) == "error"
     assert stack.reports[-1] == ("error", "503 Service Unavailable")
@@ -114,7 +101,7 @@ async def test_503_retry_after_sets_the_next_attempt(stack):
 
 async def test_500_without_retry_after_backs_off_exponentially(stack):
     registrar = await stack.registrar([response(500, "Server Internal Error")])
-    c = client(stack, registrar.port)
+    c = udp_client(stack, registrar.port)
     c.start()
     assert await settled(c) == "error"
     first = c.next_attempt - time.monotonic()
@@ -129,7 +116,7 @@ async def test_500_without_retry_after_backs_off_exponentially(stack):
 async def test_granted_expiry_is_read_from_our_contact_among_several(stack):
     registrar = await stack.registrar([response(
         200, "OK", "Contact: <sip:someone-else@192.0.2.9>;expires=999, {contact};expires=42")])
-    c = client(stack, registrar.port)
+    c = udp_client(stack, registrar.port)
     c.start()
     assert await settled(c) == "registered"
     assert c.granted == 42
@@ -140,7 +127,7 @@ async def test_granted_expiry_is_read_from_our_contact_among_several(stack):
 
 async def test_200_without_our_contact_is_an_error(stack):
     registrar = await stack.registrar([response(200, "OK", "Contact: <sip:other@192.0.2.9>;expires=60")])
-    c = client(stack, registrar.port)
+    c = udp_client(stack, registrar.port)
     c.start()
     assert await settled(c) == "error"
     assert "does not list our Contact" in stack.reports[-1][1]
@@ -150,7 +137,7 @@ async def test_200_without_our_contact_is_an_error(stack):
 async def test_flexisip_challenge_then_ok_on_the_wire(stack):
     challenge = (CORPUS / "04-flexisip-401-tls-qop-opaque.sip").read_bytes()
     registrar = await stack.registrar([challenge, OK])
-    c = client(stack, registrar.port)
+    c = udp_client(stack, registrar.port)
     c.start()
     assert await settled(c) == "registered"
     second = registrar.requests[1].get("Authorization")
@@ -162,7 +149,7 @@ async def test_flexisip_challenge_then_ok_on_the_wire(stack):
 
 async def test_unregister_sends_expires_zero_for_our_contact_only(stack):
     registrar = await stack.registrar([OK, response(200, "OK")])
-    c = client(stack, registrar.port)
+    c = udp_client(stack, registrar.port)
     c.start()
     assert await settled(c) == "registered"
     await c.unregister()
@@ -184,7 +171,7 @@ async def test_each_transaction_is_counted_in_the_metrics(stack):
                                        response(200, "OK", "Contact: {contact};expires=900"),
                                        response(200, "OK")])
     before = counts()
-    c = client(stack, registrar.port, expires=300)
+    c = udp_client(stack, registrar.port, expires=300)
     c.start()
     assert await settled(c) == "registered", stack.reports
     await c.unregister()
@@ -206,7 +193,7 @@ CHALLENGE = (b"SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branc
 
 @pytest.mark.parametrize("proxy", [None, "sip:127.0.0.1:5999"])
 async def test_wire_is_what_the_request_encodes_to(stack, proxy):
-    c = client(stack, 5098, outbound_proxy=proxy)
+    c = udp_client(stack, 5098, outbound_proxy=proxy)
     flow = await stack.endpoint.transport.connect(
         (await c._targets(c.outbound_proxy or c.target))[0])
     for challenged in (False, True):
@@ -223,7 +210,7 @@ async def test_wire_is_what_the_request_encodes_to(stack, proxy):
 
 @pytest.mark.parametrize("shortcut", [True, False])
 async def test_single_target_failure_reads_like_the_failover_path(stack, shortcut):
-    c = client(stack, free_port())  # nobody listens there: timer F fires
+    c = udp_client(stack, free_port())  # nobody listens there: timer F fires
     target = (await c._targets(c.target))[0]
     if shortcut:
         await stack.endpoint.transport.connect(target)  # a UDP socket: a flow at hand
