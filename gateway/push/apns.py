@@ -23,7 +23,7 @@ and `gateway.redact`; never on the API, SIP or lifecycle modules.
 from __future__ import annotations
 
 import hashlib
-import os
+import random
 import re
 import time
 from pathlib import Path
@@ -257,8 +257,10 @@ class ApnsProvider:
 
 def random_uuid() -> str:
     """A random (version 4) UUID as text, as `str(uuid.uuid4())` gives it, without the
-    UUID object (a few microseconds per push)."""
-    h = os.urandom(16).hex()
+    UUID object (a few microseconds per push) nor a `getrandom` system call per push: the
+    id only tells requests apart (Apple echoes it in its answer), it guards nothing, so
+    the `random` module's generator (reseeded in a forked child) serves."""
+    h = f"{random.getrandbits(128):032x}"
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
