@@ -24,15 +24,15 @@ empty table is always right). The first block says so too.
 `BlockDecoder` decodes the responses' blocks (`decode(block)` gives [(name, value)] as
 str), keeping the dynamic table in step with the server's encoder whatever a block holds.
 hpack's Decoder did the same at a tenth of a push's CPU: its Huffman decoder walks each
-string four bits at a time in Python. Here a string is decoded a byte at a time through
-a table of (state, byte) -> (state, output) that fills itself in as states are met (a
-few hundred entries for what APNs sends), and a response's usual block (`:status 200`
-indexed, `apns-id` as a new literal) takes a handful of operations. It raises hpack's
+string four bits at a time in Python. Here Huffman strings go to `gateway.push.huffman`
+(compiled in `_ext/huffman.pyx`: the `apns-id` of every answer is one), and a
+response's usual block (`:status 200` indexed, `apns-id` as a new literal) takes a
+handful of operations. It raises hpack's
 errors for what hpack refuses: bad indexes, truncation, bad padding or EOS, a table size
 update above the allowed size or after a field, a header list over 64 KiB, non-UTF-8.
 
-Depends on hpack (the header tuple classes, the static table, the Huffman code and the
-errors) only.
+Depends on hpack (the header tuple classes, the static table and the errors) and
+`gateway.push.huffman` (through `gateway._accel`) only.
 """
 
 from __future__ import annotations
@@ -41,8 +41,12 @@ from collections import deque
 
 from hpack import HeaderTuple, HPACKDecodingError, InvalidTableSizeError, NeverIndexedHeaderTuple
 from hpack import OversizedHeaderListError
-from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.table import HeaderTable
+
+from gateway import _accel
+
+#: RFC 7541 5.2 Huffman decoding, compiled (`_ext/huffman.pyx`) or its twin
+decode_huffman = _accel.load("_huffman", "push.huffman").decode_huffman
 
 # name -> static index (the first one with that name); (name, value) -> static index
 _NAMES: dict[bytes, int] = {}
@@ -140,53 +144,6 @@ _STATIC = [(name.decode(), value.decode(), len(name) + len(value) + 32)
            for name, value in HeaderTable.STATIC_TABLE]
 _STATIC_COUNT = len(_STATIC)
 _ENTRY_OVERHEAD = 32  # RFC 7541 4.1
-_EOS = 256
-
-# A Huffman decoding state is the bits read since the last symbol, as an int with a
-# leading 1 bit (1: nothing pending). Codes in that form -> symbol.
-_CODES = {(1 << length) | code: symbol
-          for symbol, (code, length) in enumerate(zip(REQUEST_CODES, REQUEST_CODES_LENGTH))}
-#: (state << 8 | byte) -> (state after the byte, the bytes it completed); None: EOS met
-_STEPS: dict[int, tuple[int, bytes] | None] = {}
-
-
-def _step(key: int) -> tuple[int, bytes] | None:
-    state, byte = key >> 8, key & 0xFF
-    out = bytearray()
-    for shift in range(7, -1, -1):
-        state = state << 1 | (byte >> shift) & 1
-        symbol = _CODES.get(state)
-        if symbol is not None:
-            if symbol == _EOS:
-                _STEPS[key] = None
-                return None
-            out.append(symbol)
-            state = 1
-    # the code is complete (every 30-bit string starts with a code): states stay small
-    _STEPS[key] = step = (state, bytes(out))
-    return step
-
-
-def decode_huffman(data: bytes) -> bytes:
-    """RFC 7541 5.2: a Huffman-coded string; padding must be under 8 bits of 1s."""
-    state = 1
-    out = []
-    steps = _STEPS
-    for byte in data:
-        key = state << 8 | byte
-        step = steps.get(key) or _step(key)
-        if step is None:
-            raise HPACKDecodingError("EOS in a Huffman-coded string")
-        state, done = step
-        if done:
-            out.append(done)
-    if state != 1:
-        bits = state.bit_length() - 1
-        if bits > 7 or state != (1 << (bits + 1)) - 1:
-            raise HPACKDecodingError("bad padding of a Huffman-coded string")
-    return b"".join(out)
-
-
 def decode_integer(data: bytes, i: int, prefix_bits: int) -> tuple[int, int]:
     """RFC 7541 5.1 at data[i]: (value, index after it); at most 5 bytes, as hpack."""
     limit = (1 << prefix_bits) - 1
