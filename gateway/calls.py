@@ -57,7 +57,7 @@ from gateway.push.payloads import CallPush, MissedCallPush
 from gateway.registrations import contact_token
 from gateway.sip.device_face import DeviceRegistrar, PushParams
 from gateway.sip.relay import CallRelay, Dialogs, Faces
-from gateway.sip.transaction import build_response
+from gateway.sip.transaction import answer_head, encode_answer
 from gateway.store.records import InstanceRecord, PushTarget
 from gateway.tasks import Background
 
@@ -489,12 +489,9 @@ def _reply(tx: Any, status: int, reason: str | None = None, extra=()) -> None:
     if tx.request is None:  # answered finally already: the transaction keeps only its bytes
         log.info("already answered", method=tx.method, status=status)
         return
-    response = build_response(tx.request, status, reason or _REASONS.get(status, ""))
-    if response.to_tag is None and status > 100:
-        response.headers.set("To", f"{tx.request.get('To')};tag=gw{id(tx) & 0xffffff:x}")
-    for name, value in extra:
-        response.headers.add(name, value)
+    tag = f"gw{id(tx) & 0xffffff:x}" if status > 100 else None
+    head = answer_head(tx.request, status, tag)
     try:
-        tx.respond(response)
+        tx.respond_wire(status, encode_answer(status, reason or _REASONS.get(status, ""), head, extra))
     except TransportError as exc:
         log.info("could not answer", method=tx.method, status=status, error=str(exc))

@@ -43,7 +43,7 @@ from gateway.errors import PeerError, TransactionTimeout, TransportError
 from gateway.sip import proxy
 from gateway.sip.ids import random_hex
 from gateway.sip.message import Response, SipUri
-from gateway.sip.transaction import build_cancel, build_response, response_like
+from gateway.sip.transaction import answer_head, build_cancel, build_response, encode_answer
 from gateway.tasks import Background
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class CallRelay:
         self.branch = None     # its client transaction
         self.binding = None
         self.outcome: str | None = None
-        self.base: Response | None = None  # its fields: what every final/180 answer shares
+        self.base: str | None = None  # the header lines every 180 and final answer shares
         tx.on_failure = self._upstream_failed
 
     @property
@@ -133,19 +133,23 @@ class CallRelay:
     # -- towards the provider -------------------------------------------------------------
 
     def _answer(self, status: int, reason: str, *extra: tuple[str, str]) -> None:
+        # A call answers its INVITE four or five times (100, 180s, then 487/480): the
+        # fields they copy from the INVITE, To with our tag from the 180 on, are rendered
+        # once, and each answer goes straight to bytes, no message object per answer.
         if status == 100:
-            response = build_response(self.invite, status, reason)
+            head = answer_head(self.invite, status)
         else:
-            # A call answers its INVITE three or four times (180s, then 487/480): the
-            # fields they share, To with our tag, are taken from the INVITE once.
-            if self.base is None:
-                self.base = build_response(self.invite, status, reason)
-                self.base.headers.set("To", f"{self.invite.get('To')};tag={self.to_tag}")
+            head = self.base
+            if head is None:
+                head = self.base = answer_head(self.invite, status, self.to_tag)
             if status < 300:
                 extra = (("Contact", self.faces.contact(self.tx.flow)),) + extra
-            response = response_like(self.base, status, reason, extra)
-        response.headers.add("Server", self.faces.provider.user_agent)
-        _send_response(self.tx, response)
+        wire = encode_answer(status, reason, head,
+                             extra + (("Server", self.faces.provider.user_agent),))
+        try:
+            self.tx.respond_wire(status, wire)
+        except TransportError as exc:
+            log.info("could not answer %s upstream: %s", status, exc)
 
     def start(self) -> None:
         self._answer(100, "Trying")

@@ -40,7 +40,7 @@ import msgspec
 from gateway import metrics
 from gateway.errors import ConfigError, TransactionTimeout, TransportError
 from gateway.sip import message as sipmsg
-from gateway.sip.fields import Headers
+from gateway.sip.fields import Headers, canonical_name
 from gateway.sip.ids import random_hex
 
 log = logging.getLogger(__name__)
@@ -286,10 +286,16 @@ class ServerTransaction(_Transaction):
         """Send a response from the TU. Raises TransportError if it cannot be sent."""
         if self.state in ("completed", "confirmed", "accepted", "terminated"):
             raise TransportError(f"{self.method} transaction already answered finally")
+        self.respond_wire(response.status, response.encode())
+
+    def respond_wire(self, status: int, wire: bytes) -> None:
+        """`respond()` with the response already encoded (`encode_answer`): `wire` must be
+        a response with that status to this transaction's request."""
+        if self.state in ("completed", "confirmed", "accepted", "terminated"):
+            raise TransportError(f"{self.method} transaction already answered finally")
         _cancel(self._trying)
         self._trying = None
-        status = response.status
-        self._wire = response.encode()
+        self._wire = wire
         settings, wheel = self.layer.settings, self.layer.wheel
         if status >= 200:
             self.request = None  # from here on only `_wire` is sent again
@@ -550,6 +556,29 @@ def build_response(request: Any, status: int, reason: str) -> Any:
     if status == 100 and request.get("Timestamp") is not None:
         headers.add("Timestamp", request.get("Timestamp"))  # RFC 3261 8.2.6.1
     return sipmsg.Response(status, reason, headers)
+
+
+def answer_head(request: Any, status: int, tag: str | None = None) -> str:
+    """The fields `build_response(request, status, ...)` copies from `request`, with
+    `tag` added to To when given and To has none, as header lines with CRLF between
+    them. Made once, it serves every answer of a call (`encode_answer`): a held INVITE
+    is answered four or five times."""
+    response = build_response(request, status, "")
+    if tag is not None and response.to_tag is None:
+        response.headers.set("To", f"{response.get('To')};tag={tag}")
+    return "\r\n".join([f"{name}: {value}" for _, name, value in response.headers._fields])
+
+
+def encode_answer(status: int, reason: str, head: str, extra=()) -> bytes:
+    """The bytes of a bodiless response whose copied fields are `head` (`answer_head`)
+    followed by the `extra` (name, value) fields: what building it with
+    `build_response`, adding `extra` and `encode()` give, without the message objects."""
+    lines = [f"{sipmsg.SIP_VERSION} {status} {reason}", head]
+    for name, value in extra:
+        Headers._check(name, value)
+        lines.append(f"{canonical_name(name)}: {value}")
+    lines.append("Content-Length: 0")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
 
 def response_like(response: Any, status: int, reason: str, extra=()) -> Any:
