@@ -211,6 +211,9 @@ class PushService:
         self._renewed_at: dict[tuple[str, str], float] = {}
         self._alerted: set[tuple[str, str, object]] = set()  # (app, provider, epoch or reason)
         self.counters: collections.Counter[tuple[str, ...]] = collections.Counter()
+        #: app id -> (app, the providers it has credentials for), for `_apps_of` config
+        self._apps: dict[str, tuple[App, frozenset[str]]] = {}
+        self._apps_of: Config | None = None
 
     # --- providers -----------------------------------------------------------------------
 
@@ -239,11 +242,30 @@ class PushService:
         for provider in providers:
             await provider.close()
 
+    def _app(self, app_id: str) -> tuple[App, frozenset[str]] | None:
+        """The app of that id and its provider names, indexed once per config in use
+        (every push looked the app up by scanning the list and built the set twice)."""
+        config = self.config
+        if self._apps_of is not config:
+            apps: dict[str, tuple[App, frozenset[str]]] = {}
+            for app in config.apps:
+                apps.setdefault(app.id, (app, frozenset(app.providers())))
+            self._apps, self._apps_of = apps, config
+        return self._apps.get(app_id)
+
+    def _has(self, app: App, name: str) -> bool:
+        """Whether `app` has credentials for provider `name`."""
+        known = self._app(app.id)
+        if known is not None and known[0] is app:
+            return name in known[1]
+        return name in app.providers()  # an app of another config (or none)
+
     # --- sending -------------------------------------------------------------------------
 
     def _plan(self, record: InstanceRecord, payload: msgspec.Struct):
         """(app, notification, targets) for `payload`, or None for an unknown app."""
-        app = self.config.app(record.app_id)
+        known = self._app(record.app_id)
+        app = None if known is None else known[0]
         if app is None:
             log.warning("push for an instance of an unknown app", instance=record.id, app=record.app_id)
             return None
@@ -291,7 +313,7 @@ class PushService:
         key = (app.id, target.provider)
         provider = self._providers.get(key)
         start = getattr(provider, "start", None)
-        if start is None or target.provider not in app.providers() or notification.expires_at <= self._clock():
+        if start is None or not self._has(app, target.provider) or notification.expires_at <= self._clock():
             return None
         limit = self.limit(*key)
         if not limit.try_acquire():
@@ -319,7 +341,7 @@ class PushService:
     async def _deliver(self, app: App, instance_id: str, target: PushTarget, notification: Notification,
                        first=None) -> Delivery:
         name = target.provider
-        if name not in app.providers():
+        if not self._has(app, name):
             return self._done(app, target, PushResult("rejected", f"app has no {name} credentials"), 0)
         try:
             provider = self.provider(app, name)

@@ -206,6 +206,19 @@ async def test_message_body_only_when_the_app_allows_it(make_env, allowed):
         await close(env)
 
 
+async def test_a_replaced_config_is_what_the_next_push_follows(env):
+    env.apns.register(VOIP, BUNDLE + ".voip")
+    record = await env.create(apns_target(VOIP))
+    (delivery,) = await env.push.notify(record, env.call())
+    assert delivery.delivered
+    env.push.config = msgspec.structs.replace(
+        env.push.config, apps=[msgspec.structs.replace(env.app, apns=None)])
+    (delivery,) = await env.push.notify(record, env.call())
+    assert (delivery.result.outcome, delivery.attempts) == ("rejected", 0)
+    env.push.config = msgspec.structs.replace(env.push.config, apps=[])
+    assert await env.push.notify(record, env.call()) == []  # an app no longer configured
+
+
 async def test_target_of_a_provider_the_app_lacks_is_rejected(env):
     env.app = msgspec.structs.replace(env.app, fcm=None)
     env.push.config = msgspec.structs.replace(env.push.config, apps=[env.app])
