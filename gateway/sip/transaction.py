@@ -284,8 +284,6 @@ class ServerTransaction(_Transaction):
 
     def respond(self, response: Any) -> None:
         """Send a response from the TU. Raises TransportError if it cannot be sent."""
-        if self.state in ("completed", "confirmed", "accepted", "terminated"):
-            raise TransportError(f"{self.method} transaction already answered finally")
         self.respond_wire(response.status, response.encode())
 
     def respond_wire(self, status: int, wire: bytes) -> None:
