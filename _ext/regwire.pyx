@@ -31,9 +31,9 @@ import os
 from hashlib import blake2b as _blake2b, md5 as _md5, sha256 as _sha256
 
 from gateway import metrics
-from gateway.errors import TransactionTimeout, TransportError
+from gateway.errors import AuthError, TransactionTimeout, TransportError
 from gateway.sip import parsing
-from gateway.sip.digest import _CNONCE_KEY, usable
+from gateway.sip.digest import _BY_NAME, _CHALLENGES, _CNONCE_KEY, _Challenge
 from gateway.sip.digest import _quote as _quote_escaped
 from gateway.sip.fields import _single_challenge
 from gateway.sip.flow import redact, trace
@@ -132,12 +132,20 @@ cdef Py_ssize_t _find(const char *s, Py_ssize_t start, Py_ssize_t end, const cha
 
 cdef class _Exchange:
     cdef RegisterWire wire
-    cdef object client, flow, future, uri, retransmit, timeout, sendto, remote
+    cdef object client, flow, future, callback, uri, retransmit, timeout, sendto, remote
     cdef bytes head, middle, tail, branch, data
     cdef long expires
     cdef int challenges_left, answered
-    cdef double interval, sent
-    cdef bint proceeding
+    cdef double interval, sent, started
+    cdef bint proceeding, finished
+
+    def done(self):
+        return self.finished
+
+    def cancel(self):
+        """Drop the exchange: no more sends, no call of its callback."""
+        if not self.finished:
+            self.wire._end(self, None, False)
 
 
 cdef class RegisterWire:
@@ -170,11 +178,28 @@ cdef class RegisterWire:
 
     def exchange(self, client, flow, uri, bytes head, bytes middle, bytes tail, long expires,
                  int challenges_left):
+        cdef _Exchange ex = self._new(client, flow, uri, head, middle, tail, expires,
+                                      challenges_left, None)
+        self._send_request(ex)
+        return ex.future
+
+    def start(self, client, flow, uri, bytes head, bytes middle, bytes tail, long expires,
+              int challenges_left, done):
+        cdef _Exchange ex = self._new(client, flow, uri, head, middle, tail, expires,
+                                      challenges_left, done)
+        self._send_request(ex)
+        return ex
+
+    cdef _Exchange _new(self, client, flow, uri, bytes head, bytes middle, bytes tail,
+                        long expires, int challenges_left, callback):
         cdef _Exchange ex = _Exchange.__new__(_Exchange)
         ex.wire = self
         ex.client = client
         ex.flow = flow
-        ex.future = asyncio.get_running_loop().create_future()
+        if callback is None:
+            ex.future = asyncio.get_running_loop().create_future()
+        ex.callback = callback
+        ex.started = _now()
         ex.uri = uri
         ex.head = head
         ex.middle = middle
@@ -185,8 +210,7 @@ cdef class RegisterWire:
         ex.branch = b""
         ex.sendto = flow.connection.transport.sendto
         ex.remote = flow.remote
-        self._send_request(ex)
-        return ex.future
+        return ex
 
     # -- sending --------------------------------------------------------------------------
 
@@ -226,14 +250,21 @@ cdef class RegisterWire:
         flow.last_activity = _now()
         return True
 
-    cdef _end(self, _Exchange ex, outcome):
+    cdef _end(self, _Exchange ex, outcome, bint notify=True):
         if self.pending.get(ex.branch) is ex:
             del self.pending[ex.branch]
         if ex.retransmit is not None:
             ex.retransmit.cancel()
             ex.timeout.cancel()
         ex.retransmit = ex.timeout = None
+        if ex.finished:
+            return
+        ex.finished = True
         future = ex.future
+        if future is None:
+            if notify:
+                ex.callback(ex.client, ex.flow, outcome, ex.started)
+            return
         if future.done():
             return
         if isinstance(outcome, BaseException):
@@ -299,7 +330,7 @@ cdef class RegisterWire:
             params = _one_digest_challenge(
                 s, head_end, b"WWW-Authenticate" if status == 401 else b"Proxy-Authenticate")
             if params is not None:
-                chosen = usable(params)
+                chosen = _usable(params)
                 if chosen is not None:
                     _observe_rtt(rtt)
                     self._challenged(ex, status, params, chosen)
@@ -325,7 +356,7 @@ cdef class RegisterWire:
     cdef _challenged(self, _Exchange ex, int status, dict params, tuple chosen):
         name = "Authorization" if status == 401 else "Proxy-Authorization"
         try:
-            ex.client.digest.accept(status, name, params, chosen[0], chosen[1])
+            _accept(ex.client.digest, status, name, params, chosen[0], chosen[1])
         except Exception as exc:
             _count(_RESULTS, _UNAUTHORIZED)
             self._end(ex, exc)
@@ -382,6 +413,51 @@ cpdef bytes credentials(digest, str uri):
     return (", ".join(parts) + "\r\n").encode()
 
 
+cdef object _usable(dict params):
+    """`gateway.sip.digest.usable(params)`: (algorithm, qop) or None."""
+    nonce = params.get("nonce")
+    if not nonce:
+        return None
+    algorithm = _BY_NAME.get(params.get("algorithm", "MD5").strip().lower())
+    if algorithm is None:
+        return None
+    qops = params.get("qop")
+    if qops is None:
+        return (algorithm, None)
+    for q in qops.split(","):
+        if q.strip().lower() == "auth":
+            return (algorithm, "auth")
+    return None  # auth-int only
+
+
+cdef _accept(digest, int status, str header, dict params, str algorithm, qop):
+    """`DigestClient.accept` (see there), on the client's own fields: the same checks,
+    the same shared challenge, HA1 computed as `digest.ha1` computes it."""
+    previous = digest._challenge
+    stale = params.get("stale", "").lower() == "true"
+    cdef str realm = params.get("realm", "")
+    cdef long nc = digest._nc
+    if (previous is not None and nc > 0 and not stale and previous.realm == realm
+            and (digest._nonce == params.get("nonce") or nc == 1)):
+        raise AuthError("credentials rejected", status=status)
+    values = (header, realm, params.get("opaque"), algorithm, "algorithm" in params, qop)
+    shared = _CHALLENGES.get(values)
+    if shared is None:
+        shared = _Challenge(*values)
+        if len(_CHALLENGES) < 10_000:
+            _CHALLENGES[values] = shared
+    key = shared.ha1_key
+    if digest._ha1_key != key:
+        password = digest.password_source()
+        H = _sha256 if key[1] == "SHA-256" else _md5
+        digest._ha1 = H(f"{digest.username}:{realm}:{password}".encode("utf-8")).digest()
+        digest._ha1_key = key
+        del password
+    digest._challenge = shared
+    digest._nonce = params.get("nonce", "")
+    digest._nc = 0
+
+
 cdef str _quote(str value):
     if "\\" in value or '"' in value:
         return _quote_escaped(value)
@@ -390,8 +466,8 @@ cdef str _quote(str value):
 
 def _retransmit(_Exchange ex):
     cdef RegisterWire wire = ex.wire
-    if ex.future.done():
-        wire._end(ex, None)
+    if ex.finished or (ex.future is not None and ex.future.done()):
+        wire._end(ex, None, False)
         return
     if not wire._send(ex):
         return
