@@ -74,10 +74,14 @@ cdef extern from "<netinet/in.h>":
 cdef extern from "<arpa/inet.h>":
     const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
 
-#: datagrams read per wake-up (and the most sent with one call)
-BATCH = 64
-DEF NBATCH = 64
-DEF BUFSIZE = 65536
+# datagrams read per wake-up (and the most sent with one call), and the room for each:
+# 4 MiB of address space per socket, of which the kernel backs only the pages datagrams
+# were written to (a page or so each for SIP)
+cdef enum:
+    NBATCH = 64
+    BUFSIZE = 65536
+
+BATCH = NBATCH
 
 
 cdef class BatchedDatagramSocket:
