@@ -43,6 +43,20 @@ cdef extern from "string.h":
     void *memmem(const void *haystack, size_t haystacklen, const void *needle, size_t needlelen)
 
 cdef int DEBUG = logging.DEBUG
+# the SIP trace logger's answers by level: logging clears this dict (never replaces it)
+# whenever a level changes, so a False found here is what `isEnabledFor` would say
+cdef object _TRACE_CACHE = getattr(trace, "_cache", None)
+
+
+cdef inline bint _tracing() except -1:
+    """`trace.isEnabledFor(logging.DEBUG)`, without a Python call when logging has the
+    answer cached as False (every datagram asks)."""
+    cdef PyObject *cached
+    if type(_TRACE_CACHE) is dict:
+        cached = PyDict_GetItem(_TRACE_CACHE, DEBUG)
+        if cached != NULL and <object>cached is False:
+            return False
+    return trace.isEnabledFor(DEBUG)
 
 # The recorders of `gateway.metrics`, incremented here as its recording functions do
 # (`values[key] += 1`, see `metrics.Tally`), without a Python frame per count.
@@ -243,7 +257,7 @@ cdef class RegisterWire:
         if flow.closed:
             self._end(ex, TransportError(f"{flow!r} is closed"))
             return False
-        if trace.isEnabledFor(DEBUG):
+        if _tracing():
             trace.debug("send %s\n%s", flow, redact(ex.data))
         ex.sendto(ex.data, ex.remote)
         _count(_SIP_REQ, _OUT_REGISTER)
@@ -308,7 +322,7 @@ cdef class RegisterWire:
         if status < 0 or not _cseq_is_register(s, head_end):
             return False
         flow = ex.flow
-        if trace.isEnabledFor(DEBUG):
+        if _tracing():
             trace.debug("recv %s\n%s", flow, redact(data))
         _count(_SIP_RESP, _IN_CLASS[status // 100 if status < 1000 else 0])
         flow.last_activity = _now()
