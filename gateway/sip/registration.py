@@ -134,8 +134,8 @@ class RegistrationContext:
         # exchanges under way at once: beyond this they wait, so an overloaded registrar
         # (or host) sees retransmissions of a bounded set, not of everything queued
         self.in_flight = Slots(max_in_flight)
-        # clients started by a ramp whose first exchange is under way -> its window
-        self._ramping: dict[RegistrationClient, asyncio.Semaphore] = {}
+        # clients started by a ramp whose first exchange is under way -> that ramp
+        self._ramping: dict[RegistrationClient, _Ramp] = {}
         #: the wire path of REGISTER exchanges on UDP (None: the general path only)
         self.wire = RegisterWire.of(endpoint)
         self._last_hostport: tuple[Any, str] = (None, "")
@@ -168,24 +168,22 @@ class RegistrationContext:
         more than `window` of them in their first exchange at once: started all
         together, those waiting for the pacer would each hold a task until their turn,
         a burst of memory the process keeps fragmented long after. Clients already
-        started, or no longer `wanted`, are passed over."""
-        gate = asyncio.Semaphore(window)
-        for client in clients:
-            await gate.acquire()
-            if client.active or not wanted(client):
-                gate.release()  # started meanwhile, or removed
-                continue
-            self._ramping[client] = gate
-            client.start(announce=False)
-            if client._task is None or client._task.done():
-                self.exchange_ended(client)  # (nothing under way after all)
+        started, or no longer `wanted`, are passed over. Returns once the last one is
+        started."""
+        ramp = _Ramp(self, clients, window, wanted)
+        ramp.pump()
+        try:
+            await ramp.started
+        finally:
+            ramp.next = len(clients)  # (cancelled: start no more)
 
     def exchange_ended(self, client: "RegistrationClient") -> None:
         """A client's exchange is over (either path): its ramp window opens again."""
         if self._ramping:
-            gate = self._ramping.pop(client, None)
-            if gate is not None:
-                gate.release()
+            ramp = self._ramping.pop(client, None)
+            if ramp is not None:
+                ramp.free += 1
+                ramp.pump()
 
     # No index of the clients on each flow: every client of a registrar shares one UDP
     # flow, so that would be a set entry per instance, to serve a rare event (a flow
@@ -203,6 +201,44 @@ class RegistrationContext:
         flow, client.flow = client.flow, None
         if flow is not None and not flow.closed:
             flow.release()
+
+
+class _Ramp:
+    """`RegistrationContext.ramp` under way: the next client is started as an earlier
+    one's first exchange ends, from that end (no task, and on the wire path its first
+    REGISTER leaves with the other datagrams of the batch being handled)."""
+
+    __slots__ = ("ctx", "clients", "wanted", "free", "next", "pumping", "started")
+
+    def __init__(self, ctx: RegistrationContext, clients: list, window: int, wanted):
+        self.ctx = ctx
+        self.clients = clients
+        self.wanted = wanted
+        self.free = window
+        self.next = 0
+        self.pumping = False
+        self.started = asyncio.get_running_loop().create_future()
+
+    def pump(self) -> None:
+        if self.pumping:
+            return  # an exchange ended while we start one: the loop below goes on
+        self.pumping = True
+        try:
+            clients, ctx = self.clients, self.ctx
+            while self.free > 0 and self.next < len(clients):
+                client = clients[self.next]
+                self.next += 1
+                if client.active or not self.wanted(client):
+                    continue  # started meanwhile, or removed
+                self.free -= 1
+                ctx._ramping[client] = self
+                client.start(announce=False)
+                if client._task is None or client._task.done():
+                    ctx.exchange_ended(client)  # (over already, or nothing under way)
+            if self.next >= len(clients) and not self.started.done():
+                self.started.set_result(None)
+        finally:
+            self.pumping = False
 
 
 def _split_public(address: str) -> tuple[str, int | None]:
