@@ -8,7 +8,7 @@ one sendmmsg(2) at its end. The source address of the last datagram is kept with
 Python tuple, and the sockaddr of each destination with its tuple, so the common case
 (one registrar, a handful of peers) converts no address.
 
-May depend on nothing of the gateway (it sits below the transport layer).
+May depend on nothing of the gateway but its twin (it sits below the transport layer).
 """
 
 from libc.errno cimport errno, EAGAIN, EINTR
@@ -19,6 +19,8 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 import os
 import socket
 import sys
+
+from gateway.sip.udpsock import numeric_sockaddr
 
 cdef extern from "<errno.h>":
     int EWOULDBLOCK
@@ -242,20 +244,17 @@ cdef class BatchedDatagramSocket:
 
     cdef bytes _sockaddr(self, addr):
         family = self.sock.family
-        host, port = addr[0], addr[1]
-        try:
-            packed = socket.inet_pton(family, host)
-        except OSError:
-            raise ValueError(f"{addr!r} is not an address of the socket's family") from None
+        found = numeric_sockaddr(family, addr)
+        packed = socket.inet_pton(family, found[0].partition("%")[0])
+        port = found[1]
         cdef bytes raw
         if family == socket.AF_INET:
             raw = (int(socket.AF_INET).to_bytes(2, sys.byteorder) + int(port).to_bytes(2, "big")
                    + packed + bytes(8))
         else:
-            flow = addr[2] if len(addr) > 2 else 0
-            scope = addr[3] if len(addr) > 3 else 0
             raw = (int(socket.AF_INET6).to_bytes(2, sys.byteorder) + int(port).to_bytes(2, "big")
-                   + int(flow).to_bytes(4, "big") + packed + int(scope).to_bytes(4, sys.byteorder))
+                   + int(found[2]).to_bytes(4, "big") + packed
+                   + int(found[3]).to_bytes(4, sys.byteorder))
         if len(self._names) < 1024:
             self._names[addr] = raw
         return raw

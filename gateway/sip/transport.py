@@ -17,7 +17,8 @@ UDP sockets are `BatchedDatagramSocket`s (`gateway.sip.udpsock`, compiled as
 sent while a batch is handled leaving together (sendmmsg); each datagram goes to
 `datagram_hook` first, then to the general path. GATEWAY_UDP_SOCKET=loop uses uvloop's
 datagram transport instead (one system call and one protocol call per datagram; on the
-registration bench it cost ~30 % more CPU per registration, for us and for Kamailio).
+registration bench it cost 114-124 us of CPU per registration against 84-87 us for
+the batched socket, 4 alternated runs of 20,000).
 
 Counts what it receives, parse errors and parse time (every 16th read) in
 `gateway.metrics`; the flows count what they send.

@@ -31,6 +31,21 @@ BATCH = 64
 _MAX = 65536
 
 
+def numeric_sockaddr(family: int, addr: tuple) -> tuple:
+    """`addr` as the kernel will take it: (host, port) or (host, port, flowinfo,
+    scope_id), the scope of a link-local `fe80::1%eth0` resolved; ValueError for anything
+    but an IP address of `family` (no name is looked up)."""
+    try:
+        infos = socket.getaddrinfo(addr[0], addr[1], family, socket.SOCK_DGRAM, 0,
+                                   socket.AI_NUMERICHOST)
+    except (OSError, UnicodeError, TypeError, ValueError, IndexError):
+        raise ValueError(f"{addr!r} is not an address of the socket's family") from None
+    found = infos[0][4]
+    if family == socket.AF_INET6 and len(addr) > 2:  # given explicitly: they stand
+        found = found[:2] + tuple(addr[2:4]) + found[2 + len(addr[2:4]):]
+    return found
+
+
 class BatchedDatagramSocket:
     """One bound, non-blocking UDP socket on the loop; see the module docstring."""
 
@@ -41,6 +56,7 @@ class BatchedDatagramSocket:
         self.receive = receive
         self.error = error
         self._queue: deque = deque()
+        self._checked: set = set()  # destinations known to be addresses of our family
         self._batching = self._writing = self._flushing = self._closed = False
         sock.setblocking(False)
         loop.add_reader(sock.fileno(), self._readable)
@@ -105,10 +121,10 @@ class BatchedDatagramSocket:
         others of the batch being handled, or once the socket is writable again."""
         if self._closed:
             return
-        try:
-            socket.inet_pton(self.sock.family, addr[0])
-        except OSError:
-            raise ValueError(f"{addr!r} is not an address of the socket's family") from None
+        if addr not in self._checked:
+            numeric_sockaddr(self.sock.family, addr)
+            if len(self._checked) < 1024:
+                self._checked.add(addr)
         self._queue.append((bytes(data), addr))
         if not (self._batching or self._writing or self._flushing):
             self._flush()

@@ -132,6 +132,35 @@ async def test_errors_are_reported_and_the_socket_goes_on(mod):
     sock.sendto(b"after close", ("127.0.0.1", 9))  # dropped, as a closed transport drops it
 
 
+@pytest.mark.skipif(not _has_ipv6(), reason="no IPv6 loopback")
+@pytest.mark.parametrize("mod", TWINS)
+async def test_ipv6_destinations_with_a_scope_or_flow_info(mod):
+    loop = asyncio.get_running_loop()
+    rec = Recorder()
+    sock = mod.BatchedDatagramSocket(bound(socket.AF_INET6, "::1"), rec.receive, rec.error, loop)
+    peer = bound(socket.AF_INET6, "::1")
+    peer.setblocking(False)
+    port = peer.getsockname()[1]
+    try:
+        for addr in (("::1", port), ("::1", port, 0, 0), ("0:0::1", port)):
+            sock.sendto(b"to %r" % (addr,), addr)
+        got = []
+
+        def drain():
+            while True:
+                try:
+                    got.append(peer.recv(100))
+                except BlockingIOError:
+                    return len(got) == 3
+
+        assert await until(drain)
+        assert not rec.errors
+        assert mod.numeric_sockaddr(socket.AF_INET6, ("fe80::1%1", 5060))[3] == 1
+    finally:
+        sock.close()
+        peer.close()
+
+
 @pytest.mark.parametrize("mod", TWINS)
 async def test_a_failing_handler_is_reported_to_the_loop_and_the_batch_goes_on(mod):
     loop = asyncio.get_running_loop()
