@@ -194,14 +194,14 @@ cdef class RegisterWire:
                  int challenges_left):
         cdef _Exchange ex = self._new(client, flow, uri, head, middle, tail, expires,
                                       challenges_left, None)
-        self._send_request(ex)
+        self._first_send(ex)
         return ex.future
 
     def start(self, client, flow, uri, bytes head, bytes middle, bytes tail, long expires,
               int challenges_left, done):
         cdef _Exchange ex = self._new(client, flow, uri, head, middle, tail, expires,
                                       challenges_left, done)
-        self._send_request(ex)
+        self._first_send(ex)
         return ex
 
     cdef _Exchange _new(self, client, flow, uri, bytes head, bytes middle, bytes tail,
@@ -227,6 +227,13 @@ cdef class RegisterWire:
         return ex
 
     # -- sending --------------------------------------------------------------------------
+
+    cdef _first_send(self, _Exchange ex):
+        try:
+            self._send_request(ex)
+        except BaseException:
+            self._end(ex, None, False)  # nothing left behind (timers, branch)
+            raise
 
     cdef _send_request(self, _Exchange ex):
         client = ex.client

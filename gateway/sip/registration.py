@@ -419,8 +419,13 @@ class RegistrationClient:
                 expires = self.expires
                 if expires > 0:
                     self.bound_maybe = True
-                handle = ctx.wire.start(self, flow, *self._template(flow, expires), expires,
-                                        ctx.settings.max_challenges, _wire_done)
+                try:
+                    handle = ctx.wire.start(self, flow, *self._template(flow, expires),
+                                            expires, ctx.settings.max_challenges, _wire_done)
+                except Exception:  # noqa: BLE001 - the task's exchange meets it again
+                    ctx.in_flight.release()  # and reports it as every failure is reported
+                    self._task = asyncio.ensure_future(self._register(paced=True))
+                    return
                 if not handle.done():  # (else it ended at once: `_wire_done` ran)
                     self._task = handle
                 return

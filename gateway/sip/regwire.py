@@ -130,17 +130,24 @@ class RegisterWire:
     def exchange(self, client, flow, uri: str, head: bytes, middle: bytes, tail: bytes,
                  expires: int, challenges_left: int) -> asyncio.Future:
         ex = _Exchange(self, client, flow, uri, head, middle, tail, expires, challenges_left)
-        self._send_request(ex)
+        self._first_send(ex)
         return ex.future
 
     def start(self, client, flow, uri: str, head: bytes, middle: bytes, tail: bytes,
               expires: int, challenges_left: int, done) -> _Exchange:
         ex = _Exchange(self, client, flow, uri, head, middle, tail, expires, challenges_left,
                        done)
-        self._send_request(ex)
+        self._first_send(ex)
         return ex
 
     # -- sending --------------------------------------------------------------------------
+
+    def _first_send(self, ex: _Exchange) -> None:
+        try:
+            self._send_request(ex)
+        except BaseException:
+            self._end(ex, None, notify=False)  # nothing left behind (timers, branch)
+            raise
 
     def _send_request(self, ex: _Exchange) -> None:
         """A new REGISTER transaction of the exchange (the first, or after a challenge)."""

@@ -15,7 +15,8 @@ from gateway.sip.dns import Target
 from gateway.sip.endpoint import SipEndpoint
 from gateway.sip.pacing import Pacer
 from gateway.sip.parsing import parse_message
-from gateway.sip.registration import RegistrationContext, RegistrationSettings
+from gateway.sip.registration import (RegistrationClient, RegistrationContext,
+                                      RegistrationSettings)
 from gateway.sip.transaction import TimerSettings
 from gateway.timers import TimerWheel
 from tests.support.scripted_registrar import ScriptedRegistrar, response
@@ -168,6 +169,27 @@ async def test_a_started_registration_runs_without_a_task(make_stack, wire):
         assert ctx.in_flight.free == 200 and not ctx.wire.pending and c.exchange_task is None
         first.close()
         c.close()
+    finally:
+        registrar.close()
+
+
+@pytest.mark.parametrize("wire", load_both("_regwire", "sip.regwire"))
+async def test_a_request_that_cannot_be_written_is_an_error_state_not_a_crash(make_stack, wire):
+    ctx = await make_stack(wire)
+    registrar = await ScriptedRegistrar(SCRIPTS["kamailio-like"]).start()
+    try:
+        first = udp_client(ctx, registrar.port)
+        first.start()
+        assert await settled(first, 5.0) == "registered"  # (learns the registrar's address)
+        bad = RegistrationClient(ctx, key="i2", token="gwtoken2", instance_urn="urn:uuid:2",
+                                 aor="sip:\ud800@example.com", username="bob",
+                                 password_source=lambda: "pw", registrar=first.target.__str__())
+        bad.start()  # the AOR cannot be written as UTF-8: nothing escapes start()
+        assert await settled(bad, 5.0) == "error"
+        assert bad.last_error == "internal error: UnicodeEncodeError"
+        assert ctx.in_flight.free == 200 and not ctx.wire.pending
+        first.close()
+        bad.close()
     finally:
         registrar.close()
 
