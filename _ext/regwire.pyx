@@ -31,9 +31,9 @@ import os
 from hashlib import blake2b as _blake2b, md5 as _md5, sha256 as _sha256
 
 from gateway import metrics
-from gateway.errors import TransactionTimeout, TransportError
+from gateway.errors import AuthError, TransactionTimeout, TransportError
 from gateway.sip import parsing
-from gateway.sip.digest import _CNONCE_KEY, usable
+from gateway.sip.digest import _BY_NAME, _CHALLENGES, _CNONCE_KEY, _Challenge
 from gateway.sip.digest import _quote as _quote_escaped
 from gateway.sip.fields import _single_challenge
 from gateway.sip.flow import redact, trace
@@ -43,6 +43,20 @@ cdef extern from "string.h":
     void *memmem(const void *haystack, size_t haystacklen, const void *needle, size_t needlelen)
 
 cdef int DEBUG = logging.DEBUG
+# the SIP trace logger's answers by level: logging clears this dict (never replaces it)
+# whenever a level changes, so a False found here is what `isEnabledFor` would say
+cdef object _TRACE_CACHE = getattr(trace, "_cache", None)
+
+
+cdef inline bint _tracing() except -1:
+    """`trace.isEnabledFor(logging.DEBUG)`, without a Python call when logging has the
+    answer cached as False (every datagram asks)."""
+    cdef PyObject *cached
+    if type(_TRACE_CACHE) is dict:
+        cached = PyDict_GetItem(_TRACE_CACHE, DEBUG)
+        if cached != NULL and <object>cached is False:
+            return False
+    return trace.isEnabledFor(DEBUG)
 
 # The recorders of `gateway.metrics`, incremented here as its recording functions do
 # (`values[key] += 1`, see `metrics.Tally`), without a Python frame per count.
@@ -132,12 +146,20 @@ cdef Py_ssize_t _find(const char *s, Py_ssize_t start, Py_ssize_t end, const cha
 
 cdef class _Exchange:
     cdef RegisterWire wire
-    cdef object client, flow, future, uri, retransmit, timeout, sendto, remote
+    cdef object client, flow, future, callback, uri, retransmit, timeout, sendto, remote
     cdef bytes head, middle, tail, branch, data
     cdef long expires
     cdef int challenges_left, answered
-    cdef double interval, sent
-    cdef bint proceeding
+    cdef double interval, sent, started
+    cdef bint proceeding, finished
+
+    def done(self):
+        return self.finished
+
+    def cancel(self):
+        """Drop the exchange: no more sends, no call of its callback."""
+        if not self.finished:
+            self.wire._end(self, None, False)
 
 
 cdef class RegisterWire:
@@ -170,11 +192,28 @@ cdef class RegisterWire:
 
     def exchange(self, client, flow, uri, bytes head, bytes middle, bytes tail, long expires,
                  int challenges_left):
+        cdef _Exchange ex = self._new(client, flow, uri, head, middle, tail, expires,
+                                      challenges_left, None)
+        self._first_send(ex)
+        return ex.future
+
+    def start(self, client, flow, uri, bytes head, bytes middle, bytes tail, long expires,
+              int challenges_left, done):
+        cdef _Exchange ex = self._new(client, flow, uri, head, middle, tail, expires,
+                                      challenges_left, done)
+        self._first_send(ex)
+        return ex
+
+    cdef _Exchange _new(self, client, flow, uri, bytes head, bytes middle, bytes tail,
+                        long expires, int challenges_left, callback):
         cdef _Exchange ex = _Exchange.__new__(_Exchange)
         ex.wire = self
         ex.client = client
         ex.flow = flow
-        ex.future = asyncio.get_running_loop().create_future()
+        if callback is None:
+            ex.future = asyncio.get_running_loop().create_future()
+        ex.callback = callback
+        ex.started = _now()
         ex.uri = uri
         ex.head = head
         ex.middle = middle
@@ -185,10 +224,16 @@ cdef class RegisterWire:
         ex.branch = b""
         ex.sendto = flow.connection.transport.sendto
         ex.remote = flow.remote
-        self._send_request(ex)
-        return ex.future
+        return ex
 
     # -- sending --------------------------------------------------------------------------
+
+    cdef _first_send(self, _Exchange ex):
+        try:
+            self._send_request(ex)
+        except BaseException:
+            self._end(ex, None, False)  # nothing left behind (timers, branch)
+            raise
 
     cdef _send_request(self, _Exchange ex):
         client = ex.client
@@ -219,21 +264,28 @@ cdef class RegisterWire:
         if flow.closed:
             self._end(ex, TransportError(f"{flow!r} is closed"))
             return False
-        if trace.isEnabledFor(DEBUG):
+        if _tracing():
             trace.debug("send %s\n%s", flow, redact(ex.data))
         ex.sendto(ex.data, ex.remote)
         _count(_SIP_REQ, _OUT_REGISTER)
         flow.last_activity = _now()
         return True
 
-    cdef _end(self, _Exchange ex, outcome):
+    cdef _end(self, _Exchange ex, outcome, bint notify=True):
         if self.pending.get(ex.branch) is ex:
             del self.pending[ex.branch]
         if ex.retransmit is not None:
             ex.retransmit.cancel()
             ex.timeout.cancel()
         ex.retransmit = ex.timeout = None
+        if ex.finished:
+            return
+        ex.finished = True
         future = ex.future
+        if future is None:
+            if notify:
+                ex.callback(ex.client, ex.flow, outcome, ex.started)
+            return
         if future.done():
             return
         if isinstance(outcome, BaseException):
@@ -277,7 +329,7 @@ cdef class RegisterWire:
         if status < 0 or not _cseq_is_register(s, head_end):
             return False
         flow = ex.flow
-        if trace.isEnabledFor(DEBUG):
+        if _tracing():
             trace.debug("recv %s\n%s", flow, redact(data))
         _count(_SIP_RESP, _IN_CLASS[status // 100 if status < 1000 else 0])
         flow.last_activity = _now()
@@ -299,7 +351,7 @@ cdef class RegisterWire:
             params = _one_digest_challenge(
                 s, head_end, b"WWW-Authenticate" if status == 401 else b"Proxy-Authenticate")
             if params is not None:
-                chosen = usable(params)
+                chosen = _usable(params)
                 if chosen is not None:
                     _observe_rtt(rtt)
                     self._challenged(ex, status, params, chosen)
@@ -325,7 +377,7 @@ cdef class RegisterWire:
     cdef _challenged(self, _Exchange ex, int status, dict params, tuple chosen):
         name = "Authorization" if status == 401 else "Proxy-Authorization"
         try:
-            ex.client.digest.accept(status, name, params, chosen[0], chosen[1])
+            _accept(ex.client.digest, status, name, params, chosen[0], chosen[1])
         except Exception as exc:
             _count(_RESULTS, _UNAUTHORIZED)
             self._end(ex, exc)
@@ -382,6 +434,51 @@ cpdef bytes credentials(digest, str uri):
     return (", ".join(parts) + "\r\n").encode()
 
 
+cdef object _usable(dict params):
+    """`gateway.sip.digest.usable(params)`: (algorithm, qop) or None."""
+    nonce = params.get("nonce")
+    if not nonce:
+        return None
+    algorithm = _BY_NAME.get(params.get("algorithm", "MD5").strip().lower())
+    if algorithm is None:
+        return None
+    qops = params.get("qop")
+    if qops is None:
+        return (algorithm, None)
+    for q in qops.split(","):
+        if q.strip().lower() == "auth":
+            return (algorithm, "auth")
+    return None  # auth-int only
+
+
+cdef _accept(digest, int status, str header, dict params, str algorithm, qop):
+    """`DigestClient.accept` (see there), on the client's own fields: the same checks,
+    the same shared challenge, HA1 computed as `digest.ha1` computes it."""
+    previous = digest._challenge
+    stale = params.get("stale", "").lower() == "true"
+    cdef str realm = params.get("realm", "")
+    cdef long nc = digest._nc
+    if (previous is not None and nc > 0 and not stale and previous.realm == realm
+            and (digest._nonce == params.get("nonce") or nc == 1)):
+        raise AuthError("credentials rejected", status=status)
+    values = (header, realm, params.get("opaque"), algorithm, "algorithm" in params, qop)
+    shared = _CHALLENGES.get(values)
+    if shared is None:
+        shared = _Challenge(*values)
+        if len(_CHALLENGES) < 10_000:
+            _CHALLENGES[values] = shared
+    key = shared.ha1_key
+    if digest._ha1_key != key:
+        password = digest.password_source()
+        H = _sha256 if key[1] == "SHA-256" else _md5
+        digest._ha1 = H(f"{digest.username}:{realm}:{password}".encode("utf-8")).digest()
+        digest._ha1_key = key
+        del password
+    digest._challenge = shared
+    digest._nonce = params.get("nonce", "")
+    digest._nc = 0
+
+
 cdef str _quote(str value):
     if "\\" in value or '"' in value:
         return _quote_escaped(value)
@@ -390,8 +487,8 @@ cdef str _quote(str value):
 
 def _retransmit(_Exchange ex):
     cdef RegisterWire wire = ex.wire
-    if ex.future.done():
-        wire._end(ex, None)
+    if ex.finished or (ex.future is not None and ex.future.done()):
+        wire._end(ex, None, False)
         return
     if not wire._send(ex):
         return

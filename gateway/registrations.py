@@ -117,24 +117,10 @@ class RegistrationService:
                  rate=self.config.sip.registration.rate)
 
     async def _ramp(self, waiting: list[RegistrationClient]) -> None:
-        """Start the clients in order, no more than `max_in_flight` of them waiting for
-        their first exchange at once. Started all together, each would hold a task (with
-        its coroutine and frame) until its turn: 100,000 of them for the whole ramp, a
-        burst of memory the process keeps fragmented long after."""
-        window = asyncio.Semaphore(self.config.sip.registration.max_in_flight)
-        waiting.reverse()  # popped from the end: the oldest expiry first
-        while waiting:
-            await window.acquire()
-            client = waiting.pop()
-            if self.clients.get(client.key) is not client or client.active:
-                window.release()  # removed, replaced or already started meanwhile
-                continue
-            client.start(announce=False)
-            task = client.exchange_task
-            if task is None:
-                window.release()
-            else:
-                task.add_done_callback(lambda _task: window.release())
+        """Start the clients in order, no more than `max_in_flight` of them in their
+        first exchange at once (`RegistrationContext.ramp`)."""
+        await self.ctx.ramp(waiting, self.config.sip.registration.max_in_flight,
+                            wanted=lambda client: self.clients.get(client.key) is client)
 
     async def stop(self) -> None:
         if self._unsubscribe is not None:

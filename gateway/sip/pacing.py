@@ -6,7 +6,11 @@
 Waiters are released in arrival order by ONE timer on the wheel per bucket (not one timer
 per waiter), so 20,000 registrations queued at start cost 20,000 futures and a single
 handle. `Pacer` chains a global bucket and one per key (the registrar), so a burst towards
-one provider never exceeds its own rate nor the gateway's.
+one provider never exceeds its own rate nor the gateway's. Both also answer at once
+(`try_acquire`), for callers that start work without a coroutine when nothing is queued.
+
+`Slots(count)` bounds how much runs at once (the REGISTER exchanges under way): taken at
+once with `try_take()`, or awaited in arrival order (`take()`, `async with slots:`).
 
 Depends only on asyncio and a timer wheel passed in (`call_later(delay, cb, arg)`).
 """
@@ -122,6 +126,16 @@ class Pacer:
         await self.limit_for(key).acquire()
         await self.overall.acquire()
 
+    def try_acquire(self, key: str) -> bool:
+        """Both tokens at once, or neither (nothing taken when either would wait)."""
+        limit = self.limit_for(key)
+        if not limit.try_acquire():
+            return False
+        if self.overall.try_acquire():
+            return True
+        limit._tokens += 1.0  # the per-key token goes back: this one waits its turn
+        return False
+
     @property
     def waiting(self) -> int:
         return self.overall.waiting + sum(limit.waiting for limit in self._keys.values())
@@ -130,3 +144,50 @@ class Pacer:
         self.overall.close()
         for limit in self._keys.values():
             limit.close()
+
+
+class Slots:
+    """At most `count` holders at once; waiters served in arrival order. Unlike
+    asyncio.Semaphore it can be taken without a coroutine (`try_take`), which never
+    jumps the queue."""
+
+    __slots__ = ("free", "_waiters")
+
+    def __init__(self, count: int):
+        if count < 1:
+            raise ValueError("Slots needs a count of at least 1")
+        self.free = count
+        self._waiters: deque[asyncio.Future] = deque()
+
+    def try_take(self) -> bool:
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        if self.try_take():
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # handed over just as we were cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():  # (a cancelled waiter is skipped)
+                waiter.set_result(None)  # the slot goes straight to the next in line
+                return
+        self.free += 1
+
+    async def __aenter__(self) -> None:
+        await self.take()
+
+    async def __aexit__(self, *exc) -> None:
+        self.release()

@@ -22,14 +22,18 @@ without a lookup by AOR). The exchange handles 401/407 (digest, `gateway.sip.dig
 missing, connection lost) is reported by the endpoint; `flow_lost()` re-registers.
 
 Every REGISTER exchange waits for one of `max_in_flight` slots, then for the `Pacer`
-(global and per-registrar rate).
+(global and per-registrar rate). `RegistrationContext.ramp` starts many clients in order
+(a restart) through a window of first exchanges under way.
 
 Over UDP to an IP hop with a flow at hand (no DNS, no trace logging), an exchange goes
 on the wire path (`RegisterWire`, `gateway.sip.regwire` or its compiled twin): requests
 written from templates (`_template`), responses read off the datagram, the common 401 and
 200 handled there; whatever else a response says comes back parsed to `_exchange`, which
 decides as it does for the general path (transactions, `send_with_failover`): TCP, TLS,
-DNS names, 3xx targets without a flow yet.
+DNS names, 3xx targets without a flow yet. When a slot and the pacer's tokens are free
+at once, `_run` starts a wire exchange without a task and the wire calls `_wire_done`
+when it ends: besides the request's templates, the only Python of a common registration.
+Otherwise the exchange runs in a task (`_register`).
 Results go to `RegistrationContext.report(client, state, error, until)` and, for metrics,
 to `RegistrationContext.on_register_result(outcome, rtt)`.
 
@@ -59,7 +63,7 @@ from gateway.sip.flow import trace
 from gateway.sip.ids import random_hex
 from gateway.sip.message import SipUri
 from gateway.sip.parsing import parse_message
-from gateway.sip.pacing import Pacer
+from gateway.sip.pacing import Pacer, Slots
 from gateway.sip.transaction import new_branch
 from gateway.timers import jitter
 
@@ -129,10 +133,15 @@ class RegistrationContext:
         self.on_register_result: Callable[[str, float], None] = lambda outcome, rtt: None
         # exchanges under way at once: beyond this they wait, so an overloaded registrar
         # (or host) sees retransmissions of a bounded set, not of everything queued
-        self.in_flight = asyncio.Semaphore(max_in_flight)
+        self.in_flight = Slots(max_in_flight)
+        # clients started by a ramp whose first exchange is under way -> that ramp
+        self._ramping: dict[RegistrationClient, _Ramp] = {}
         #: the wire path of REGISTER exchanges on UDP (None: the general path only)
         self.wire = RegisterWire.of(endpoint)
         self._last_hostport: tuple[Any, str] = (None, "")
+        #: (hop URI, its open flow) last found by a client's `_ready_flow`: the clients
+        #: of a registrar share both, so the next one needs no look-up while it is open
+        self.last_ready: tuple[Any, Any] = (None, None)
 
     def contact_hostport(self, flow: Any) -> str:
         """host:port for our Contact and Via on a flow: the public address when set, else
@@ -152,6 +161,30 @@ class RegistrationContext:
             self._last_hostport = (flow, hostport)
         return hostport
 
+    async def ramp(self, clients: list["RegistrationClient"], window: int,
+                   wanted: Callable[["RegistrationClient"], bool] = lambda client: True
+                   ) -> None:
+        """Start `clients` in order (a restart registering every stored instance), no
+        more than `window` of them in their first exchange at once: started all
+        together, those waiting for the pacer would each hold a task until their turn,
+        a burst of memory the process keeps fragmented long after. Clients already
+        started, or no longer `wanted`, are passed over. Returns once the last one is
+        started."""
+        ramp = _Ramp(self, clients, window, wanted)
+        ramp.pump()
+        try:
+            await ramp.started
+        finally:
+            ramp.next = len(clients)  # (cancelled: start no more)
+
+    def exchange_ended(self, client: "RegistrationClient") -> None:
+        """A client's exchange is over (either path): its ramp window opens again."""
+        if self._ramping:
+            ramp = self._ramping.pop(client, None)
+            if ramp is not None:
+                ramp.free += 1
+                ramp.pump()
+
     # No index of the clients on each flow: every client of a registrar shares one UDP
     # flow, so that would be a set entry per instance, to serve a rare event (a flow
     # failing) that a scan of the clients' `flow` serves as well.
@@ -159,7 +192,8 @@ class RegistrationContext:
     def bind(self, client: "RegistrationClient", flow: Any) -> None:
         if client.flow is flow:
             return
-        self.unbind(client)
+        if client.flow is not None:
+            self.unbind(client)
         flow.acquire()  # keepalives run while anyone is registered over the flow
         client.flow = flow
 
@@ -167,6 +201,44 @@ class RegistrationContext:
         flow, client.flow = client.flow, None
         if flow is not None and not flow.closed:
             flow.release()
+
+
+class _Ramp:
+    """`RegistrationContext.ramp` under way: the next client is started as an earlier
+    one's first exchange ends, from that end (no task, and on the wire path its first
+    REGISTER leaves with the other datagrams of the batch being handled)."""
+
+    __slots__ = ("ctx", "clients", "wanted", "free", "next", "pumping", "started")
+
+    def __init__(self, ctx: RegistrationContext, clients: list, window: int, wanted):
+        self.ctx = ctx
+        self.clients = clients
+        self.wanted = wanted
+        self.free = window
+        self.next = 0
+        self.pumping = False
+        self.started = asyncio.get_running_loop().create_future()
+
+    def pump(self) -> None:
+        if self.pumping:
+            return  # an exchange ended while we start one: the loop below goes on
+        self.pumping = True
+        try:
+            clients, ctx = self.clients, self.ctx
+            while self.free > 0 and self.next < len(clients):
+                client = clients[self.next]
+                self.next += 1
+                if client.active or not self.wanted(client):
+                    continue  # started meanwhile, or removed
+                self.free -= 1
+                ctx._ramping[client] = self
+                client.start(announce=False)
+                if client._task is None or client._task.done():
+                    ctx.exchange_ended(client)  # (over already, or nothing under way)
+            if self.next >= len(clients) and not self.started.done():
+                self.started.set_result(None)
+        finally:
+            self.pumping = False
 
 
 def _split_public(address: str) -> tuple[str, int | None]:
@@ -247,8 +319,9 @@ class RegistrationClient:
         return f"<RegistrationClient {self.key} {self.aor} {self.state}>"
 
     @property
-    def exchange_task(self) -> asyncio.Task | None:
-        """The task of the exchange under way or waiting for its turn, if any."""
+    def exchange_task(self) -> Any:
+        """The exchange under way or waiting for its turn, if any: its task, or the wire
+        path's handle of an exchange started without one (both have done/cancel)."""
         task = self._task
         return task if task is not None and not task.done() else None
 
@@ -272,9 +345,8 @@ class RegistrationClient:
         """Stop refreshing and remove our Contact (Expires: 0) if it may be bound."""
         self.active = False
         self._cancel_timer()
-        task, self._task = self._task, None
-        if task is not None and not task.done() and task is not asyncio.current_task():
-            task.cancel()
+        task = self._stop_exchange()
+        if task is not None and task is not asyncio.current_task():
             await asyncio.gather(task, return_exceptions=True)
         if self.bound_maybe:
             started = time.monotonic()
@@ -293,10 +365,20 @@ class RegistrationClient:
         with the provider until it lapses or the next start refreshes it)."""
         self.active = False
         self._cancel_timer()
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-        self._task = None
+        self._stop_exchange()
         self.ctx.unbind(self)
+
+    def _stop_exchange(self) -> asyncio.Task | None:
+        """Cancel the exchange under way, if any; its task, when it has one, to await."""
+        task, self._task = self._task, None
+        if task is None or task.done():
+            return None
+        task.cancel()
+        if not isinstance(task, asyncio.Task):
+            self.ctx.in_flight.release()  # a wire exchange: no task to do it as it ends
+        # (a task does it as it ends too, unless cancelled before it ever ran)
+        self.ctx.exchange_ended(self)
+        return task if isinstance(task, asyncio.Task) else None
 
     def flow_lost(self, delay: float) -> None:
         """Our flow failed: the registrar may route to a dead connection; register again."""
@@ -327,17 +409,46 @@ class RegistrationClient:
     def _run(self) -> None:
         if self._task is not None and not self._task.done():
             return  # an exchange is under way; it schedules what comes next
+        ctx = self.ctx
+        flow = self._ready_flow() if ctx.wire is not None else None
+        if flow is not None and flow.transport == "udp" and ctx.in_flight.try_take() \
+                and not trace.isEnabledFor(logging.DEBUG):
+            if ctx.pacer.try_acquire(self.pacing_key):
+                # the common case: the whole exchange on the wire path, with no task;
+                # Python runs again when it ends (`_wire_done`)
+                expires = self.expires
+                if expires > 0:
+                    self.bound_maybe = True
+                try:
+                    handle = ctx.wire.start(self, flow, *self._template(flow, expires),
+                                            expires, ctx.settings.max_challenges, _wire_done)
+                except Exception:  # noqa: BLE001 - the task's exchange meets it again
+                    ctx.in_flight.release()  # and reports it as every failure is reported
+                    self._task = asyncio.ensure_future(self._register(paced=True))
+                    return
+                if not handle.done():  # (else it ended at once: `_wire_done` ran)
+                    self._task = handle
+                return
+            ctx.in_flight.release()  # its turn at the pacer: waited for in a task
         self._task = asyncio.ensure_future(self._register())
 
-    async def _register(self) -> None:
+    async def _register(self, paced: bool = False, resumed: tuple | None = None) -> None:
+        """One exchange and what follows from it. `paced`: the pacer's token is taken
+        already; `resumed`: (outcome, flow, started) of a wire exchange that needs the
+        general code to go on."""
         started = None
         try:
             async with self.ctx.in_flight:
-                await self.ctx.pacer.acquire(self.pacing_key)
+                if not paced:
+                    await self.ctx.pacer.acquire(self.pacing_key)
                 if not self.active:
                     return
-                started = time.monotonic()
-                granted = await self._exchange(self.expires)
+                if resumed is not None:
+                    outcome, flow, started = resumed
+                    granted = await self._exchange(self.expires, (outcome, flow))
+                else:
+                    started = time.monotonic()
+                    granted = await self._exchange(self.expires)
         except asyncio.CancelledError:
             raise
         except AuthError as exc:
@@ -359,6 +470,7 @@ class RegistrationClient:
             # otherwise stay with every idle client until its next refresh
             if self._task is asyncio.current_task():
                 self._task = None
+            self.ctx.exchange_ended(self)
 
     def _registered(self, granted: int, started: float) -> None:
         self.failures = 0
@@ -396,22 +508,32 @@ class RegistrationClient:
 
     # -- one exchange: challenges, 423, redirects ------------------------------------------
 
-    async def _exchange(self, expires: int) -> int:
+    async def _exchange(self, expires: int, resumed: tuple | None = None) -> int:
         """REGISTER until a 2xx; returns the expiry granted to our Contact (0 when
-        unregistering). Raises RegisterFailed, AuthError or a TransientError."""
+        unregistering). Raises RegisterFailed, AuthError or a TransientError.
+        `resumed`: (outcome, flow) of a wire exchange already under way, to go on from."""
         settings = self.ctx.settings
         challenges = redirects = too_brief = 0
         while True:
             if expires > 0:
                 self.bound_maybe = True
-            flow = self._ready_flow()
-            if flow is not None and flow.transport == "udp" and self.ctx.wire is not None \
-                    and not trace.isEnabledFor(logging.DEBUG):
+            if resumed is not None:
+                outcome, flow = resumed
+            else:
+                flow = self._ready_flow()
+            if resumed is not None or (
+                    flow is not None and flow.transport == "udp" and self.ctx.wire is not None
+                    and not trace.isEnabledFor(logging.DEBUG)):
                 # the common case on the wire path: the whole exchange (challenges
                 # answered) without a message object, unless a response needs us
                 try:
-                    outcome = await self._on_wire(flow, expires,
-                                                  settings.max_challenges - challenges)
+                    if resumed is not None:
+                        resumed = None
+                        if isinstance(outcome, BaseException):
+                            raise outcome
+                    else:
+                        outcome = await self._on_wire(flow, expires,
+                                                      settings.max_challenges - challenges)
                 except (TransportError, TransactionTimeout) as exc:
                     metrics.registration_result("transport_error")
                     _target_failed(flow, exc)
@@ -517,16 +639,25 @@ class RegistrationClient:
     def _ready_flow(self):
         """The flow to the hop when the hop is an IP address already seen (one target,
         no DNS) and the flow needs no waiting; else None."""
-        targets = _IP_TARGETS.get(_text(self.outbound_proxy or self.target))
+        hop = self.outbound_proxy or self.target
+        ctx = self.ctx
+        last_hop, last_flow = ctx.last_ready
+        if last_hop is hop and not last_flow.closed:
+            return last_flow  # what the look-up below gives while that flow is open
+        targets = _IP_TARGETS.get(_text(hop))
         if targets is None:
             return None
         target = targets[0]
         if _same_target(self.flow, target):
-            return self.flow
-        try:
-            return self.ctx.endpoint.transport.connect_now(target)
-        except TransportError:
-            return None  # (an unsupported transport) the general path reports it
+            flow = self.flow
+        else:
+            try:
+                flow = ctx.endpoint.transport.connect_now(target)
+            except TransportError:
+                return None  # (an unsupported transport) the general path reports it
+        if flow is not None:
+            ctx.last_ready = (hop, flow)
+        return flow
 
     async def _send(self, expires: int):
         targets = await self._targets(self.outbound_proxy or self.target)
@@ -597,6 +728,24 @@ def _target_failed(flow, exc: Exception):
     """The one target of a ready flow failed: raised as `send_with_failover` would."""
     log.info("target %s:%s/%s failed: %s", flow.remote[0], flow.remote[1], flow.transport, exc)
     raise TransportError("all 1 SIP targets failed") from exc
+
+
+def _wire_done(client: RegistrationClient, flow, outcome, started: float) -> None:
+    """The end of an exchange `_run` started on the wire path: the common outcome (the
+    granted expiry) settled here; anything else goes on in a task, on the general code
+    (`_exchange` from where the wire left it)."""
+    client._task = None
+    ctx = client.ctx
+    ctx.in_flight.release()
+    if type(outcome) is int:
+        if client.expires > 0:
+            ctx.bind(client, flow)
+        client._registered(outcome, started)
+        ctx.exchange_ended(client)
+        return
+    # (the task takes a slot again: a rare path may wait its turn)
+    client._task = asyncio.ensure_future(
+        client._register(paced=True, resumed=(outcome, flow, started)))
 
 
 def _timer_fired(client: RegistrationClient) -> None:

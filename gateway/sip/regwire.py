@@ -11,6 +11,14 @@ the registration needs.
     wire = RegisterWire.of(endpoint)     # one per endpoint; it diverts UDP datagrams
     outcome = await wire.exchange(client, flow, uri, head, middle, tail, expires,
                                   challenges_left)
+    handle = wire.start(client, flow, uri, head, middle, tail, expires, challenges_left,
+                        done)            # done(client, flow, outcome, started) at the end
+
+`start` is the same exchange without a future: `done` is called once, from the datagram
+or timer that ends it, with the outcome (or the exception) and the loop time the
+exchange started; `handle.cancel()` drops it without a call, `handle.done()` says
+whether it is over. The registration client starts its exchanges this way, so a common
+registration enters Python once, when it ends.
 
 `head + branch + middle + CSeq number + tail + [Authorization] + Content-Length` is a
 request (see `RegistrationClient._template`). The outcome is the expiry granted to our
@@ -59,16 +67,21 @@ class _Exchange:
     """One REGISTER exchange under way: its templates, the transaction in flight (branch,
     bytes, timers), and the future the registration client awaits."""
 
-    __slots__ = ("wire", "client", "flow", "future", "uri", "head", "middle", "tail",
-                 "expires", "challenges_left", "answered", "branch", "data", "interval",
-                 "proceeding", "retransmit", "timeout", "sent")
+    __slots__ = ("wire", "client", "flow", "future", "callback", "finished", "started",
+                 "uri", "head", "middle", "tail", "expires", "challenges_left", "answered",
+                 "branch", "data", "interval", "proceeding", "retransmit", "timeout", "sent")
 
     def __init__(self, wire, client, flow, uri, head, middle, tail, expires,
-                 challenges_left):
+                 challenges_left, callback=None):
         self.wire = wire
         self.client = client
         self.flow = flow
-        self.future = asyncio.get_running_loop().create_future()
+        # the caller hears of the end through one of these
+        self.future = None if callback is not None else \
+            asyncio.get_running_loop().create_future()
+        self.callback = callback
+        self.finished = False
+        self.started = time.monotonic()
         self.uri = uri
         self.head = head
         self.middle = middle
@@ -83,6 +96,14 @@ class _Exchange:
         self.retransmit = None
         self.timeout = None
         self.sent = 0.0
+
+    def done(self) -> bool:
+        return self.finished
+
+    def cancel(self) -> None:
+        """Drop the exchange: no more sends, no call of its callback."""
+        if not self.finished:
+            self.wire._end(self, None, notify=False)
 
 
 class RegisterWire:
@@ -109,10 +130,24 @@ class RegisterWire:
     def exchange(self, client, flow, uri: str, head: bytes, middle: bytes, tail: bytes,
                  expires: int, challenges_left: int) -> asyncio.Future:
         ex = _Exchange(self, client, flow, uri, head, middle, tail, expires, challenges_left)
-        self._send_request(ex)
+        self._first_send(ex)
         return ex.future
 
+    def start(self, client, flow, uri: str, head: bytes, middle: bytes, tail: bytes,
+              expires: int, challenges_left: int, done) -> _Exchange:
+        ex = _Exchange(self, client, flow, uri, head, middle, tail, expires, challenges_left,
+                       done)
+        self._first_send(ex)
+        return ex
+
     # -- sending --------------------------------------------------------------------------
+
+    def _first_send(self, ex: _Exchange) -> None:
+        try:
+            self._send_request(ex)
+        except BaseException:
+            self._end(ex, None, notify=False)  # nothing left behind (timers, branch)
+            raise
 
     def _send_request(self, ex: _Exchange) -> None:
         """A new REGISTER transaction of the exchange (the first, or after a challenge)."""
@@ -150,15 +185,22 @@ class RegisterWire:
         flow.last_activity = time.monotonic()
         return True
 
-    def _end(self, ex: _Exchange, outcome) -> None:
-        """The exchange is over: stop its timers, forget its branch, settle its future."""
+    def _end(self, ex: _Exchange, outcome, notify: bool = True) -> None:
+        """The exchange is over: stop its timers, forget its branch, tell its owner."""
         if self.pending.get(ex.branch) is ex:
             del self.pending[ex.branch]
         for handle in (ex.retransmit, ex.timeout):
             if handle is not None:
                 handle.cancel()
         ex.retransmit = ex.timeout = None
+        if ex.finished:
+            return
+        ex.finished = True
         future = ex.future
+        if future is None:
+            if notify:
+                ex.callback(ex.client, ex.flow, outcome, ex.started)
+            return
         if future.done():
             return
         if isinstance(outcome, BaseException):
@@ -253,8 +295,8 @@ def credentials(digest, uri: str) -> bytes:
 def _retransmit(ex: _Exchange) -> None:
     """Timer E: the request again, doubling up to T2 (T2 flat once proceeding)."""
     wire = ex.wire
-    if ex.future.done():  # the registration gave up (cancelled): so do we
-        wire._end(ex, None)
+    if ex.finished or (ex.future is not None and ex.future.done()):
+        wire._end(ex, None, notify=False)  # the registration gave up (cancelled): so do we
         return
     if not wire._send(ex):
         return

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from gateway.sip.pacing import Pacer, RateLimit
+from gateway.sip.pacing import Pacer, RateLimit, Slots
 from gateway.timers import TimerWheel
 
 
@@ -59,3 +59,59 @@ async def test_cancelled_waiter_gives_its_turn_away(wheel):
 def test_bad_limits_are_refused(wheel):
     with pytest.raises(ValueError):
         RateLimit(rate=0, burst=1, wheel=wheel)
+
+
+async def test_pacer_try_acquire_takes_both_tokens_or_neither(wheel):
+    pacer = Pacer(wheel, rate=1.0, burst=2, per_key_rate=1.0, per_key_burst=1)
+    assert pacer.try_acquire("a")          # a's only token and one global
+    assert not pacer.try_acquire("a")      # a is empty: nothing taken
+    assert pacer.try_acquire("b")          # the second global token
+    assert not pacer.try_acquire("c")      # global empty: c's own token is given back
+    assert pacer.limit_for("c").try_acquire()
+
+
+async def test_pacer_try_acquire_never_jumps_the_queue(wheel):
+    pacer = Pacer(wheel, rate=1000.0, burst=1, per_key_rate=1000.0, per_key_burst=1)
+    assert pacer.try_acquire("a")
+    waiter = asyncio.ensure_future(pacer.acquire("a"))
+    await asyncio.sleep(0)
+    assert not pacer.try_acquire("a")  # the queued waiter goes first
+    await asyncio.wait_for(waiter, 1.0)
+
+
+async def test_slots_bound_holders_and_serve_waiters_in_order():
+    slots = Slots(2)
+    assert slots.try_take() and slots.try_take()
+    assert not slots.try_take()
+    order = []
+
+    async def hold(n):
+        async with slots:
+            order.append(n)
+            await asyncio.sleep(0.01)
+
+    tasks = [asyncio.ensure_future(hold(n)) for n in range(3)]
+    await asyncio.sleep(0.005)
+    assert order == []  # both slots are held
+    slots.release()
+    assert not slots.try_take()  # handed straight to the first waiter
+    slots.release()
+    await asyncio.gather(*tasks)
+    assert order == [0, 1, 2]
+    assert slots.free == 2
+
+
+async def test_slots_cancelled_waiter_passes_its_turn_on():
+    slots = Slots(1)
+    assert slots.try_take()
+    first = asyncio.ensure_future(slots.take())
+    second = asyncio.ensure_future(slots.take())
+    await asyncio.sleep(0)
+    first.cancel()
+    slots.release()
+    await asyncio.wait_for(second, 1.0)
+    assert first.cancelled() and slots.free == 0
+    slots.release()
+    assert slots.free == 1
+    with pytest.raises(ValueError):
+        Slots(0)

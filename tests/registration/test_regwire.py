@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from gateway import metrics
+from gateway.sip.dns import Target
 from gateway.sip.endpoint import SipEndpoint
 from gateway.sip.pacing import Pacer
 from gateway.sip.parsing import parse_message
-from gateway.sip.registration import RegistrationContext, RegistrationSettings
+from gateway.sip.registration import (RegistrationClient, RegistrationContext,
+                                      RegistrationSettings)
 from gateway.sip.transaction import TimerSettings
 from gateway.timers import TimerWheel
 from tests.support.scripted_registrar import ScriptedRegistrar, response
@@ -144,6 +146,71 @@ async def test_the_wire_takes_the_common_exchange(make_stack, wire):
         c.close()
     finally:
         registrar.close()
+
+
+@pytest.mark.parametrize("wire", load_both("_regwire", "sip.regwire"))
+async def test_a_started_registration_runs_without_a_task(make_stack, wire):
+    """`start()` with a slot and the pacer's tokens free runs the exchange on the wire
+    with no task; what the wire hands back (a 423) goes on in one, to the same end."""
+    ctx = await make_stack(wire)
+    registrar = await ScriptedRegistrar(SCRIPTS["kamailio-like"] + SCRIPTS["423"]).start()
+    try:
+        first = udp_client(ctx, registrar.port)
+        first.start()
+        assert await settled(first, 5.0) == "registered"  # (learns the registrar's address)
+        c = udp_client(ctx, registrar.port, expires=600)
+        c.start()
+        handle = c.exchange_task
+        assert handle is not None and not isinstance(handle, asyncio.Task)
+        assert ctx.in_flight.free == 199
+        assert await settled(c, 5.0) == "registered" and c.granted == 120
+        assert c.expires == 3200  # the 423's Min-Expires, taken on the general code
+        assert [r.get("Expires") for r in registrar.requests[2:]] == ["600", "3200"]
+        assert ctx.in_flight.free == 200 and not ctx.wire.pending and c.exchange_task is None
+        first.close()
+        c.close()
+    finally:
+        registrar.close()
+
+
+@pytest.mark.parametrize("wire", load_both("_regwire", "sip.regwire"))
+async def test_a_request_that_cannot_be_written_is_an_error_state_not_a_crash(make_stack, wire):
+    ctx = await make_stack(wire)
+    registrar = await ScriptedRegistrar(SCRIPTS["kamailio-like"]).start()
+    try:
+        first = udp_client(ctx, registrar.port)
+        first.start()
+        assert await settled(first, 5.0) == "registered"  # (learns the registrar's address)
+        bad = RegistrationClient(ctx, key="i2", token="gwtoken2", instance_urn="urn:uuid:2",
+                                 aor="sip:\ud800@example.com", username="bob",
+                                 password_source=lambda: "pw", registrar=first.target.__str__())
+        bad.start()  # the AOR cannot be written as UTF-8: nothing escapes start()
+        assert await settled(bad, 5.0) == "error"
+        assert bad.last_error == "internal error: UnicodeEncodeError"
+        assert ctx.in_flight.free == 200 and not ctx.wire.pending
+        first.close()
+        bad.close()
+    finally:
+        registrar.close()
+
+
+@pytest.mark.parametrize("wire", load_both("_regwire", "sip.regwire"))
+async def test_closing_a_client_drops_its_wire_exchange_and_slot(make_stack, wire):
+    ctx = await make_stack(wire)
+    transport, proto, port = await answering(lambda request: [], silent=0)  # never answers
+    try:
+        c = udp_client(ctx, port)
+        flow = await ctx.endpoint.transport.connect(Target("127.0.0.1", port, "udp", "127.0.0.1"))
+        ctx.last_ready = (c.target, flow)  # as a first registration leaves it
+        c.start()
+        assert not isinstance(c.exchange_task, (asyncio.Task, type(None)))
+        assert ctx.in_flight.free == 199 and len(ctx.wire.pending) == 1
+        c.close()
+        assert ctx.in_flight.free == 200 and not ctx.wire.pending
+        await asyncio.sleep(0.12)  # past timer E: nothing is sent again
+        assert len(proto.requests) == 1 and c.state == "registering"  # no outcome came
+    finally:
+        transport.close()
 
 
 class _Answering(asyncio.DatagramProtocol):

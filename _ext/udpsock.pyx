@@ -1,0 +1,305 @@
+# cython: language_level=3
+"""A UDP socket read and written in batches: the compiled twin of `gateway/sip/udpsock.py`.
+
+Built as `gateway._udpsock`, picked through `gateway._accel`. The design is described in
+the Python twin's docstring; here each wake-up of the loop reads up to `BATCH` datagrams
+with one recvmmsg(2), and what the handlers send while the batch is handled goes out with
+one sendmmsg(2) at its end. The source address of the last datagram is kept with its
+Python tuple, and the sockaddr of each destination with its tuple, so the common case
+(one registrar, a handful of peers) converts no address.
+
+May depend on nothing of the gateway but its twin (it sits below the transport layer).
+"""
+
+from libc.errno cimport errno, EAGAIN, EINTR
+from libc.string cimport memcmp, memcpy, memset
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+
+import os
+import socket
+import sys
+
+from gateway.sip.udpsock import numeric_sockaddr
+
+cdef extern from "<errno.h>":
+    int EWOULDBLOCK
+
+cdef extern from "<sys/uio.h>":
+    struct iovec:
+        void *iov_base
+        size_t iov_len
+
+cdef extern from "<sys/socket.h>":
+    ctypedef unsigned int socklen_t
+    ctypedef unsigned short sa_family_t
+    struct sockaddr:
+        sa_family_t sa_family
+    struct sockaddr_storage:
+        sa_family_t ss_family
+    struct msghdr:
+        void *msg_name
+        socklen_t msg_namelen
+        iovec *msg_iov
+        size_t msg_iovlen
+        void *msg_control
+        size_t msg_controllen
+        int msg_flags
+    struct mmsghdr:
+        msghdr msg_hdr
+        unsigned int msg_len
+    int recvmmsg(int fd, mmsghdr *msgvec, unsigned int vlen, int flags, void *timeout)
+    int sendmmsg(int fd, mmsghdr *msgvec, unsigned int vlen, int flags)
+    int MSG_DONTWAIT
+    int MSG_TRUNC
+
+cdef extern from "<netinet/in.h>":
+    int AF_INET
+    int AF_INET6
+    struct in_addr:
+        pass
+    struct in6_addr:
+        pass
+    struct sockaddr_in:
+        sa_family_t sin_family
+        unsigned short sin_port
+        in_addr sin_addr
+    struct sockaddr_in6:
+        sa_family_t sin6_family
+        unsigned short sin6_port
+        unsigned int sin6_flowinfo
+        in6_addr sin6_addr
+        unsigned int sin6_scope_id
+    unsigned short ntohs(unsigned short)
+    unsigned int ntohl(unsigned int)
+
+cdef extern from "<arpa/inet.h>":
+    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
+
+# datagrams read per wake-up (and the most sent with one call), and the room for each:
+# 4 MiB of address space per socket, of which the kernel backs only the pages datagrams
+# were written to (a page or so each for SIP)
+cdef enum:
+    NBATCH = 64
+    BUFSIZE = 65536
+
+BATCH = NBATCH
+
+
+cdef class BatchedDatagramSocket:
+    """One bound, non-blocking UDP socket on the loop; see the Python twin."""
+
+    cdef readonly object sock, loop
+    cdef public object hook, receive, error
+    cdef int fd
+    cdef bint _batching, _writing, _flushing, _closed
+    cdef list _queue  # [(data, sockaddr bytes, addr)] waiting for the end of the batch
+    cdef dict _names  # addr tuple -> sockaddr bytes
+    cdef bytes _last_raw
+    cdef object _last_addr
+    cdef char *_buffers
+    cdef mmsghdr _rmsgs[NBATCH]
+    cdef iovec _riov[NBATCH]
+    cdef sockaddr_storage _rnames[NBATCH]
+    cdef mmsghdr _smsgs[NBATCH]
+    cdef iovec _siov[NBATCH]
+
+    def __cinit__(self):
+        self._buffers = NULL
+
+    def __init__(self, sock, receive, error, loop):
+        """`receive(data, addr)` takes each datagram `hook(data, addr)` (when set) did
+        not; `error(exc)` hears of failed reads and sends (ICMP errors and the like)."""
+        cdef int i
+        self.sock = sock
+        self.loop = loop
+        self.fd = sock.fileno()
+        self.hook = None
+        self.receive = receive
+        self.error = error
+        self._queue = []
+        self._names = {}
+        self._last_raw = b""
+        sock.setblocking(False)
+        self._buffers = <char *>PyMem_Malloc(NBATCH * BUFSIZE)
+        if self._buffers == NULL:
+            raise MemoryError()
+        for i in range(NBATCH):
+            self._riov[i].iov_base = self._buffers + i * BUFSIZE
+            self._riov[i].iov_len = BUFSIZE
+        loop.add_reader(self.fd, self._readable)
+
+    def __dealloc__(self):
+        if self._buffers != NULL:
+            PyMem_Free(self._buffers)
+            self._buffers = NULL
+
+    def get_extra_info(self, name, default=None):
+        if name == "socket":
+            return self.sock
+        if name == "sockname":
+            return self.sock.getsockname()
+        return default
+
+    def is_closing(self):
+        return self._closed
+
+    def close(self):
+        if self._closed:
+            return
+        self._flush()
+        self._closed = True
+        self.loop.remove_reader(self.fd)
+        if self._writing:
+            self.loop.remove_writer(self.fd)
+        self._queue = []
+        self.sock.close()
+
+    # -- reading ----------------------------------------------------------------------
+
+    def _readable(self):
+        cdef int n, i
+        if self._closed:
+            return
+        self._batching = True
+        try:
+            while not self._closed:
+                for i in range(NBATCH):
+                    memset(&self._rmsgs[i], 0, sizeof(mmsghdr))
+                    self._rmsgs[i].msg_hdr.msg_name = &self._rnames[i]
+                    self._rmsgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
+                    self._rmsgs[i].msg_hdr.msg_iov = &self._riov[i]
+                    self._rmsgs[i].msg_hdr.msg_iovlen = 1
+                n = recvmmsg(self.fd, self._rmsgs, NBATCH, MSG_DONTWAIT, NULL)
+                if n < 0:
+                    if errno == EAGAIN or errno == EWOULDBLOCK:
+                        break
+                    if errno == EINTR:
+                        continue
+                    self.error(OSError(errno, os.strerror(errno)))
+                    break
+                for i in range(n):
+                    if self._closed:
+                        break
+                    self._deliver(i)
+                if n < NBATCH:
+                    break  # drained: no need for another call that says EAGAIN
+        finally:
+            self._batching = False
+            if self._queue:
+                self._flush()
+
+    cdef _deliver(self, int i):
+        cdef unsigned int size = self._rmsgs[i].msg_len
+        data = PyBytes_FromStringAndSize(<char *>self._riov[i].iov_base, size)
+        addr = self._address(i)
+        hook = self.hook
+        try:
+            if hook is None or not hook(data, addr):
+                self.receive(data, addr)
+        except Exception as exc:  # as the loop does for a protocol's callback
+            self.loop.call_exception_handler({
+                "message": "datagram handler failed", "exception": exc, "transport": self})
+
+    cdef object _address(self, int i):
+        """The source address as Python's socket module writes it (host, port[, flowinfo,
+        scope_id]), the tuple of the previous datagram when it came from there too."""
+        cdef socklen_t length = self._rmsgs[i].msg_hdr.msg_namelen
+        cdef const char *raw = <const char *>&self._rnames[i]
+        if (PyBytes_GET_SIZE(self._last_raw) == length
+                and memcmp(PyBytes_AS_STRING(self._last_raw), raw, length) == 0):
+            return self._last_addr
+        cdef char text[64]
+        cdef sockaddr_in *v4
+        cdef sockaddr_in6 *v6
+        family = self._rnames[i].ss_family
+        if family == AF_INET:
+            v4 = <sockaddr_in *>raw
+            inet_ntop(AF_INET, &v4.sin_addr, text, sizeof(text))
+            addr = (text.decode("ascii"), ntohs(v4.sin_port))
+        elif family == AF_INET6:
+            v6 = <sockaddr_in6 *>raw
+            inet_ntop(AF_INET6, &v6.sin6_addr, text, sizeof(text))
+            addr = (text.decode("ascii"), ntohs(v6.sin6_port), ntohl(v6.sin6_flowinfo),
+                    v6.sin6_scope_id)
+        else:
+            addr = None
+        self._last_raw = PyBytes_FromStringAndSize(raw, length)
+        self._last_addr = addr
+        return addr
+
+    # -- writing ----------------------------------------------------------------------
+
+    def sendto(self, data, addr):
+        """Send one datagram to addr (an IP address and port): at once, or with the
+        others of the batch being handled, or once the socket is writable again."""
+        if self._closed:
+            return
+        raw = self._names.get(addr)
+        if raw is None:
+            raw = self._sockaddr(addr)
+        self._queue.append((bytes(data), raw, addr))
+        if not (self._batching or self._writing or self._flushing):
+            self._flush()
+
+    cdef bytes _sockaddr(self, addr):
+        family = self.sock.family
+        found = numeric_sockaddr(family, addr)
+        packed = socket.inet_pton(family, found[0].partition("%")[0])
+        port = found[1]
+        cdef bytes raw
+        if family == socket.AF_INET:
+            raw = (int(socket.AF_INET).to_bytes(2, sys.byteorder) + int(port).to_bytes(2, "big")
+                   + packed + bytes(8))
+        else:
+            raw = (int(socket.AF_INET6).to_bytes(2, sys.byteorder) + int(port).to_bytes(2, "big")
+                   + int(found[2]).to_bytes(4, "big") + packed
+                   + int(found[3]).to_bytes(4, sys.byteorder))
+        if len(self._names) < 1024:
+            self._names[addr] = raw
+        return raw
+
+    def _writable(self):
+        self._flush()
+
+    cdef _flush(self):
+        self._flushing = True
+        try:
+            self._send_queued()
+        finally:
+            self._flushing = False
+
+    cdef _send_queued(self):
+        cdef list queue = self._queue
+        cdef int i, count, sent
+        cdef bytes data, raw
+        while queue:
+            count = min(len(queue), NBATCH)
+            for i in range(count):
+                data, raw, _ = queue[i]
+                memset(&self._smsgs[i], 0, sizeof(mmsghdr))
+                self._siov[i].iov_base = PyBytes_AS_STRING(data)
+                self._siov[i].iov_len = PyBytes_GET_SIZE(data)
+                self._smsgs[i].msg_hdr.msg_iov = &self._siov[i]
+                self._smsgs[i].msg_hdr.msg_iovlen = 1
+                self._smsgs[i].msg_hdr.msg_name = PyBytes_AS_STRING(raw)
+                self._smsgs[i].msg_hdr.msg_namelen = PyBytes_GET_SIZE(raw)
+            sent = sendmmsg(self.fd, self._smsgs, count, MSG_DONTWAIT)
+            if sent < 0:
+                if errno == EINTR:
+                    continue
+                if errno == EAGAIN or errno == EWOULDBLOCK:
+                    if not self._writing:  # the rest goes once the kernel has room
+                        self._writing = True
+                        self.loop.add_writer(self.fd, self._writable)
+                    return
+                # the first datagram failed (no route, message too long...): reported,
+                # dropped, the others go on
+                exc = OSError(errno, os.strerror(errno))
+                del queue[0]
+                self.error(exc)
+                continue
+            del queue[:sent]
+        if self._writing:
+            self._writing = False
+            self.loop.remove_writer(self.fd)

@@ -1,0 +1,159 @@
+"""A UDP socket read and written in batches, under the transport layer's UDP flows.
+
+uvloop's datagram transport reads one datagram per system call and hands each to a
+Python protocol method; this socket is read straight off the loop (`loop.add_reader`):
+each wake-up takes what is queued (up to `BATCH` datagrams), gives each to `hook(data,
+addr)` (the registration wire path) and what the hook does not take to
+`receive(data, addr)`; what the handlers send meanwhile leaves together once the batch
+is handled. Outside a batch `sendto` sends at once. A send the kernel has no room for
+waits for the socket to be writable, in order; a failed read or send is reported to
+`error(exc)` (ICMP errors and the like: the transaction timers deal with the loss),
+and the other datagrams go on.
+
+    sock = BatchedDatagramSocket(bound_socket, receive, error, loop)
+    sock.hook = wire.datagram              # optional
+    sock.sendto(data, ("192.0.2.1", 5060))
+    sock.close()
+
+Addresses are those of Python's socket module: (host, port) for IPv4, (host, port,
+flowinfo, scope_id) for IPv6. This is the pure-Python twin of `_ext/udpsock.pyx`
+(recvmmsg/sendmmsg there; recvfrom until EAGAIN and sendto here); `gateway.sip.transport`
+picks one through `gateway._accel`. Depends on nothing of the gateway.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import deque
+
+#: datagrams read per wake-up
+BATCH = 64
+_MAX = 65536
+
+
+def numeric_sockaddr(family: int, addr: tuple) -> tuple:
+    """`addr` as the kernel will take it: (host, port) or (host, port, flowinfo,
+    scope_id), the scope of a link-local `fe80::1%eth0` resolved; ValueError for anything
+    but an IP address of `family` (no name is looked up)."""
+    try:
+        infos = socket.getaddrinfo(addr[0], addr[1], family, socket.SOCK_DGRAM, 0,
+                                   socket.AI_NUMERICHOST)
+    except (OSError, UnicodeError, TypeError, ValueError, IndexError):
+        raise ValueError(f"{addr!r} is not an address of the socket's family") from None
+    found = infos[0][4]
+    if family == socket.AF_INET6 and len(addr) > 2:  # given explicitly: they stand
+        found = found[:2] + tuple(addr[2:4]) + found[2 + len(addr[2:4]):]
+    return found
+
+
+class BatchedDatagramSocket:
+    """One bound, non-blocking UDP socket on the loop; see the module docstring."""
+
+    def __init__(self, sock: socket.socket, receive, error, loop):
+        self.sock = sock
+        self.loop = loop
+        self.hook = None
+        self.receive = receive
+        self.error = error
+        self._queue: deque = deque()
+        self._checked: set = set()  # destinations known to be addresses of our family
+        self._batching = self._writing = self._flushing = self._closed = False
+        sock.setblocking(False)
+        loop.add_reader(sock.fileno(), self._readable)
+
+    def get_extra_info(self, name, default=None):
+        if name == "socket":
+            return self.sock
+        if name == "sockname":
+            return self.sock.getsockname()
+        return default
+
+    def is_closing(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._flush()
+        self._closed = True
+        self.loop.remove_reader(self.sock.fileno())
+        if self._writing:
+            self.loop.remove_writer(self.sock.fileno())
+        self._queue.clear()
+        self.sock.close()
+
+    # -- reading ----------------------------------------------------------------------
+
+    def _readable(self) -> None:
+        if self._closed:
+            return
+        self._batching = True
+        try:
+            for _ in range(BATCH):
+                try:
+                    data, addr = self.sock.recvfrom(_MAX)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    self.error(exc)
+                    break
+                self._deliver(data, addr)
+                if self._closed:
+                    break
+        finally:
+            self._batching = False
+            if self._queue:
+                self._flush()
+
+    def _deliver(self, data: bytes, addr) -> None:
+        hook = self.hook
+        try:
+            if hook is None or not hook(data, addr):
+                self.receive(data, addr)
+        except Exception as exc:  # noqa: BLE001 - as the loop does for a protocol
+            self.loop.call_exception_handler({
+                "message": "datagram handler failed", "exception": exc, "transport": self})
+
+    # -- writing ----------------------------------------------------------------------
+
+    def sendto(self, data, addr) -> None:
+        """Send one datagram to addr (an IP address and port): at once, or with the
+        others of the batch being handled, or once the socket is writable again."""
+        if self._closed:
+            return
+        if addr not in self._checked:
+            numeric_sockaddr(self.sock.family, addr)
+            if len(self._checked) < 1024:
+                self._checked.add(addr)
+        self._queue.append((bytes(data), addr))
+        if not (self._batching or self._writing or self._flushing):
+            self._flush()
+
+    def _writable(self) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        self._flushing = True
+        try:
+            queue = self._queue
+            while queue:
+                data, addr = queue[0]
+                try:
+                    self.sock.sendto(data, addr)
+                except InterruptedError:
+                    continue
+                except BlockingIOError:
+                    if not self._writing:  # the rest goes once the kernel has room
+                        self._writing = True
+                        self.loop.add_writer(self.sock.fileno(), self._writable)
+                    return
+                except OSError as exc:
+                    queue.popleft()  # reported and dropped; the others go on
+                    self.error(exc)
+                    continue
+                queue.popleft()
+            if self._writing:
+                self._writing = False
+                self.loop.remove_writer(self.sock.fileno())
+        finally:
+            self._flushing = False

@@ -1,0 +1,188 @@
+"""The batched UDP socket (`gateway.sip.udpsock` and its compiled twin `gateway._udpsock`):
+every datagram reaches the hook or the receiver with its source address, replies sent
+while a batch is handled leave together and arrive, errors are reported and the rest goes
+on, over IPv4 and IPv6 on loopback."""
+
+import asyncio
+import socket
+import time
+
+import pytest
+
+from tests.twins import load_both
+
+TWINS = load_both("_udpsock", "sip.udpsock")
+
+
+def _has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+class Recorder:
+    def __init__(self):
+        self.got = []
+        self.errors = []
+
+    def receive(self, data, addr):
+        self.got.append((data, addr))
+
+    def error(self, exc):
+        self.errors.append(exc)
+
+
+def bound(family=socket.AF_INET, host="127.0.0.1"):
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.bind((host, 0))
+    return sock
+
+
+async def until(predicate, timeout=3.0):
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    return predicate()
+
+
+@pytest.mark.parametrize("mod", TWINS)
+@pytest.mark.parametrize("family,host", [
+    (socket.AF_INET, "127.0.0.1"),
+    pytest.param(socket.AF_INET6, "::1", marks=pytest.mark.skipif(not _has_ipv6(),
+                                                                   reason="no IPv6 loopback"))])
+async def test_a_burst_reaches_hook_and_receiver_with_its_addresses(mod, family, host):
+    loop = asyncio.get_running_loop()
+    rec = Recorder()
+    sock = mod.BatchedDatagramSocket(bound(family, host), rec.receive, rec.error, loop)
+    hooked = []
+    sock.hook = lambda data, addr: data.startswith(b"hook") and not hooked.append((data, addr))
+    peer = bound(family, host)
+    peer.setblocking(False)
+    try:
+        target = sock.get_extra_info("sockname")
+        # more than one batch, queued while the loop does not run
+        for n in range(150):
+            peer.sendto((b"hook %d" if n % 3 == 0 else b"data %d") % n, target)
+        assert await until(lambda: len(rec.got) + len(hooked) == 150)
+        assert [d for d, _ in hooked] == [b"hook %d" % n for n in range(0, 150, 3)]
+        assert [d for d, _ in rec.got] == [b"data %d" % n for n in range(150) if n % 3]
+        source = peer.getsockname()
+        # the addresses Python's socket module gives (4 fields for IPv6)
+        assert {a for _, a in rec.got + hooked} == {source}
+        assert not rec.errors
+    finally:
+        sock.close()
+        peer.close()
+    assert sock.is_closing()
+
+
+@pytest.mark.parametrize("mod", TWINS)
+async def test_replies_sent_while_a_batch_is_handled_all_arrive_in_order(mod):
+    loop = asyncio.get_running_loop()
+    rec = Recorder()
+    sock = mod.BatchedDatagramSocket(bound(), rec.receive, rec.error, loop)
+    sock.hook = lambda data, addr: sock.sendto(b"re: " + data, addr) or True
+    peer = bound()
+    peer.setblocking(False)
+    got = []
+    try:
+        for n in range(100):
+            peer.sendto(b"%d" % n, sock.get_extra_info("sockname"))
+
+        def drain():
+            while True:
+                try:
+                    got.append(peer.recv(100))
+                except BlockingIOError:
+                    return len(got) == 100
+
+        assert await until(drain)
+        assert got == [b"re: %d" % n for n in range(100)]
+        # outside a batch: at once
+        sock.sendto(b"now", peer.getsockname())
+        assert await until(lambda: drain() or got[-1] == b"now")
+    finally:
+        sock.close()
+        peer.close()
+
+
+@pytest.mark.parametrize("mod", TWINS)
+async def test_errors_are_reported_and_the_socket_goes_on(mod):
+    loop = asyncio.get_running_loop()
+    rec = Recorder()
+    sock = mod.BatchedDatagramSocket(bound(), rec.receive, rec.error, loop)
+    try:
+        with pytest.raises(ValueError):
+            sock.sendto(b"x", ("not an address", 5060))
+        with pytest.raises(ValueError):
+            sock.sendto(b"x", ("::1", 5060))  # another family than the socket's
+        sock.sendto(b"x" * 70_000, ("127.0.0.1", 9))  # too long for a datagram: EMSGSIZE
+        assert len(rec.errors) == 1 and isinstance(rec.errors[0], OSError)
+        # (an unconnected socket hears of no ICMP port unreachable: nothing to report)
+        # and datagrams still arrive
+        peer = bound()
+        peer.sendto(b"still here", sock.get_extra_info("sockname"))
+        assert await until(lambda: rec.got and rec.got[-1][0] == b"still here")
+        peer.close()
+    finally:
+        sock.close()
+    sock.sendto(b"after close", ("127.0.0.1", 9))  # dropped, as a closed transport drops it
+
+
+@pytest.mark.skipif(not _has_ipv6(), reason="no IPv6 loopback")
+@pytest.mark.parametrize("mod", TWINS)
+async def test_ipv6_destinations_with_a_scope_or_flow_info(mod):
+    loop = asyncio.get_running_loop()
+    rec = Recorder()
+    sock = mod.BatchedDatagramSocket(bound(socket.AF_INET6, "::1"), rec.receive, rec.error, loop)
+    peer = bound(socket.AF_INET6, "::1")
+    peer.setblocking(False)
+    port = peer.getsockname()[1]
+    try:
+        for addr in (("::1", port), ("::1", port, 0, 0), ("0:0::1", port)):
+            sock.sendto(b"to %r" % (addr,), addr)
+        got = []
+
+        def drain():
+            while True:
+                try:
+                    got.append(peer.recv(100))
+                except BlockingIOError:
+                    return len(got) == 3
+
+        assert await until(drain)
+        assert not rec.errors
+        assert mod.numeric_sockaddr(socket.AF_INET6, ("fe80::1%1", 5060))[3] == 1
+    finally:
+        sock.close()
+        peer.close()
+
+
+@pytest.mark.parametrize("mod", TWINS)
+async def test_a_failing_handler_is_reported_to_the_loop_and_the_batch_goes_on(mod):
+    loop = asyncio.get_running_loop()
+    rec = Recorder()
+    reported = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context["exception"]))
+    sock = mod.BatchedDatagramSocket(bound(), rec.receive, rec.error, loop)
+
+    def hook(data, addr):
+        if data == b"boom":
+            raise RuntimeError("a bug")
+        return False
+
+    sock.hook = hook
+    peer = bound()
+    try:
+        for data in (b"one", b"boom", b"two"):
+            peer.sendto(data, sock.get_extra_info("sockname"))
+        assert await until(lambda: len(rec.got) == 2)
+        assert [d for d, _ in rec.got] == [b"one", b"two"]
+        assert len(reported) == 1 and isinstance(reported[0], RuntimeError)
+    finally:
+        loop.set_exception_handler(None)
+        sock.close()
+        peer.close()
