@@ -48,10 +48,23 @@ cdef extern from "<sys/socket.h>":
     struct mmsghdr:
         msghdr msg_hdr
         unsigned int msg_len
+    struct cmsghdr:
+        size_t cmsg_len
+        int cmsg_level
+        int cmsg_type
+    cmsghdr *CMSG_FIRSTHDR(msghdr *msg)
+    cmsghdr *CMSG_NXTHDR(msghdr *msg, cmsghdr *cmsg)
+    unsigned char *CMSG_DATA(cmsghdr *cmsg)
+    int SOL_SOCKET
     int recvmmsg(int fd, mmsghdr *msgvec, unsigned int vlen, int flags, void *timeout)
     int sendmmsg(int fd, mmsghdr *msgvec, unsigned int vlen, int flags)
     int MSG_DONTWAIT
     int MSG_TRUNC
+
+cdef extern from "<time.h>":
+    struct timespec:
+        long tv_sec
+        long tv_nsec
 
 cdef extern from "<netinet/in.h>":
     int AF_INET
@@ -82,6 +95,8 @@ cdef extern from "<arpa/inet.h>":
 cdef enum:
     NBATCH = 64
     BUFSIZE = 65536
+    STAMP_SPACE = 64  # >= CMSG_SPACE(sizeof(struct timespec))
+    SO_TIMESTAMPNS = 35  # linux/asm-generic/socket.h (also SCM_TIMESTAMPNS)
 
 BATCH = NBATCH
 
@@ -92,7 +107,8 @@ cdef class BatchedDatagramSocket:
     cdef readonly object sock, loop
     cdef public object hook, receive, error
     cdef int fd
-    cdef bint _batching, _writing, _flushing, _closed
+    cdef readonly double received_at
+    cdef bint _batching, _writing, _flushing, _closed, _stamping
     cdef list _queue  # [(data, sockaddr bytes, addr)] waiting for the end of the batch
     cdef dict _names  # addr tuple -> sockaddr bytes
     cdef bytes _last_raw
@@ -101,6 +117,7 @@ cdef class BatchedDatagramSocket:
     cdef mmsghdr _rmsgs[NBATCH]
     cdef iovec _riov[NBATCH]
     cdef sockaddr_storage _rnames[NBATCH]
+    cdef char _rstamps[NBATCH][STAMP_SPACE]
     cdef mmsghdr _smsgs[NBATCH]
     cdef iovec _siov[NBATCH]
 
@@ -141,6 +158,12 @@ cdef class BatchedDatagramSocket:
             return self.sock.getsockname()
         return default
 
+    def stamp_arrivals(self):
+        """From now on `received_at` is the kernel's arrival stamp of the datagram being
+        handled (see the Python twin)."""
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self._stamping = True
+
     def is_closing(self):
         return self._closed
 
@@ -170,6 +193,9 @@ cdef class BatchedDatagramSocket:
                     self._rmsgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
                     self._rmsgs[i].msg_hdr.msg_iov = &self._riov[i]
                     self._rmsgs[i].msg_hdr.msg_iovlen = 1
+                    if self._stamping:
+                        self._rmsgs[i].msg_hdr.msg_control = self._rstamps[i]
+                        self._rmsgs[i].msg_hdr.msg_controllen = STAMP_SPACE
                 n = recvmmsg(self.fd, self._rmsgs, NBATCH, MSG_DONTWAIT, NULL)
                 if n < 0:
                     if errno == EAGAIN or errno == EWOULDBLOCK:
@@ -193,6 +219,8 @@ cdef class BatchedDatagramSocket:
         cdef unsigned int size = self._rmsgs[i].msg_len
         data = PyBytes_FromStringAndSize(<char *>self._riov[i].iov_base, size)
         addr = self._address(i)
+        if self._stamping:
+            self.received_at = self._arrival(i)
         hook = self.hook
         try:
             if hook is None or not hook(data, addr):
@@ -200,6 +228,17 @@ cdef class BatchedDatagramSocket:
         except Exception as exc:  # as the loop does for a protocol's callback
             self.loop.call_exception_handler({
                 "message": "datagram handler failed", "exception": exc, "transport": self})
+
+    cdef double _arrival(self, int i):
+        cdef msghdr *header = &self._rmsgs[i].msg_hdr
+        cdef cmsghdr *part = CMSG_FIRSTHDR(header)
+        cdef timespec *stamp
+        while part != NULL:
+            if part.cmsg_level == SOL_SOCKET and part.cmsg_type == SO_TIMESTAMPNS:
+                stamp = <timespec *>CMSG_DATA(part)
+                return stamp.tv_sec + stamp.tv_nsec / 1e9
+            part = CMSG_NXTHDR(header, part)
+        return 0.0
 
     cdef object _address(self, int i):
         """The source address as Python's socket module writes it (host, port[, flowinfo,

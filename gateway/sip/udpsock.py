@@ -15,6 +15,11 @@ and the other datagrams go on.
     sock.sendto(data, ("192.0.2.1", 5060))
     sock.close()
 
+`sock.stamp_arrivals()` asks the kernel to stamp each datagram's arrival; while one is
+handled, `sock.received_at` is its stamp (wall clock, seconds): how long it waited in the
+socket while the loop was busy (the call bench reads it; SIOCGSTAMP would give the last
+datagram of the batch, not the one being handled).
+
 Addresses are those of Python's socket module: (host, port) for IPv4, (host, port,
 flowinfo, scope_id) for IPv6. This is the pure-Python twin of `_ext/udpsock.pyx`
 (recvmmsg/sendmmsg there; recvfrom until EAGAIN and sendto here); `gateway.sip.transport`
@@ -24,11 +29,16 @@ picks one through `gateway._accel`. Depends on nothing of the gateway.
 from __future__ import annotations
 
 import socket
+import struct
 from collections import deque
 
 #: datagrams read per wake-up
 BATCH = 64
 _MAX = 65536
+#: linux/asm-generic/socket.h: SO_TIMESTAMPNS (a struct timespec per datagram), which
+#: Python's socket module does not name
+SO_TIMESTAMPNS = 35
+_STAMP_SPACE = socket.CMSG_SPACE(16)
 
 
 def numeric_sockaddr(family: int, addr: tuple) -> tuple:
@@ -46,6 +56,14 @@ def numeric_sockaddr(family: int, addr: tuple) -> tuple:
     return found
 
 
+def _arrival(ancillary) -> float:
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            seconds, nanos = struct.unpack("qq", data[:16])
+            return seconds + nanos / 1e9
+    return 0.0
+
+
 class BatchedDatagramSocket:
     """One bound, non-blocking UDP socket on the loop; see the module docstring."""
 
@@ -58,6 +76,8 @@ class BatchedDatagramSocket:
         self._queue: deque = deque()
         self._checked: set = set()  # destinations known to be addresses of our family
         self._batching = self._writing = self._flushing = self._closed = False
+        self._stamping = False
+        self.received_at = 0.0
         sock.setblocking(False)
         loop.add_reader(sock.fileno(), self._readable)
 
@@ -67,6 +87,12 @@ class BatchedDatagramSocket:
         if name == "sockname":
             return self.sock.getsockname()
         return default
+
+    def stamp_arrivals(self) -> None:
+        """From now on `received_at` is the kernel's arrival stamp of the datagram being
+        handled."""
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self._stamping = True
 
     def is_closing(self) -> bool:
         return self._closed
@@ -91,7 +117,11 @@ class BatchedDatagramSocket:
         try:
             for _ in range(BATCH):
                 try:
-                    data, addr = self.sock.recvfrom(_MAX)
+                    if self._stamping:
+                        data, ancillary, _, addr = self.sock.recvmsg(_MAX, _STAMP_SPACE)
+                        self.received_at = _arrival(ancillary)
+                    else:
+                        data, addr = self.sock.recvfrom(_MAX)
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as exc:

@@ -186,3 +186,26 @@ async def test_a_failing_handler_is_reported_to_the_loop_and_the_batch_goes_on(m
         loop.set_exception_handler(None)
         sock.close()
         peer.close()
+
+
+@pytest.mark.parametrize("mod", TWINS)
+async def test_each_datagram_of_a_batch_has_its_own_arrival_stamp(mod):
+    """Two datagrams sent 50 ms apart while the loop is blocked are read in one batch;
+    each is handled with its own kernel stamp, not the batch's last."""
+    loop = asyncio.get_running_loop()
+    stamps = []
+    sock = mod.BatchedDatagramSocket(bound(), lambda data, addr: stamps.append(
+        (data, sock.received_at, time.time())), lambda exc: None, loop)
+    sock.stamp_arrivals()
+    port = sock.sock.getsockname()[1]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        before = time.time()
+        peer.sendto(b"first", ("127.0.0.1", port))
+        time.sleep(0.05)  # the loop is blocked: both wait in the socket
+        peer.sendto(b"second", ("127.0.0.1", port))
+        assert await until(lambda: len(stamps) == 2)
+    sock.close()
+    (first, at1, handled1), (second, at2, _) = stamps
+    assert (first, second) == (b"first", b"second")
+    assert before - 0.01 <= at1 < at2 <= handled1
+    assert at2 - at1 >= 0.04
