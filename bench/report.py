@@ -199,7 +199,8 @@ def benchmark_rows(run: Run) -> list[Row]:
                               f"CPU per call by process{rate}: gateway process; APNs emulator, Kamailio, SIPp",
                               "(reference: where the two cores went)",
                               lambda e, s: (fmt(e["gateway_process_cpu_per_call_ms"], "ms"),
-                                            fmt(e["emulator_cpu_per_call_ms"], "ms") + ", "
+                                            fmt(e["emulator_cpu_per_call_ms"], "ms")
+                                            + f" ({e.get('apns_emulator', 'python')}), "
                                             + fmt(e["kamailio_cpu_per_call_ms"], "ms") + ", "
                                             + fmt(e["sipp_cpu_per_call_ms"], "ms"),
                                             f"machine {e['machine_busy_fraction'] * 100:.0f} % busy")))

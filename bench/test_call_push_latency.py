@@ -67,6 +67,7 @@ from gateway.app import tune_gc
 from gateway.push.apns import ApnsProvider
 from gateway.push.payloads import CallPush
 from gateway.sip.transport import TransportLayer
+from tests.support.apns_nodejs import NodeApns, node_binary, public_pem
 from tests.support.apns_remote import RemoteApns
 from tests.support.cpu import MachineClock, children_times, group_times, self_times
 from tests.support.kamailio import kamailio_binary
@@ -76,10 +77,17 @@ from tests.support.testbed import BUNDLE, KEY_ID, TEAM, Testbed
 SCENARIO = Path(__file__).parent / "sipp" / "call_cancel.xml"
 SIOCGSTAMP = 0x8906  # linux/sockios.h: the last received datagram's kernel timestamp
 USERS = 20
+# The APNs emulator of the load: "node" (tests/support/apns_node, nghttp2: a peer costing
+# about what one on another machine would) or "python" (the h2 emulator, for comparison)
+EMULATOR = os.environ.get("CALL_BENCH_APNS", "node")
+# A diagnostic, never the default: SIPp, Kamailio and the emulator at this nice value, a
+# stand-in for peers on other machines (how much of the p99 is the peers taking the cores)
+PEERS_NICE = int(os.environ.get("CALL_BENCH_PEERS_NICE", "0"))
 DURATION = {100: 5.0, 500: 3.0} if QUICK else {100: 10.0, 500: 6.0}  # seconds of load per rate
 
-pytestmark = pytest.mark.skipif(kamailio_binary() is None or sipp_binary() is None,
-                                reason="needs kamailio and sipp (tests/apt-packages.txt)")
+pytestmark = pytest.mark.skipif(
+    kamailio_binary() is None or sipp_binary() is None or (EMULATOR == "node" and node_binary() is None),
+    reason="needs kamailio, sipp and nodejs (tests/apt-packages.txt)")
 
 
 def percentile(values: list[float], q: int) -> float:
@@ -197,9 +205,18 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         registry[alert] = BUNDLE
     direct = secrets.token_hex(32)
     registry[direct] = BUNDLE + ".voip"
-    apns = await RemoteApns.start(tmp_path / "apns", bed.key_file, TEAM, KEY_ID, registry)
+    if EMULATOR == "python":
+        apns = await RemoteApns.start(tmp_path / "apns", bed.key_file, TEAM, KEY_ID, registry)
+        if PEERS_NICE:
+            os.setpriority(os.PRIO_PROCESS, apns.process.pid, PEERS_NICE)  # one thread
+    else:
+        apns = await NodeApns.start(tmp_path / "apns", keys={KEY_ID: (TEAM, public_pem(bed.key_file))},
+                                    devices=registry, nice=PEERS_NICE)
     try:
         await bed.start(apns_url=apns.url, push_ca=apns.ca_file)
+        if PEERS_NICE:
+            # every process (and thread) of Kamailio's group
+            os.setpriority(os.PRIO_PGRP, bed.kam.process.pid, PEERS_NICE)
         instances = [await bed.create_instance(user, tokens=tokens[user]) for user in tokens]
         gateway = bed.gateway
         arrived: dict[str, float] = {}  # Call-ID -> the INVITE's arrival in the kernel
@@ -285,7 +302,7 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         # fails after 5 s instead of holding SIPp, and the load window, for 60
         result = await run_sipp(str(SCENARIO), kam, service="x", calls=calls, rate=rate,
                                 timeout=60, extra=("-inf", str(users), "-l", "5000",
-                                                   "-recv_timeout", "5000"))
+                                                   "-recv_timeout", "5000"), nice=PEERS_NICE)
         if profiler is not None:
             profiler.disable()
         spent = budget.stop()
@@ -352,6 +369,8 @@ def test_invite_to_push_latency(benchmark, tmp_path, rate):
     assert sip and direct, outcome
     figures = {
         "rate_calls_per_s": rate,
+        "apns_emulator": EMULATOR,
+        "peers_nice": PEERS_NICE,
         "calls_sent": outcome["calls"],
         "invites_seen": outcome["invites"],
         "pushed": len(sip),
