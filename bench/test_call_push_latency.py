@@ -3,10 +3,16 @@ arriving at APNs, at 100 and at 500 calls per second.
 
 Setup: SIPp calls through Kamailio (the provider's proxy and registrar, digest auth on)
 to instances the gateway registered there; the gateway (in this process, uvloop) pushes
-over HTTP/2 to the APNs emulator, which runs in a process of its own and notes when each
-request arrived (time.monotonic(): one clock for every process on the machine; the time
-its loop read the request's last bytes, before its own parsing; the arrivals are fetched
-after the load, so nothing of the emulator runs in the gateway's loop meanwhile). Each
+over HTTP/2 + TLS to the APNs emulator, which runs in a process of its own and notes when
+each request arrived (CLOCK_MONOTONIC, time.monotonic() here: one clock for every process
+on the machine; when the request's last bytes were handed to the emulator's code, before
+its checks; the arrivals are fetched after the load, so nothing of the emulator runs in
+the gateway's loop meanwhile). The emulator is the Node.js one
+(tests/support/apns_node: nghttp2, the provider token's ES256 signature verified and
+cached per connection, topic, push type, payload checked as APNs does), which costs a
+fraction of the Python h2 one (CALL_BENCH_APNS=python, for comparison: about 0.55 ms of
+CPU per push, a third of the machine at 500 calls/s, where Apple's servers take none of
+the gateway's cores). Each
 call: INVITE, 180 Alerting-Device, 180 Push-Notification-Sent, then CANCEL, 487 (which
 also sends a missed-call push: real load).
 
@@ -33,9 +39,12 @@ timers, tcp, other), SIPp, their sum, and the whole machine's busy time and shar
 cores (anybody's: what exceeds our sum is the kernel's unbilled network work and
 whatever else shares the machine).
 
-The peers run as a production deployment would: the emulator checks with h2 and PyJWT
-without per-request overhead of its own (tests/support/apns_emulator.py), Kamailio with
-a worker per core and its production allocator, SIPp with its default timers. Run with
+The peers run as a production deployment would: the emulator checks everything APNs
+checks without per-request overhead of its own, Kamailio with a worker per core and its
+production allocator, SIPp with its default timers. A diagnostic, never the default:
+CALL_BENCH_PEERS_NICE=10 runs SIPp, Kamailio and the emulator at that nice value, a
+stand-in for peers on other machines (how much of the p99 is the peers competing for the
+two cores); the figures say `peers_nice` and `apns_emulator`. Run with
 `python -m pytest bench/test_call_push_latency.py --benchmark-only -s`; with
 `BENCH_PROFILE=DIR` the loop is profiled (cProfile) during the SIP load, the stats go to
 DIR/invite-RATE.prof and the top functions are printed (the profiler slows the loop:
@@ -265,7 +274,7 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
 
         # warm up: connections to APNs, Kamailio's transactions, the code paths
         await run_sipp(str(SCENARIO), kam, service="x", calls=50, rate=50, timeout=30,
-                       extra=("-inf", str(users)))
+                       extra=("-inf", str(users)), nice=PEERS_NICE)
         arrived.clear()
         read_at.clear()
         # as `gateway.app.serve` runs the gateway: start-up's objects frozen, a larger
