@@ -127,7 +127,7 @@ function checkAuth(session, authorization) {
   return null;
 }
 
-// [status, reason, the parsed payload or null]
+// [status, reason, the payload's text when accepted]
 function check(session, headers, rawHeaders, body, size) {
   if (headers[':method'] !== 'POST') return [405, 'MethodNotAllowed'];
   const path = headers[':path'] || '';
@@ -161,16 +161,17 @@ function check(session, headers, rawHeaders, body, size) {
   if (size === 0) return [400, 'PayloadEmpty'];
   if (size > (pushType === 'voip' ? 5120 : 4096)) return [413, 'PayloadTooLarge'];
   if (unregistered.has(token)) return [410, 'Unregistered'];
+  const text = body.toString('utf8');
   let payload;
   try {
-    payload = JSON.parse(body.toString('utf8'));
+    payload = JSON.parse(text);
   } catch {
     return [400, 'BadPayload'];
   }
   if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) {
     return [400, 'BadPayload'];
   }
-  return [200, '', payload];
+  return [200, '', text];
 }
 
 function answer(stream, headers, rawHeaders, chunks, size, arrived) {
@@ -183,6 +184,8 @@ function answer(stream, headers, rawHeaders, chunks, size, arrived) {
     t: arrived, status, reason, apns_id: apnsId,
     token: path.startsWith(PREFIX) ? path.slice(PREFIX.length) : '',
     push_type: headers['apns-push-type'] || '', topic: headers['apns-topic'] || '',
+    // the text, parsed again only when dumped: one string per push for the collector
+    // to keep, not a tree of objects
     payload: payload || null,
   });
   if (stream.destroyed || stream.closed) return;  // the client reset it meanwhile
@@ -235,6 +238,7 @@ function dump() {
   const out = [];
   for (const r of records) {
     // the arrival as a decimal string: a Number would round it after 104 days of uptime
+    if (r.payload !== null) r.payload = JSON.parse(r.payload);
     out.push(JSON.stringify(r, (k, v) => (typeof v === 'bigint' ? v.toString() : v)));
   }
   records = [];
