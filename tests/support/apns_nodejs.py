@@ -1,7 +1,7 @@
 """The Node.js APNs emulator (`tests/support/apns_node/emulator.mjs`) in a process of its
 own, for load: an independent HTTP/2 implementation (nghttp2) checking what APNs checks
-at a fraction of the Python emulator's CPU, so that the peer does not take the cores the
-gateway is measured on.
+at about two thirds of the Python emulator's CPU per push, so that the peer takes less of
+the cores the gateway is measured on.
 
     apns = await NodeApns.start(workdir, keys={KEY_ID: (TEAM, public_pem)},
                                 devices={token: topic, ...})
