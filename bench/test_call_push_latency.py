@@ -161,6 +161,16 @@ def kamailio_roles(psx: str) -> dict[int, str]:
     return roles
 
 
+def loop_thread_waits() -> tuple[float, int]:
+    """(seconds spent runnable but waiting for a core, involuntary context switches) of
+    the calling thread so far, from /proc/thread-self (schedstat, status): how long the
+    loop waited while others -- the peers, anybody -- had the cores."""
+    waited = int(Path("/proc/thread-self/schedstat").read_text().split()[1]) / 1e9
+    status = Path("/proc/thread-self/status").read_text()
+    preempted = int(re.search(r"nonvoluntary_ctxt_switches:\s*(\d+)", status).group(1))
+    return waited, preempted
+
+
 class CpuBudget:
     """CPU seconds, (user, system), of every process of the bench over the load: the
     gateway's whole process (its loop thread's total apart), the emulator, each kind of
@@ -185,6 +195,7 @@ class CpuBudget:
         self.machine = MachineClock()
         self.wall = time.monotonic()
         self.before = self.reading()
+        self.waits = loop_thread_waits()
 
     def stop(self) -> dict:
         """{name: (user, system) seconds spent} plus "kamailio" (every process of it),
@@ -199,6 +210,9 @@ class CpuBudget:
         spent["machine_busy"] = self.machine.busy_seconds()
         spent["machine_busy_fraction"] = self.machine.fraction()
         spent["wall"] = time.monotonic() - self.wall
+        waited, preempted = loop_thread_waits()
+        spent["loop_waited"] = waited - self.waits[0]
+        spent["loop_preempted"] = preempted - self.waits[1]
         return spent
 
 
@@ -429,6 +443,11 @@ def test_invite_to_push_latency(benchmark, tmp_path, rate):
     figures["machine_busy_per_call_ms"] = round(spent["machine_busy"] * 1000 / calls, 3)
     figures["machine_busy_fraction"] = round(spent["machine_busy_fraction"], 3)
     figures["load_seconds"] = round(spent["wall"], 2)
+    # the loop runnable but without a core (the kernel's run-queue wait of its thread):
+    # what the other processes on the two cores cost the gateway's latency
+    figures["loop_runqueue_wait_per_call_ms"] = round(spent["loop_waited"] * 1000 / calls, 3)
+    figures["loop_runqueue_wait_fraction"] = round(spent["loop_waited"] / spent["wall"], 3)
+    figures["loop_preemptions"] = spent["loop_preempted"]
     pauses = outcome["gc"]
     figures["gc_ms_per_call"] = round(sum(pauses) * 1000 / outcome["calls"], 3)
     figures["gc_pause_max_ms"] = round(max(pauses, default=0.0) * 1000, 3)
