@@ -82,8 +82,11 @@ class NodeApns:
             "devices": devices, "unregistered": unregistered or {}, "max_streams": max_streams,
         }
         (workdir / "config.json").write_text(json.dumps(config))
+        # V8's collector on the main thread: no helper threads woken at each collection
+        # to take a core from the gateway (5 % less CPU per push at 100 calls/s, and the
+        # gateway's loop waited less for a core in those runs)
         process = await asyncio.create_subprocess_exec(
-            binary, str(SCRIPT), str(workdir / "config.json"),
+            binary, "--single-threaded-gc", str(SCRIPT), str(workdir / "config.json"),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             start_new_session=True, limit=1 << 24,
             preexec_fn=(lambda: os.nice(nice)) if nice else None)
