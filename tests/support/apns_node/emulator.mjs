@@ -239,8 +239,8 @@ server.on('stream', (stream, headers, flags, rawHeaders) => {
 function dump() {
   const out = [];
   for (const r of records) {
-    // the arrival as a decimal string: a Number would round it after 104 days of uptime
     if (r.payload !== null) r.payload = JSON.parse(r.payload);
+    // the arrival as a decimal string: a Number would round it after 104 days of uptime
     out.push(JSON.stringify(r, (k, v) => (typeof v === 'bigint' ? v.toString() : v)));
   }
   records = [];
