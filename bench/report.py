@@ -199,10 +199,13 @@ def benchmark_rows(run: Run) -> list[Row]:
                               f"CPU per call by process{rate}: gateway process; APNs emulator, Kamailio, SIPp",
                               "(reference: where the two cores went)",
                               lambda e, s: (fmt(e["gateway_process_cpu_per_call_ms"], "ms"),
-                                            fmt(e["emulator_cpu_per_call_ms"], "ms") + ", "
+                                            fmt(e["emulator_cpu_per_call_ms"], "ms")
+                                            + f" ({e.get('apns_emulator', 'python')}), "
                                             + fmt(e["kamailio_cpu_per_call_ms"], "ms") + ", "
                                             + fmt(e["sipp_cpu_per_call_ms"], "ms"),
-                                            f"machine {e['machine_busy_fraction'] * 100:.0f} % busy")))
+                                            f"machine {e['machine_busy_fraction'] * 100:.0f} % busy"
+                                            + (f"; loop waited {fmt(e['loop_runqueue_wait_per_call_ms'], 'ms')}"
+                                               " per call for a core" if "loop_runqueue_wait_per_call_ms" in e else ""))))
     rows.append(rows_from(run, r"test_metrics_bench.py::test_register_path_with_metrics",
                           "Metrics overhead on the REGISTER path", "<= 5 %",
                           lambda e, s: (fmt(e["interleaved_us_metered_min"], "µs/registration"),

@@ -33,11 +33,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import trustme
 
-from tests.support.processes import log_tail, stop_group
 from tests.support.ports import free_port
+from tests.support.processes import log_tail, need_program, stop_group
 
 MODULE_DIRS = ("/usr/lib/x86_64-linux-gnu/kamailio/modules", "/usr/lib/kamailio/modules",
                "/usr/local/lib64/kamailio/modules", "/usr/local/lib/kamailio/modules")
@@ -53,12 +52,8 @@ def kamailio_binary() -> str | None:
 
 def need_kamailio() -> None:
     """Skip the calling test when Kamailio is missing; fail it on CI, where it must be."""
-    if kamailio_binary() is None:
-        message = ("kamailio is not installed (apt-get install kamailio kamailio-tls-modules; "
-                   "tests/apt-packages.txt)")
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    need_program(kamailio_binary(), "kamailio is not installed (apt-get install kamailio "
+                 "kamailio-tls-modules; tests/apt-packages.txt)")
 
 
 @dataclass
@@ -194,7 +189,7 @@ class Kamailio:
         path.write_text(text)
         return path
 
-    def start(self, timeout: float = 15.0) -> "Kamailio":
+    def start(self, timeout: float = 15.0) -> Kamailio:
         cfg = self.write_config()
         run_dir = self.workdir / "run"
         run_dir.mkdir(exist_ok=True)
@@ -246,7 +241,7 @@ class Kamailio:
         process, self.process = self.process, None
         stop_group(process)
 
-    def __enter__(self) -> "Kamailio":
+    def __enter__(self) -> Kamailio:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -1,5 +1,6 @@
-"""What the launchers of real peers (Kamailio, Prometheus) share: reading the end of a log
-file and stopping a process that runs in its own session."""
+"""What the launchers of real peers (Kamailio, Prometheus, SIPp, Node.js) share: finding
+their program (or skipping the test), reading the end of a log file and stopping a
+process that runs in its own session."""
 
 from __future__ import annotations
 
@@ -7,6 +8,18 @@ import os
 import signal
 import subprocess
 from pathlib import Path
+
+import pytest
+
+
+def need_program(binary: str | None, message: str) -> str:
+    """`binary` when it was found; else skip the calling test with `message`, or fail
+    it on CI, where every peer must be installed."""
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return binary
 
 
 def log_tail(path: Path, size: int = 4000) -> str:

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 
-import pytest
+from tests.support.processes import need_program
 
 
 @dataclass
@@ -31,18 +31,13 @@ def sipp_binary() -> str | None:
 
 
 def need_sipp() -> str:
-    binary = sipp_binary()
-    if binary is None:
-        message = "sipp is not installed (sip-tester in tests/apt-packages.txt)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return binary
+    return need_program(sipp_binary(), "sipp is not installed (sip-tester in tests/apt-packages.txt)")
 
 
 async def run_sipp(scenario: str, target: tuple[str, int], *, service: str, local_ip: str = "127.0.0.1",
                    calls: int = 1, rate: float | None = None, timeout: float = 20.0,
-                   extra: tuple[str, ...] = ()) -> SippResult:
+                   extra: tuple[str, ...] = (), nice: int = 0) -> SippResult:
+    """`nice`: SIPp at a lower scheduling priority (a load bench's diagnostic)."""
     binary = need_sipp()
     workdir = tempfile.mkdtemp(prefix="sipp-")
     command = [binary, f"{target[0]}:{target[1]}", "-sf", os.path.abspath(scenario), "-s", service,
@@ -53,7 +48,8 @@ async def run_sipp(scenario: str, target: tuple[str, int], *, service: str, loca
         command += ["-r", str(rate), "-rp", "1000"]
     process = await asyncio.create_subprocess_exec(
         *command, cwd=workdir, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        preexec_fn=(lambda: os.nice(nice)) if nice else None)
     try:
         out, _ = await asyncio.wait_for(process.communicate(), timeout + 10)
     except asyncio.TimeoutError:
