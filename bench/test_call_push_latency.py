@@ -17,7 +17,7 @@ call: INVITE, 180 Alerting-Device, 180 Push-Notification-Sent, then CANCEL, 487 
 also sends a missed-call push: real load).
 
 - subject: the INVITE's datagram arriving in the gateway's UDP socket (the kernel's
-  receive timestamp, SIOCGSTAMP, read when `TransportLayer._datagram` gets it: time spent
+  receive timestamp, SO_TIMESTAMPNS per datagram from the batched socket, read when `TransportLayer._datagram` gets it: time spent
   queued while the loop was busy counts; the call's Call-ID known once the handler sees
   the request) -> the push request's last byte read by the emulator, per Call-ID;
 - the gateway's own part, issue 7's figure: the same arrival -> the APNs provider starting
@@ -126,12 +126,20 @@ def udp_drops(ports: dict[str, int]) -> dict[str, int]:
 
 
 def kernel_arrival(sock) -> float | None:
-    """When the kernel received the datagram just read from `sock` (SIOCGSTAMP, wall
-    clock), so that time spent queued in the socket while the loop was busy counts too;
-    None until the kernel stamps that socket's datagrams (the first call turns it on)."""
+    """When the kernel received the datagram just read from `sock` (wall clock), so that
+    time spent queued in the socket while the loop was busy counts too; None until the
+    kernel stamps that socket's datagrams (the first call turns it on). The batched
+    socket reads many datagrams at once, so it keeps each one's own stamp
+    (`received_at`); uvloop's transport (GATEWAY_UDP_SOCKET=loop) reads one at a time,
+    so SIOCGSTAMP's "last datagram read" is this one."""
     transport = sock.transport
     if transport is None:
         return None
+    if hasattr(transport, "stamp_arrivals"):
+        if not transport.received_at:
+            transport.stamp_arrivals()
+            return None
+        return transport.received_at
     try:
         raw = fcntl.ioctl(transport.get_extra_info("socket").fileno(), SIOCGSTAMP, bytes(16))
     except OSError:
