@@ -75,6 +75,7 @@ _wire = _accel.load("_regwire", "sip.regwire")
 RegisterWire = _wire.RegisterWire
 
 _rng = random.Random()
+_random = _rng.random
 _IDS_BYTES = 18  # a client's Call-ID (12 bytes) and From tag (6 bytes)
 #: registrar URIs with an IP address -> their one target (no DNS, never changes)
 _IP_TARGETS: dict[str, list] = {}
@@ -857,7 +858,13 @@ def refresh_delay(granted: int, spread: float = 0.1) -> float:
     """When to refresh a registration granted for `granted` seconds: a tenth early (at
     least 2 s when the expiry allows, at most 2 minutes), jitter only ever earlier."""
     lead = min(120.0, max(granted * 0.1, min(2.0, granted / 2)))
-    return jitter(max(granted - lead, 0.5), spread)
+    delay = max(granted - lead, 0.5)
+    if not 0.0 <= spread <= 1.0:
+        return jitter(delay, spread)  # (it says what is wrong)
+    # `jitter(delay, spread)` for a delay known finite and positive, drawn here: one
+    # call per registration rather than its checks and `uniform`'s frames
+    value = delay - delay * spread * _random()
+    return value if value <= delay else delay
 
 
 def backoff(failures: int, base: float, cap: float) -> float:
