@@ -399,6 +399,10 @@ cdef class RegisterWire:
         return True
 
 
+# H(REGISTER:uri) by (hash, uri): the clients of a registrar send the same one
+cdef dict _HA2 = {}
+
+
 cpdef bytes credentials(digest, str uri):
     """The twin's `credentials`: what `DigestClient.authorization("REGISTER", uri)` gives
     (the client's challenge, nonce, count, HA1 and the derived cnonce), computed here
@@ -409,29 +413,33 @@ cpdef bytes credentials(digest, str uri):
     cdef long count = digest._nc + 1
     digest._nc = count
     cdef str nonce = digest._nonce, username = digest.username, algorithm = shared.algorithm
-    H = _sha256 if algorithm.startswith("SHA-256") else _md5
+    cdef bint sha = algorithm.startswith("SHA-256")
+    H = _sha256 if sha else _md5
     cdef str nc = "%08x" % count
     cdef str cnonce = _blake2b(f"{username}\x00{nonce}".encode(), key=_CNONCE_KEY,
                                digest_size=8).hexdigest()
     cdef str ha1 = digest._ha1.hex()
     if algorithm.endswith("-sess"):
         ha1 = H(f"{ha1}:{nonce}:{cnonce}".encode()).hexdigest()
-    cdef str ha2 = H(f"REGISTER:{uri}".encode()).hexdigest()
+    key = (sha, uri)
+    cdef object ha2 = _HA2.get(key)
+    if ha2 is None:
+        ha2 = H(f"REGISTER:{uri}".encode()).hexdigest()
+        if len(_HA2) < 1000:
+            _HA2[key] = ha2
     qop = shared.qop
     if qop:
         response = H(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}".encode()).hexdigest()
     else:
         response = H(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()
-    parts = [f"{shared.header}: Digest username={_quote(username)}",
-             f"realm={_quote(shared.realm)}", f"nonce={_quote(nonce)}",
-             f"uri={_quote(uri)}", f'response="{response}"']
-    if shared.algorithm_given or algorithm != "MD5":
-        parts.append(f"algorithm={algorithm}")
-    if shared.opaque is not None:
-        parts.append(f"opaque={_quote(shared.opaque)}")
-    if qop:
-        parts += [f"qop={qop}", f"nc={nc}", f'cnonce="{cnonce}"']
-    return (", ".join(parts) + "\r\n").encode()
+    # one string, encoded once
+    algorithm_part = f", algorithm={algorithm}" \
+        if shared.algorithm_given or algorithm != "MD5" else ""
+    opaque_part = "" if shared.opaque is None else f", opaque={_quote(shared.opaque)}"
+    qop_part = f', qop={qop}, nc={nc}, cnonce="{cnonce}"' if qop else ""
+    return (f"{shared.header}: Digest username={_quote(username)}, "
+            f"realm={_quote(shared.realm)}, nonce={_quote(nonce)}, uri={_quote(uri)}, "
+            f'response="{response}"{algorithm_part}{opaque_part}{qop_part}\r\n').encode()
 
 
 cdef object _usable(dict params):

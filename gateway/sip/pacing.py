@@ -54,10 +54,14 @@ class RateLimit:
         """Take a token if one is there and nobody is queued before us."""
         if self._waiters:
             return False
-        self._refill()
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        # `_refill()` written out: asked once or twice per registration
+        now = self.clock()
+        tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if tokens >= 1.0:
+            self._tokens = tokens - 1.0
             return True
+        self._tokens = tokens
         return False
 
     async def acquire(self) -> None:
@@ -128,7 +132,7 @@ class Pacer:
 
     def try_acquire(self, key: str) -> bool:
         """Both tokens at once, or neither (nothing taken when either would wait)."""
-        limit = self.limit_for(key)
+        limit = self._keys.get(key) or self.limit_for(key)
         if not limit.try_acquire():
             return False
         if self.overall.try_acquire():

@@ -75,6 +75,7 @@ _wire = _accel.load("_regwire", "sip.regwire")
 RegisterWire = _wire.RegisterWire
 
 _rng = random.Random()
+_random = _rng.random
 _IDS_BYTES = 18  # a client's Call-ID (12 bytes) and From tag (6 bytes)
 #: registrar URIs with an IP address -> their one target (no DNS, never changes)
 _IP_TARGETS: dict[str, list] = {}
@@ -139,6 +140,7 @@ class RegistrationContext:
         #: the wire path of REGISTER exchanges on UDP (None: the general path only)
         self.wire = RegisterWire.of(endpoint)
         self._last_hostport: tuple[Any, str] = (None, "")
+        self._last_parts: tuple = (None, None, None, None, None)
         #: (hop URI, its open flow) last found by a client's `_ready_flow`: the clients
         #: of a registrar share both, so the next one needs no look-up while it is open
         self.last_ready: tuple[Any, Any] = (None, None)
@@ -160,6 +162,29 @@ class RegistrationContext:
             # UDP listeners come and go only with the endpoint, so it never changes
             self._last_hostport = (flow, hostport)
         return hostport
+
+    def registrar_parts(self, flow: Any, target: SipUri, proxy: SipUri | None
+                        ) -> tuple[str, bytes, str, str, str]:
+        """What every client's REGISTER to `target` (through `proxy`) on `flow` shares:
+        the Request-URI, the request line and Via up to the branch, the Route line, the
+        end of the Contact URI (`host:port;transport=...>;`) and the User-Agent line.
+        The last answer is kept, for the one UDP flow the clients of a registrar share
+        (`contact_hostport` keeps its part for that flow too)."""
+        user_agent = self.endpoint.user_agent
+        last = self._last_parts
+        if last[0] is flow and last[1] is target and last[2] is proxy \
+                and last[3] is user_agent:
+            return last[4]
+        hostport = self.contact_hostport(flow)
+        transport = flow.transport
+        uri = _text(target)
+        route = "" if proxy is None else f"Route: <{_loose(proxy)}>\r\n"
+        head = f"REGISTER {uri} SIP/2.0\r\nVia: SIP/2.0/{transport.upper()} {hostport};branch="
+        parts = (uri, head.encode("utf-8"), route, f"{hostport};transport={transport}>;",
+                 f"User-Agent: {user_agent}\r\n")
+        if transport == "udp":
+            self._last_parts = (flow, target, proxy, user_agent, parts)
+        return parts
 
     async def ramp(self, clients: list["RegistrationClient"], window: int,
                    wanted: Callable[["RegistrationClient"], bool] = lambda client: True
@@ -705,23 +730,20 @@ class RegistrationClient:
         """The Request-URI and the parts of every REGISTER of one exchange on `flow`:
         head + branch + middle + CSeq number + tail + Authorization line (if any) +
         `Content-Length: 0` and the blank line make the request."""
-        hostport = self.ctx.contact_hostport(flow)
-        transport = flow.transport
-        uri = _text(self.target)
-        route = "" if self.outbound_proxy is None else \
-            f"Route: <{_loose(self.outbound_proxy)}>\r\n"
-        head = f"REGISTER {uri} SIP/2.0\r\nVia: SIP/2.0/{transport.upper()} {hostport};branch="
+        uri, head, route, contact_end, user_agent = self.ctx.registrar_parts(
+            flow, self.target, self.outbound_proxy)
+        ids = self._ids
         middle = (f";rport\r\nMax-Forwards: 70\r\n{route}"
-                  f"From: <{self.aor}>;tag={self.from_tag}\r\n"
+                  f"From: <{self.aor}>;tag={ids & 0xFFFFFFFFFFFF:012x}\r\n"
                   f"To: <{self.aor}>\r\n"
-                  f"Call-ID: {self.call_id}\r\n"
+                  f"Call-ID: {ids >> 48:024x}\r\n"
                   f"CSeq: ")
         tail = (f" REGISTER\r\n"
-                f"Contact: <sip:{self.token}@{hostport};transport={transport}>"
-                f';+sip.instance="<{self.instance_urn or instance_urn(self.key)}>"\r\n'
+                f"Contact: <sip:{self._token or contact_token(self.key)}@{contact_end}"
+                f'+sip.instance="<{self.instance_urn or instance_urn(self.key)}>"\r\n'
                 f"Expires: {expires}\r\n"
-                f"User-Agent: {self.ctx.endpoint.user_agent}\r\n")
-        return uri, head.encode("utf-8"), middle.encode("utf-8"), tail.encode("utf-8")
+                f"{user_agent}")
+        return uri, head, middle.encode("utf-8"), tail.encode("utf-8")
 
 
 def _target_failed(flow, exc: Exception):
@@ -836,7 +858,13 @@ def refresh_delay(granted: int, spread: float = 0.1) -> float:
     """When to refresh a registration granted for `granted` seconds: a tenth early (at
     least 2 s when the expiry allows, at most 2 minutes), jitter only ever earlier."""
     lead = min(120.0, max(granted * 0.1, min(2.0, granted / 2)))
-    return jitter(max(granted - lead, 0.5), spread)
+    delay = max(granted - lead, 0.5)
+    if not 0.0 <= spread <= 1.0:
+        return jitter(delay, spread)  # (it says what is wrong)
+    # `jitter(delay, spread)` for a delay known finite and positive, drawn here: one
+    # call per registration rather than its checks and `uniform`'s frames
+    value = delay - delay * spread * _random()
+    return value if value <= delay else delay
 
 
 def backoff(failures: int, base: float, cap: float) -> float:
