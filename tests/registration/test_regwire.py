@@ -339,3 +339,28 @@ def test_credentials_are_what_the_digest_client_writes(wire, params):
         name, value = reference.authorization("REGISTER", "sip:example.com;transport=udp")
         assert wire.credentials(ours, "sip:example.com;transport=udp") == \
             f"{name}: {value}\r\n".encode()
+
+
+@pytest.mark.parametrize("wire", load_both("_regwire", "sip.regwire"))
+@pytest.mark.parametrize("algorithm", ["MD5", "MD5-sess", "SHA-256"])
+def test_credentials_hash_strings_of_every_length(wire, algorithm):
+    """The hashed strings cross the hash block boundaries (MD5: 55/56/64 bytes, the
+    cnonce's BLAKE2b: 128) as the nonce, the username and the URI grow; non-ASCII text
+    is hashed as UTF-8."""
+    from gateway.sip.digest import DigestClient, usable
+
+    for length in range(1, 300):
+        params = {"realm": "r", "nonce": "n" * length, "algorithm": algorithm, "qop": "auth"}
+        if length % 2:
+            del params["qop"]
+        user = "é" * (length % 7) + "u"
+        uri = "sip:" + "h" * length
+
+        def ready():
+            digest = DigestClient(user, lambda: "secret")
+            digest.accept(401, "Authorization", params, *usable(params))
+            return digest
+
+        ours, reference = ready(), ready()
+        name, value = reference.authorization("REGISTER", uri)
+        assert wire.credentials(ours, uri) == f"{name}: {value}\r\n".encode()
