@@ -199,6 +199,15 @@ async def test_each_datagram_of_a_batch_has_its_own_arrival_stamp(mod):
     sock.stamp_arrivals()
     port = sock.sock.getsockname()[1]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        # the kernel turns arrival stamping on a moment later (deferred work); until
+        # then a datagram is stamped when it is read: wait until one waited stamped
+        for _ in range(100):
+            peer.sendto(b"primer", ("127.0.0.1", port))
+            time.sleep(0.01)
+            assert await until(lambda: stamps)
+            _, stamped, handled = stamps.pop()
+            if handled - stamped >= 0.005:
+                break
         before = time.time()
         peer.sendto(b"first", ("127.0.0.1", port))
         time.sleep(0.05)  # the loop is blocked: both wait in the socket
