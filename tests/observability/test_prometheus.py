@@ -42,6 +42,19 @@ def values(result: list[dict], label: str) -> dict[str, float]:
     return {item["metric"].get(label, ""): float(item["value"][1]) for item in result}
 
 
+def p99_bucket(timing: metrics.Timing, key: tuple) -> tuple[float, float]:
+    """(lower, upper) bound of the bucket of `timing`'s series `key` that holds its 99th
+    percentile, from the process's own counts."""
+    counts = timing.series[key][:-1]
+    edges = (0.0, *timing.bounds, float("inf"))
+    rank, running = 0.99 * sum(counts), 0
+    for index, n in enumerate(counts):
+        running += n
+        if running >= rank:
+            return edges[index], edges[index + 1]
+    raise AssertionError(f"{timing.name}{key}: nothing observed")
+
+
 async def test_prometheus_scrapes_the_gateway(prometheus_installed, running, tmp_path):
     body = {"app_id": "demo", "device_id": "scraped",
             "account": {"aor": "sip:dave@example.com", "auth_username": "dave", "password": "pw-0123456789",
@@ -76,6 +89,9 @@ async def test_prometheus_scrapes_the_gateway(prometheus_installed, running, tmp
         # a histogram Prometheus can compute a quantile from
         p99 = await settle(prom, 'histogram_quantile(0.99, sum by (le) (sippush_push_duration_seconds_bucket{provider="fcm"}))',
                            lambda r: len(r) == 1)
-        assert 0.01 <= float(p99[0]["value"][1]) <= 0.025
+        # within the bucket holding the 99th percentile of what this process observed
+        # (alone, this test's three 20 ms pushes: 10-25 ms; after other tests' pushes, theirs too)
+        assert p99_bucket(metrics.PUSH_DURATION, ("fcm",))[0] <= float(p99[0]["value"][1]) \
+            <= p99_bucket(metrics.PUSH_DURATION, ("fcm",))[1]
     finally:
         await asyncio.to_thread(prom.stop)
