@@ -1,0 +1,110 @@
+"""The common registration cycle: a client's exchange started on the wire path, its end,
+and the restart ramp's next start.
+
+    regcycle.run(client)                          # RegistrationClient._run
+    regcycle.done(client, flow, outcome, started)  # the wire's callback at the end
+    regcycle.timer_fired(client)                  # the refresh or retry timer
+    regcycle.pump(ramp)                           # _Ramp.pump
+
+A common registration is: the ramp (or a timer) starts a client; with a flow at hand, a
+free slot and the pacer's tokens, its exchange goes on the wire path with no task
+(`RegisterWire.start`); when the wire has its granted expiry, `done` binds the client to
+the flow, counts the result, schedules the refresh on the wheel, reports the state, gives
+the slot back and lets the ramp start the next client. Everything else (a slot or a
+token to wait for, TCP/TLS, DNS, a response the wire hands back) goes on in a task on
+the registration client's general code (`RegistrationClient._in_task`).
+
+This is the pure-Python twin and the reference of `_ext/regcycle.pyx` (chosen through
+`gateway._accel` by `gateway.sip.registration`): here every step is the client's own
+method, there the same steps are written out in C so that a common registration runs
+no Python frame besides the state report and the metrics hook. The tests hold both to
+the same requests and outcomes.
+
+Depends on the registration client's and context's attributes and methods (duck-typed),
+the pacer's `Slots` and `Pacer`, the SIP trace logger; never on instances, the store or
+the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from gateway.sip.flow import trace
+
+
+def run(client) -> None:
+    """Start the client's next exchange: on the wire path when it can start at once,
+    else in a task (see the module docstring)."""
+    task = client._task
+    if task is not None and not task.done():
+        return  # an exchange is under way; it schedules what comes next
+    ctx = client.ctx
+    flow = client._ready_flow() if ctx.wire is not None else None
+    if flow is not None and flow.transport == "udp" and not trace.isEnabledFor(logging.DEBUG) \
+            and ctx.in_flight.try_take():
+        if ctx.pacer.try_acquire(client.pacing_key):
+            # the common case: the whole exchange on the wire path, with no task; Python
+            # runs again when it ends (`done`)
+            expires = client.expires
+            if expires > 0:
+                client.bound_maybe = True
+            try:
+                handle = ctx.wire.start(client, flow, *client._template(flow, expires),
+                                        expires, ctx.settings.max_challenges, done)
+            except Exception:  # noqa: BLE001 - the task's exchange meets it again
+                ctx.in_flight.release()  # and reports it as every failure is reported
+                client._in_task(True)
+                return
+            if not handle.done():  # (else it ended at once: `done` ran)
+                client._task = handle
+            return
+        ctx.in_flight.release()  # its turn at the pacer: waited for in a task
+    client._in_task(False)
+
+
+def done(client, flow, outcome, started: float) -> None:
+    """The end of an exchange `run` started on the wire path: the common outcome (the
+    granted expiry) settled here; anything else goes on in a task, on the general code
+    (`_exchange` from where the wire left it)."""
+    client._task = None
+    ctx = client.ctx
+    ctx.in_flight.release()
+    if type(outcome) is int:
+        if client.expires > 0:
+            ctx.bind(client, flow)
+        client._registered(outcome, started)
+        ctx.exchange_ended(client)
+        return
+    # (the task takes a slot again: a rare path may wait its turn)
+    client._task = asyncio.ensure_future(
+        client._register(paced=True, resumed=(outcome, flow, started)))
+
+
+def timer_fired(client) -> None:
+    # the fired handle stays with the client: `_schedule` moves it again
+    if client.active:
+        run(client)
+
+
+def pump(ramp) -> None:
+    """Start the ramp's next clients while its window has room (`_Ramp`)."""
+    if ramp.pumping:
+        return  # an exchange ended while we start one: the loop below goes on
+    ramp.pumping = True
+    try:
+        clients, ctx, wanted = ramp.clients, ramp.ctx, ramp.wanted
+        while ramp.free > 0 and ramp.next < len(clients):
+            client = clients[ramp.next]
+            ramp.next += 1
+            if client.active or (wanted is not None and not wanted(client)):
+                continue  # started meanwhile, or removed
+            ramp.free -= 1
+            ctx._ramping[client] = ramp
+            client.start(announce=False)
+            if client._task is None or client._task.done():
+                ctx.exchange_ended(client)  # (over already, or nothing under way)
+        if ramp.next >= len(clients) and not ramp.started.done():
+            ramp.started.set_result(None)
+    finally:
+        ramp.pumping = False
