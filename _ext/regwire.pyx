@@ -42,21 +42,7 @@ from gateway.sip.regwire import _observe
 cdef extern from "string.h":
     void *memmem(const void *haystack, size_t haystacklen, const void *needle, size_t needlelen)
 
-cdef int DEBUG = logging.DEBUG
-# the SIP trace logger's answers by level: logging clears this dict (never replaces it)
-# whenever a level changes, so a False found here is what `isEnabledFor` would say
-cdef object _TRACE_CACHE = getattr(trace, "_cache", None)
-
-
-cdef inline bint _tracing() except -1:
-    """`trace.isEnabledFor(logging.DEBUG)`, without a Python call when logging has the
-    answer cached as False (every datagram asks)."""
-    cdef PyObject *cached
-    if type(_TRACE_CACHE) is dict:
-        cached = PyDict_GetItem(_TRACE_CACHE, DEBUG)
-        if cached != NULL and <object>cached is False:
-            return False
-    return trace.isEnabledFor(DEBUG)
+include "tracing.pxi"
 
 # The recorders of `gateway.metrics`, incremented here as its recording functions do
 # (`values[key] += 1`, see `metrics.Tally`), without a Python frame per count.
