@@ -26,6 +26,7 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC, CLOCK_REALTIME
 
 import asyncio
 import logging
+import os
 
 from gateway.sip.flow import trace
 
@@ -35,6 +36,8 @@ cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object text, Py_ssize_t *size) except NULL
     int _PyLong_AsByteArray(PyLongObject *value, unsigned char *out, size_t n,
                             int little_endian, int is_signed) except -1
+    object _PyLong_FromByteArray(const unsigned char *data, size_t n, int little_endian,
+                                 int is_signed)
 
 include "tracing.pxi"
 
@@ -56,6 +59,36 @@ cdef inline double _clock(int which):
     cdef timespec ts
     clock_gettime(which, &ts)
     return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+# -- ids ---------------------------------------------------------------------------------
+
+# a client's ids come from os.urandom 4 KiB at a time, each byte handed out once (as
+# `gateway.sip.ids.random_hex` does, which the twin uses); a forked child draws its own
+cdef bytes _pool = b""
+cdef Py_ssize_t _pos = 0
+cdef Py_ssize_t IDS_BYTES = 18
+
+
+def _forget_pool():
+    global _pool, _pos
+    _pool, _pos = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def new_ids():
+    """The twin's `new_ids`."""
+    global _pool, _pos
+    cdef Py_ssize_t start = _pos
+    if start + IDS_BYTES > len(_pool):
+        pool = os.urandom(4096)  # (the GIL may be let go: take from what we got)
+        _pool = pool
+        start = 0
+    _pos = start + IDS_BYTES
+    return _PyLong_FromByteArray(<const unsigned char *>PyBytes_AS_STRING(_pool) + start,
+                                 IDS_BYTES, 0, 0)
 
 
 # -- the slots and the pacer (gateway.sip.pacing), their common case -----------------------

@@ -5,6 +5,7 @@ and the restart ramp's next start.
     regcycle.done(client, flow, outcome, started)  # the wire's callback at the end
     regcycle.timer_fired(client)                  # the refresh or retry timer
     regcycle.pump(ramp)                           # _Ramp.pump
+    client._ids = regcycle.new_ids()              # a client's Call-ID and From tag
 
 A common registration is: the ramp (or a timer) starts a client; with a flow at hand, a
 free slot and the pacer's tokens, its exchange goes on the wire path with no task
@@ -31,6 +32,16 @@ import asyncio
 import logging
 
 from gateway.sip.flow import trace
+from gateway.sip.ids import random_hex
+
+#: a client's Call-ID (12 bytes) and From tag (6 bytes), drawn as one number
+IDS_BYTES = 18
+
+
+def new_ids() -> int:
+    """96 random bits of Call-ID and 48 of From tag, as one int: the same for every
+    REGISTER of a client (RFC 3261 10.2), written out when a request is."""
+    return int(random_hex(IDS_BYTES), 16)
 
 
 def run(client) -> None:

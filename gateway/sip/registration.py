@@ -61,7 +61,6 @@ from gateway.errors import (AuthError, ConfigError, ParseError, PeerError, Trans
 from gateway.sip.digest import DigestClient
 from gateway.sip.dns import DEFAULT_PORT, Target, is_ip, send_with_failover
 from gateway.sip.flow import trace
-from gateway.sip.ids import random_hex
 from gateway.sip.message import SipUri
 from gateway.sip.parsing import parse_message
 from gateway.sip.pacing import Pacer, Slots
@@ -80,7 +79,6 @@ _cycle = _accel.load("_regcycle", "sip.regcycle")
 
 _rng = random.Random()
 _random = _rng.random
-_IDS_BYTES = 18  # a client's Call-ID (12 bytes) and From tag (6 bytes)
 #: registrar URIs with an IP address -> their one target (no DNS, never changes)
 _IP_TARGETS: dict[str, list] = {}
 #: registrar and outbound proxy text -> its parsed SipUri, shared by every client of that
@@ -293,7 +291,7 @@ class RegistrationClient:
         self.digest = DigestClient(username, password_source)
         # 96 random bits of Call-ID and 48 of From tag, the same for every REGISTER of
         # this client (RFC 3261 10.2)
-        self._ids = int(random_hex(_IDS_BYTES), 16)
+        self._ids = _cycle.new_ids()
         self.cseq = 0
         self.state = "idle"
         self.last_error: str | None = None

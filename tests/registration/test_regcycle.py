@@ -150,3 +150,10 @@ async def test_a_ramp_registers_every_client_through_its_window(make_stack, use_
             c.close()
     finally:
         registrar.close()
+
+
+@pytest.mark.parametrize("module", CYCLES)
+def test_ids_are_144_random_bits_each_drawn_once(module):
+    ids = [module.new_ids() for _ in range(2000)]  # several pools' worth
+    assert len(set(ids)) == len(ids) and all(0 <= value < 1 << 144 for value in ids)
+    assert max(ids).bit_length() > 136  # the whole width is used
