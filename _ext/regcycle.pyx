@@ -33,15 +33,14 @@ from gateway.sip.flow import trace
 cdef extern from "Python.h":
     ctypedef struct PyLongObject:
         pass
-    const char *PyUnicode_AsUTF8AndSize(object text, Py_ssize_t *size) except NULL
     int _PyLong_AsByteArray(PyLongObject *value, unsigned char *out, size_t n,
                             int little_endian, int is_signed) except -1
     object _PyLong_FromByteArray(const unsigned char *data, size_t n, int little_endian,
                                  int is_signed)
 
 include "tracing.pxi"
+include "writer.pxi"
 
-cdef bytes _HEX = b"0123456789abcdef"
 
 # from gateway.sip.registration, at first use (it imports this module)
 cdef object _registration = None
@@ -216,13 +215,13 @@ cdef tuple _template(client, ctx, flow, long expires):
     cdef unsigned char ids[18]
     cdef char hexed[36]
     cdef int i
-    cdef const char *digits = _HEX
+    cdef const char *digits = _HEXDIGITS
     _PyLong_AsByteArray(<PyLongObject *>client._ids, ids, 18, 0, 0)
     for i in range(18):
         hexed[2 * i] = digits[ids[i] >> 4]
         hexed[2 * i + 1] = digits[ids[i] & 15]
     cdef _Writer w = _writer  # (nothing here runs Python code that could write too)
-    w.size = 0  # (what a text that could not be encoded left)
+    w.start()
     w.add(b";rport\r\nMax-Forwards: 70\r\n", 26)
     w.text(route)
     w.add(b"From: <", 7)
@@ -246,48 +245,6 @@ cdef tuple _template(client, ctx, flow, long expires):
     w.add(b"\r\n", 2)
     w.text(user_agent)
     return (uri, head, middle, w.take())
-
-
-cdef class _Writer:
-    """Bytes written into a buffer, taken as one bytes object (grows as needed)."""
-    cdef bytearray buf
-    cdef Py_ssize_t size
-
-    def __cinit__(self):
-        self.buf = bytearray(512)
-        self.size = 0
-
-    cdef void add(self, const char *data, Py_ssize_t n) except *:
-        if self.size + n > len(self.buf):
-            self.buf.extend(bytes(self.size + n + 256 - len(self.buf)))
-        memcpy(<char *>self.buf + self.size, data, n)
-        self.size += n
-
-    cdef void text(self, str value) except *:
-        cdef Py_ssize_t n
-        cdef const char *data = PyUnicode_AsUTF8AndSize(value, &n)
-        self.add(data, n)
-
-    cdef void number(self, long value) except *:
-        cdef char out[24]
-        cdef int i = 24
-        cdef bint negative = value < 0
-        cdef unsigned long rest = <unsigned long>(-value if negative else value)
-        while True:
-            i -= 1
-            out[i] = <char>(48 + rest % 10)
-            rest //= 10
-            if rest == 0:
-                break
-        if negative:
-            i -= 1
-            out[i] = b'-'
-        self.add(out + i, 24 - i)
-
-    cdef bytes take(self):
-        cdef bytes out = PyBytes_FromStringAndSize(<char *>self.buf, self.size)
-        self.size = 0
-        return out
 
 
 cdef _Writer _writer = _Writer()
