@@ -262,7 +262,11 @@ def done(client, flow, outcome, double started):
             client._register(paced=True, resumed=(outcome, flow, started)))
         return
     if client.expires > 0 and client.flow is not flow:
-        ctx.bind(client, flow)
+        if client.flow is None:
+            flow.acquire()  # `ctx.bind(client, flow)` for a client bound to none yet
+            client.flow = flow
+        else:
+            ctx.bind(client, flow)
     _registered(client, ctx, outcome, started)
     _exchange_ended(ctx, client)
 

@@ -329,7 +329,7 @@ cdef class RegisterWire:
         cdef long granted
         if status < 300:
             granted = ex.expires if ex.expires == 0 else \
-                _our_expires(s, head_end, ex.client.token.encode())
+                _our_expires(s, head_end, ex.client._token or ex.client.token)
             if granted >= 0:
                 _result(_UNREGISTERED if ex.expires == 0 else _REGISTERED, rtt)
                 self._end(ex, granted)
@@ -711,11 +711,21 @@ cdef bint _cseq_is_register(const char *s, Py_ssize_t head_end):
     return i == end
 
 
-cdef long _our_expires(const char *s, Py_ssize_t head_end, bytes token) except -2:
+cdef long _our_expires(const char *s, Py_ssize_t head_end, str token) except -2:
     """The twin's `_our_expires`: -1 where it gives None."""
-    cdef bytes marker = b"<sip:" + token + b"@"
-    cdef const char *m = marker
-    cdef Py_ssize_t mlen = len(marker)
+    cdef char buf[256]
+    cdef Py_ssize_t n
+    cdef const char *text = PyUnicode_AsUTF8AndSize(token, &n)
+    cdef bytes marker
+    cdef const char *m = buf
+    cdef Py_ssize_t mlen = n + 6
+    if mlen <= 256:  # `<sip:TOKEN@` written on the stack
+        memcpy(buf, b"<sip:", 5)
+        memcpy(buf + 5, text, n)
+        buf[n + 5] = b'@'
+    else:
+        marker = b"<sip:" + token.encode() + b"@"
+        m = marker
     cdef Py_ssize_t pos = _find(s, 0, head_end + 2, b"\r\nContact:", 10)
     cdef Py_ssize_t start, end, at, close, stop, i
     cdef long value
