@@ -28,6 +28,7 @@ import asyncio
 import logging
 import os
 
+from gateway.sip.digest import DigestClient
 from gateway.sip.flow import trace
 
 cdef extern from "Python.h":
@@ -58,6 +59,43 @@ cdef inline double _clock(int which):
     cdef timespec ts
     clock_gettime(which, &ts)
     return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+# -- the client's state -------------------------------------------------------------------
+
+cdef class ClientState:
+    """The twin's `ClientState`: the same attributes, as this struct's fields (read and
+    written by the cycle below without a look-up), built without a Python frame."""
+
+    cdef public object ctx, key, _token, instance_urn, aor, target, outbound_proxy
+    cdef public object expires, digest, _ids, cseq, state, last_error, flow, failures
+    cdef public object granted, active, bound_maybe, _timer, _task
+
+    def __init__(self, ctx, *, key, token=None, instance_urn=None, aor, username,
+                 password_source, registrar, outbound_proxy=None, expires=3600):
+        if _registration is None:
+            _late_imports()
+        shared_uri = _registration._shared_uri
+        self.ctx = ctx
+        self.key = key
+        self._token = token
+        self.instance_urn = instance_urn
+        self.aor = aor
+        self.target = shared_uri(registrar, True)
+        self.outbound_proxy = shared_uri(outbound_proxy, False) if outbound_proxy else None
+        self.expires = expires
+        self.digest = DigestClient(username, password_source)
+        self._ids = new_ids()
+        self.cseq = 0
+        self.state = "idle"
+        self.last_error = None
+        self.flow = None
+        self.failures = 0
+        self.granted = None
+        self.active = False
+        self.bound_maybe = False
+        self._timer = None
+        self._task = None
 
 
 # -- ids ---------------------------------------------------------------------------------
@@ -155,12 +193,12 @@ cdef inline _pacing_key(hop):
 
 # -- starting ------------------------------------------------------------------------------
 
-def run(client):
+def run(ClientState client):
     """The twin's `run`."""
     _run(client)
 
 
-cdef _run(client):
+cdef _run(ClientState client):
     task = client._task
     if task is not None and not task.done():
         return
@@ -197,7 +235,7 @@ cdef _run(client):
     client._in_task(False)
 
 
-cdef tuple _template(client, ctx, flow, long expires):
+cdef tuple _template(ClientState client, ctx, flow, long expires):
     """`RegistrationClient._template(flow, expires)`: (uri, head, middle, tail)."""
     target, proxy = client.target, client.outbound_proxy
     last = ctx._last_parts
@@ -252,7 +290,7 @@ cdef _Writer _writer = _Writer()
 
 # -- the end -------------------------------------------------------------------------------
 
-def done(client, flow, outcome, double started):
+def done(ClientState client, flow, outcome, double started):
     """The twin's `done`."""
     client._task = None
     ctx = client.ctx
@@ -271,7 +309,7 @@ def done(client, flow, outcome, double started):
     _exchange_ended(ctx, client)
 
 
-cdef _registered(client, ctx, granted, double started):
+cdef _registered(ClientState client, ctx, granted, double started):
     """`RegistrationClient._registered(granted, started)`."""
     client.failures = 0
     client.granted = granted
@@ -304,7 +342,7 @@ cdef double _refresh_delay(granted, double spread) except? -1.0:
     return value if value <= delay else delay
 
 
-cdef _schedule(client, ctx, double delay):
+cdef _schedule(ClientState client, ctx, double delay):
     """`RegistrationClient._schedule(delay)`."""
     timer = client._timer
     if delay <= 0:
@@ -318,7 +356,7 @@ cdef _schedule(client, ctx, double delay):
         client._timer = ctx.wheel.call_later(delay, timer_fired, client)
 
 
-def timer_fired(client):
+def timer_fired(ClientState client):
     """The twin's `timer_fired`."""
     if client.active:
         _run(client)
@@ -342,6 +380,7 @@ def pump(ramp):
 
 
 cdef _pump(ramp):
+    cdef ClientState client
     if ramp.pumping:
         return
     ramp.pumping = True
@@ -349,7 +388,7 @@ cdef _pump(ramp):
         clients, ctx, wanted = ramp.clients, ramp.ctx, ramp.wanted
         ramping = ctx._ramping
         while ramp.free > 0 and ramp.next < len(clients):
-            client = clients[ramp.next]
+            client = <ClientState?>clients[ramp.next]
             ramp.next += 1
             if client.active or (wanted is not None and not wanted(client)):
                 continue

@@ -6,6 +6,7 @@ and the restart ramp's next start.
     regcycle.timer_fired(client)                  # the refresh or retry timer
     regcycle.pump(ramp)                           # _Ramp.pump
     client._ids = regcycle.new_ids()              # a client's Call-ID and From tag
+    class RegistrationClient(regcycle.ClientState)  # a client's state, built here
 
 A common registration is: the ramp (or a timer) starts a client; with a flow at hand, a
 free slot and the pacer's tokens, its exchange goes on the wire path with no task
@@ -31,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from gateway.sip.digest import DigestClient
 from gateway.sip.flow import trace
 from gateway.sip.ids import random_hex
 
@@ -42,6 +44,56 @@ def new_ids() -> int:
     """96 random bits of Call-ID and 48 of From tag, as one int: the same for every
     REGISTER of a client (RFC 3261 10.2), written out when a request is."""
     return int(random_hex(IDS_BYTES), 16)
+
+
+class ClientState:
+    """What a registration client keeps (`RegistrationClient` extends it): its
+    registrar's URIs (shared per registrar, `registration._shared_uri`), the digest
+    state, ids, CSeq, state, flow, timer and exchange under way. Compiled, these are a
+    C struct's fields (the cycle reads them without a look-up) and this constructor
+    runs no Python frame."""
+
+    # One per registered instance: every byte here is 100 KB at 100,000 instances. So:
+    # slots; URIs shared per registrar; the Call-ID and From tag drawn together as one
+    # int and written out when a request is built; one timer handle, moved rather than
+    # replaced.
+    __slots__ = ("ctx", "key", "_token", "instance_urn", "aor", "target",
+                 "outbound_proxy", "expires", "digest", "_ids", "cseq", "state",
+                 "last_error", "flow", "failures", "granted", "active",
+                 "bound_maybe", "_timer", "_task")
+
+    def __init__(self, ctx, *, key: str, token: str | None = None,
+                 instance_urn: str | None = None, aor: str, username: str,
+                 password_source, registrar: str, outbound_proxy: str | None = None,
+                 expires: int = 3600):
+        shared_uri = _registration()._shared_uri
+        self.ctx = ctx
+        self.key = key
+        self._token = token
+        self.instance_urn = instance_urn
+        self.aor = aor
+        self.target = shared_uri(registrar, True)  # the registrar; a 3xx changes it
+        self.outbound_proxy = shared_uri(outbound_proxy, False) if outbound_proxy else None
+        self.expires = expires
+        self.digest = DigestClient(username, password_source)
+        # the same for every REGISTER of this client (RFC 3261 10.2)
+        self._ids = new_ids()
+        self.cseq = 0
+        self.state = "idle"
+        self.last_error = None
+        self.flow = None
+        self.failures = 0
+        self.granted = None
+        self.active = False       # we want to be registered
+        self.bound_maybe = False  # a REGISTER with expires > 0 may have been accepted
+        self._timer = None
+        self._task = None
+
+
+def _registration():
+    """gateway.sip.registration (which imports this module: looked up when used)."""
+    from gateway.sip import registration
+    return registration
 
 
 def run(client) -> None:

@@ -58,7 +58,6 @@ import msgspec
 from gateway import _accel, metrics
 from gateway.errors import (AuthError, ConfigError, ParseError, PeerError, TransactionTimeout,
                             TransientError, TransportError)
-from gateway.sip.digest import DigestClient
 from gateway.sip.dns import DEFAULT_PORT, Target, is_ip, send_with_failover
 from gateway.sip.flow import trace
 from gateway.sip.message import SipUri
@@ -261,47 +260,18 @@ def _split_public(address: str) -> tuple[str, int | None]:
     return address, None
 
 
-class RegistrationClient:
+class RegistrationClient(_cycle.ClientState):
     """Keeps one account registered; see the module docstring. `key` is the instance id,
     `token` the user part of our Contact, `instance_urn` its +sip.instance (when not
     given: `contact_token(key)` and `instance_urn(key)`, derived when a request is
-    written or a response read rather than kept)."""
+    written or a response read rather than kept). Built as `ClientState` (the common
+    cycle's module, `gateway.sip.regcycle` or its compiled twin) builds it:
 
-    # One per registered instance: every byte here is 100 KB at 100,000 instances. So:
-    # slots; URIs shared per registrar (`_shared_uri`); the Call-ID and From tag drawn
-    # together as one int and written out when a request is built; one timer handle,
-    # moved rather than replaced.
-    __slots__ = ("ctx", "key", "_token", "instance_urn", "aor", "target",
-                 "outbound_proxy", "expires", "digest", "_ids", "cseq", "state",
-                 "last_error", "flow", "failures", "granted", "active",
-                 "bound_maybe", "_timer", "_task", "__weakref__")
+        RegistrationClient(ctx, key=..., token=None, instance_urn=None, aor=...,
+                           username=..., password_source=..., registrar=...,
+                           outbound_proxy=None, expires=3600)"""
 
-    def __init__(self, ctx: RegistrationContext, *, key: str, token: str | None = None,
-                 instance_urn: str | None = None, aor: str, username: str,
-                 password_source: Callable[[], str], registrar: str,
-                 outbound_proxy: str | None = None, expires: int = 3600):
-        self.ctx = ctx
-        self.key = key
-        self._token = token
-        self.instance_urn = instance_urn
-        self.aor = aor
-        self.target = _shared_uri(registrar, True)  # the registrar; a 3xx changes it
-        self.outbound_proxy = _shared_uri(outbound_proxy, False) if outbound_proxy else None
-        self.expires = expires
-        self.digest = DigestClient(username, password_source)
-        # 96 random bits of Call-ID and 48 of From tag, the same for every REGISTER of
-        # this client (RFC 3261 10.2)
-        self._ids = _cycle.new_ids()
-        self.cseq = 0
-        self.state = "idle"
-        self.last_error: str | None = None
-        self.flow = None
-        self.failures = 0
-        self.granted: int | None = None
-        self.active = False       # we want to be registered
-        self.bound_maybe = False  # a REGISTER with expires > 0 may have been accepted
-        self._timer = None
-        self._task: asyncio.Task | None = None
+    __slots__ = ("__weakref__",)
 
     @property
     def token(self) -> str:

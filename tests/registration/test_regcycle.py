@@ -15,7 +15,7 @@ from tests.support.scripted_registrar import ScriptedRegistrar
 from tests.twins import load_both
 
 from .conftest import settled, udp_client
-from .test_regwire import SCRIPTS, make_stack  # noqa: F401 - a fixture
+from .test_regwire import SCRIPTS
 
 CYCLES = load_both("_regcycle", "sip.regcycle")
 HEADERS = ("Max-Forwards", "Route", "From", "To", "Call-ID", "CSeq", "Contact", "Expires",

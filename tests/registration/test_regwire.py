@@ -12,13 +12,8 @@ import pytest
 
 from gateway import metrics
 from gateway.sip.dns import Target
-from gateway.sip.endpoint import SipEndpoint
-from gateway.sip.pacing import Pacer
 from gateway.sip.parsing import parse_message
-from gateway.sip.registration import (RegistrationClient, RegistrationContext,
-                                      RegistrationSettings)
-from gateway.sip.transaction import TimerSettings
-from gateway.timers import TimerWheel
+from gateway.sip.registration import RegistrationClient
 from tests.support.scripted_registrar import ScriptedRegistrar, response
 from tests.twins import load_both
 
@@ -69,25 +64,6 @@ SCRIPTS = {
     "403": [corpus("21-asterisk-403-register-blueface.sip")],
     "503-retry-after": [response(503, "Service Unavailable", "Retry-After: 42")],
 }
-
-
-@pytest.fixture
-async def make_stack():
-    made = []
-
-    async def make(mode):
-        wheel = TimerWheel()
-        endpoint = SipEndpoint(wheel, timers=TimerSettings(t1=0.05, t2=0.2))
-        settings = RegistrationSettings(retry_base=5.0, retry_max=60.0)
-        ctx = RegistrationContext(endpoint, Pacer(wheel, 100, 10, 100, 10), settings)
-        ctx.wire = None if mode is None else mode.RegisterWire.of(endpoint)
-        made.append((endpoint, wheel))
-        return ctx
-
-    yield make
-    for endpoint, wheel in made:
-        await endpoint.close()
-        wheel.close()
 
 
 def snapshot() -> dict:
