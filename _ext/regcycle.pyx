@@ -48,11 +48,15 @@ cdef object _registration = None
 cdef object _random = None
 
 
+cdef dict _URIS = None
+
+
 cdef _late_imports():
-    global _registration, _random
+    global _registration, _random, _URIS
     from gateway.sip import registration
     _registration = registration
     _random = registration._random
+    _URIS = registration._URIS
 
 
 cdef inline double _clock(int which):
@@ -75,14 +79,18 @@ cdef class ClientState:
                  password_source, registrar, outbound_proxy=None, expires=3600):
         if _registration is None:
             _late_imports()
-        shared_uri = _registration._shared_uri
         self.ctx = ctx
         self.key = key
         self._token = token
         self.instance_urn = instance_urn
         self.aor = aor
-        self.target = shared_uri(registrar, True)
-        self.outbound_proxy = shared_uri(outbound_proxy, False) if outbound_proxy else None
+        # `_shared_uri(registrar, True)`: the registrar's URI is shared already (after
+        # the first client of a registrar) unless the text is new
+        cdef PyObject *found = PyDict_GetItem(_URIS, (registrar, True))
+        self.target = <object>found if found != NULL else \
+            _registration._shared_uri(registrar, True)
+        self.outbound_proxy = _registration._shared_uri(outbound_proxy, False) \
+            if outbound_proxy else None
         self.expires = expires
         self.digest = DigestClient(username, password_source)
         self._ids = new_ids()
