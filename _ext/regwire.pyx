@@ -235,8 +235,19 @@ cdef class RegisterWire:
         cseq = client.cseq + 1
         client.cseq = cseq
         cdef bytes branch = _new_branch()
-        ex.data = b"".join((ex.head, branch, ex.middle, str(cseq).encode(), ex.tail,
-                            credentials(client.digest, ex.uri), _TAIL))
+        cdef _Writer w = _request
+        w.start()
+        w.raw(ex.head)
+        w.raw(branch)
+        w.raw(ex.middle)
+        w.number(cseq)
+        w.raw(ex.tail)
+        cdef Py_ssize_t at = _write_credentials(client.digest, ex.uri)
+        if at >= 0:  # the Authorization line, from where it was written
+            w.add(_line.data() + at, _line.size - at)
+            _line.start()
+        w.raw(_TAIL)
+        ex.data = w.take()
         if ex.branch:
             del self.pending[ex.branch]
         ex.branch = branch
@@ -502,13 +513,27 @@ cdef bytes _ha1(str username, str realm, str password, bint sha):
     return PyBytes_FromStringAndSize(<char *>md, n)
 
 
+cdef _Writer _request = _Writer()  # the request written (`_send_request`)
+
+
 cpdef bytes credentials(digest, str uri):
     """The twin's `credentials`: what `DigestClient.authorization("REGISTER", uri)` gives
     (the client's challenge, nonce, count, HA1 and the derived cnonce), computed here
     with the same hashes and written as the header line."""
+    cdef Py_ssize_t at = _write_credentials(digest, uri)
+    if at < 0:
+        return b""
+    line = PyBytes_FromStringAndSize(_line.data() + at, _line.size - at)
+    _line.start()
+    return line
+
+
+cdef Py_ssize_t _write_credentials(digest, str uri) except -2:
+    """`credentials` written at the end of `_line`: where the line starts there (-1 and
+    nothing written before any challenge)."""
     shared = digest._challenge
     if shared is None:
-        return b""
+        return -1
     cdef long count = digest._nc + 1
     digest._nc = count
     cdef str nonce = digest._nonce, username = digest.username, algorithm = shared.algorithm
@@ -600,9 +625,7 @@ cpdef bytes credentials(digest, str uri):
         out.add(out.data() + cnonce_at, 16)
         out.add(b'"', 1)
     out.add(b"\r\n", 2)
-    line = PyBytes_FromStringAndSize(out.data() + line_at, out.size - line_at)
-    out.start()
-    return line
+    return line_at
 
 
 cdef object _usable(dict params):

@@ -37,6 +37,9 @@ cdef class _Writer:
         memcpy(<char *>self.buf + self.size, data, n)
         self.size += n
 
+    cdef inline void raw(self, bytes data) except *:
+        self.add(<const char *>data, len(data))
+
     cdef void text(self, str value) except *:
         """`value` as UTF-8 (UnicodeEncodeError as `str.encode` raises it)."""
         cdef Py_ssize_t n
