@@ -157,3 +157,30 @@ def test_ids_are_144_random_bits_each_drawn_once(module):
     ids = [module.new_ids() for _ in range(2000)]  # several pools' worth
     assert len(set(ids)) == len(ids) and all(0 <= value < 1 << 144 for value in ids)
     assert max(ids).bit_length() > 136  # the whole width is used
+
+
+@pytest.mark.parametrize("module", CYCLES)
+async def test_with_sip_tracing_on_the_exchange_goes_in_a_task_and_gives_its_slot_back(
+        make_stack, use_cycle, module):
+    from gateway.sip.flow import trace
+
+    use_cycle(module)
+    ctx = await make_stack(registration._wire)
+    registrar = await ScriptedRegistrar(SCRIPTS["kamailio-like"]).start()
+    level = trace.level
+    try:
+        warm = udp_client(ctx, registrar.port)
+        warm.start()
+        assert await settled(warm, 5.0) == "registered"
+        trace.setLevel("DEBUG")  # requests and responses logged: the general path
+        c = udp_client(ctx, registrar.port, expires=300)
+        c.start()
+        assert isinstance(c.exchange_task, asyncio.Task)
+        assert await settled(c, 5.0) == "registered"
+        await asyncio.sleep(0)  # (the task ends)
+        assert ctx.in_flight.free == 200 and c.exchange_task is None
+        warm.close()
+        c.close()
+    finally:
+        trace.setLevel(level)
+        registrar.close()
