@@ -56,7 +56,7 @@ check-config: build
 $(VENV)/bin/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
 	  echo "python3 -m venv failed: installing python3-venv"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv python3-dev gcc && \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv python3-dev libssl-dev gcc && \
 	  $(PYTHON) -m venv $(VENV); }
 	$(PIP) install --upgrade pip setuptools wheel
 

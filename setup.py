@@ -10,6 +10,8 @@ from pathlib import Path
 from setuptools import Extension, setup
 
 debug = os.environ.get("GATEWAY_DEBUG_BUILD") == "1"
+#: C libraries an extension links with (OpenSSL's libcrypto: libssl-dev to build)
+LIBRARIES = {"regwire": ["crypto"]}
 
 
 def extensions():
@@ -18,7 +20,8 @@ def extensions():
     from Cython.Build import cythonize
 
     sources = sorted(Path("_ext").glob("*.pyx"))
-    modules = [Extension(f"gateway._{src.stem}", [str(src)]) for src in sources]
+    modules = [Extension(f"gateway._{src.stem}", [str(src)],
+                         libraries=LIBRARIES.get(src.stem, [])) for src in sources]
     directives = {"language_level": "3", "boundscheck": debug, "wraparound": debug}
     if debug:
         directives["linetrace"] = True

@@ -5,8 +5,10 @@ Built as `gateway._regwire`; `gateway.sip.registration` picks this module or the
 pure-Python twin through `gateway._accel`. The design is described once, in the Python
 twin's docstring; this file follows it with the response read by C pointer scans (top
 Via branch, status, CSeq method, the challenge's params, our Contact's expires) and
-branches drawn from a pool of random bytes, the Authorization line computed here
-(`credentials`) and the metrics counted straight into `gateway.metrics`' recorders, so a
+branches drawn from a pool of random bytes, the Authorization line written here
+(`credentials`: HA1, the cnonce's keyed BLAKE2b, H(A2) and the response hashed with
+OpenSSL's libcrypto, which hashlib uses too, through contexts made once rather than one
+per hash) and the metrics counted straight into `gateway.metrics`' recorders, so a
 common exchange runs no Python frame per message and makes few objects beyond the
 datagram, the request and the strings the digest keeps.
 
@@ -19,7 +21,7 @@ May depend on the gateway's metrics, errors, digest, parser and flows (as the tw
 never on instances, the store or the API.
 """
 
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memchr, memcmp, memcpy, memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItem
 from cpython.ref cimport PyObject
@@ -28,35 +30,18 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 import asyncio
 import logging
 import os
-from hashlib import blake2b as _blake2b, md5 as _md5, sha256 as _sha256
 
 from gateway import metrics
 from gateway.errors import AuthError, TransactionTimeout, TransportError
 from gateway.sip import parsing
 from gateway.sip.digest import _BY_NAME, _CHALLENGES, _CNONCE_KEY, _Challenge
-from gateway.sip.digest import _quote as _quote_escaped
 from gateway.sip.fields import _single_challenge
 from gateway.sip.flow import redact, trace
 from gateway.sip.regwire import _observe
 
-cdef extern from "string.h":
-    void *memmem(const void *haystack, size_t haystacklen, const void *needle, size_t needlelen)
 
-cdef int DEBUG = logging.DEBUG
-# the SIP trace logger's answers by level: logging clears this dict (never replaces it)
-# whenever a level changes, so a False found here is what `isEnabledFor` would say
-cdef object _TRACE_CACHE = getattr(trace, "_cache", None)
-
-
-cdef inline bint _tracing() except -1:
-    """`trace.isEnabledFor(logging.DEBUG)`, without a Python call when logging has the
-    answer cached as False (every datagram asks)."""
-    cdef PyObject *cached
-    if type(_TRACE_CACHE) is dict:
-        cached = PyDict_GetItem(_TRACE_CACHE, DEBUG)
-        if cached != NULL and <object>cached is False:
-            return False
-    return trace.isEnabledFor(DEBUG)
+include "tracing.pxi"
+include "writer.pxi"
 
 # The recorders of `gateway.metrics`, incremented here as its recording functions do
 # (`values[key] += 1`, see `metrics.Tally`), without a Python frame per count.
@@ -137,11 +122,21 @@ cdef inline double _now():
 
 cdef Py_ssize_t _find(const char *s, Py_ssize_t start, Py_ssize_t end, const char *needle,
                       Py_ssize_t m):
-    """The offset of `needle` in s[start:end], or -1."""
+    """The offset of `needle` in s[start:end], or -1. Its first byte found with memchr,
+    the rest compared: the needles are short (a header name, CRLF) and the texts a few
+    hundred bytes, where memmem's set-up costs more than the search."""
     if start < 0 or end - start < m:
         return -1
-    cdef const char *found = <const char *>memmem(s + start, end - start, needle, m)
-    return -1 if found == NULL else found - s
+    cdef const char *at = s + start
+    cdef const char *last = s + end - m  # the last place the needle may start
+    while at <= last:
+        at = <const char *>memchr(at, needle[0], last - at + 1)
+        if at == NULL:
+            return -1
+        if memcmp(at + 1, needle + 1, m - 1) == 0:
+            return at - s
+        at += 1
+    return -1
 
 
 cdef class _Exchange:
@@ -240,8 +235,19 @@ cdef class RegisterWire:
         cseq = client.cseq + 1
         client.cseq = cseq
         cdef bytes branch = _new_branch()
-        ex.data = b"".join((ex.head, branch, ex.middle, str(cseq).encode(), ex.tail,
-                            credentials(client.digest, ex.uri), _TAIL))
+        cdef _Writer w = _request
+        w.start()
+        w.raw(ex.head)
+        w.raw(branch)
+        w.raw(ex.middle)
+        w.number(cseq)
+        w.raw(ex.tail)
+        cdef Py_ssize_t at = _write_credentials(client.digest, ex.uri)
+        if at >= 0:  # the Authorization line, from where it was written
+            w.add(_line.data() + at, _line.size - at)
+            _line.start()
+        w.raw(_TAIL)
+        ex.data = w.take()
         if ex.branch:
             del self.pending[ex.branch]
         ex.branch = branch
@@ -342,7 +348,7 @@ cdef class RegisterWire:
         cdef long granted
         if status < 300:
             granted = ex.expires if ex.expires == 0 else \
-                _our_expires(s, head_end, ex.client.token.encode())
+                _our_expires(s, head_end, ex.client._token or ex.client.token)
             if granted >= 0:
                 _result(_UNREGISTERED if ex.expires == 0 else _REGISTERED, rtt)
                 self._end(ex, granted)
@@ -399,47 +405,227 @@ cdef class RegisterWire:
         return True
 
 
-# H(REGISTER:uri) by (hash, uri): the clients of a registrar send the same one
+# -- the Authorization line, hashed with OpenSSL (libcrypto, as hashlib is) ---------------
+
+cdef extern from "openssl/evp.h":
+    ctypedef struct EVP_MD:
+        pass
+    ctypedef struct EVP_MAC:
+        pass
+    ctypedef struct EVP_MAC_CTX:
+        pass
+    ctypedef struct OSSL_PARAM:
+        pass
+    EVP_MD *EVP_MD_fetch(void *libctx, const char *algorithm, const char *properties)
+    ctypedef struct EVP_MD_CTX:
+        pass
+    EVP_MD_CTX *EVP_MD_CTX_new()
+    int EVP_DigestInit_ex2(EVP_MD_CTX *ctx, const EVP_MD *kind, const OSSL_PARAM *params)
+    int EVP_DigestUpdate(EVP_MD_CTX *ctx, const void *data, size_t count)
+    int EVP_DigestFinal_ex(EVP_MD_CTX *ctx, unsigned char *md, unsigned int *size)
+    EVP_MAC *EVP_MAC_fetch(void *libctx, const char *algorithm, const char *properties)
+    void EVP_MAC_free(EVP_MAC *mac)
+    EVP_MAC_CTX *EVP_MAC_CTX_new(EVP_MAC *mac)
+    EVP_MAC_CTX *EVP_MAC_CTX_dup(const EVP_MAC_CTX *src)
+    void EVP_MAC_CTX_free(EVP_MAC_CTX *ctx)
+    int EVP_MAC_init(EVP_MAC_CTX *ctx, const unsigned char *key, size_t keylen,
+                     const OSSL_PARAM *params)
+    int EVP_MAC_update(EVP_MAC_CTX *ctx, const unsigned char *data, size_t datalen)
+    int EVP_MAC_final(EVP_MAC_CTX *ctx, unsigned char *out, size_t *outl, size_t outsize)
+
+cdef extern from "openssl/params.h":
+    OSSL_PARAM OSSL_PARAM_construct_size_t(const char *key, size_t *buf)
+    OSSL_PARAM OSSL_PARAM_construct_end()
+
+
+cdef EVP_MAC_CTX *_new_cnonce_mac() except NULL:
+    """BLAKE2b keyed with `_CNONCE_KEY`, 8 bytes out: `digest._cnonce`'s hash. Set up
+    once and initialised again for each cnonce (the key stays)."""
+    cdef bytes key = _CNONCE_KEY
+    cdef size_t size = 8
+    cdef OSSL_PARAM params[2]
+    cdef EVP_MAC *mac = EVP_MAC_fetch(NULL, b"BLAKE2BMAC", NULL)
+    if mac == NULL:
+        raise ImportError("OpenSSL has no BLAKE2BMAC: the pure-Python twin is used")
+    cdef EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(mac)
+    EVP_MAC_free(mac)  # (the context holds it)
+    params[0] = OSSL_PARAM_construct_size_t(b"size", &size)
+    params[1] = OSSL_PARAM_construct_end()
+    if ctx == NULL or not EVP_MAC_init(ctx, <const unsigned char *>PyBytes_AS_STRING(key),
+                                       len(key), params):
+        raise ImportError("OpenSSL's BLAKE2BMAC cannot be keyed: the pure-Python twin is used")
+    return ctx
+
+
+cdef EVP_MD *_fetched(const char *name) except NULL:
+    cdef EVP_MD *md = EVP_MD_fetch(NULL, name, NULL)
+    if md == NULL:
+        raise ImportError(f"OpenSSL has no {name.decode()}: the pure-Python twin is used")
+    return md
+
+
+# Contexts made once and used again for each hash (hashlib makes and frees one per
+# object: most of the time of a short input). The GIL is held from init to final.
+cdef EVP_MAC_CTX *_CNONCE_MAC = _new_cnonce_mac()
+cdef EVP_MD *_MD5 = _fetched(b"MD5")
+cdef EVP_MD *_SHA256 = _fetched(b"SHA2-256")
+cdef EVP_MD_CTX *_MD_CTX = EVP_MD_CTX_new()
+# H(REGISTER:uri) in hex by (hash, uri): the clients of a registrar send the same one
 cdef dict _HA2 = {}
+cdef _Writer _line = _Writer()     # the line written
+cdef _Writer _hashed = _Writer()   # what each hash is taken of
+
+
+cdef unsigned int _hash(const char *data, Py_ssize_t n, unsigned char *md, bint sha) except 0:
+    """H(data) into md (16 or 32 bytes); its size."""
+    cdef unsigned int size = 0
+    if not (_MD_CTX != NULL and EVP_DigestInit_ex2(_MD_CTX, _SHA256 if sha else _MD5, NULL)
+            and EVP_DigestUpdate(_MD_CTX, data, n)
+            and EVP_DigestFinal_ex(_MD_CTX, md, &size)):
+        raise MemoryError("OpenSSL could not hash")
+    return size
+
+
+cdef void _hash_into(_Writer out, _Writer text, bint sha) except *:
+    """H(text) in hex, added to `out`; `text` emptied."""
+    cdef unsigned char md[32]
+    cdef unsigned int n = _hash(text.data(), text.size, md, sha)
+    text.start()
+    out.hexed(md, n)
+
+
+cdef bytes _ha1(str username, str realm, str password, bint sha):
+    """H(username:realm:password), raw (`digest.ha1`); the text hashed is wiped after."""
+    cdef _Writer text = _hashed
+    cdef unsigned char md[32]
+    cdef unsigned int n
+    text.start()
+    try:
+        text.text(username)
+        text.add(b":", 1)
+        text.text(realm)
+        text.add(b":", 1)
+        text.text(password)
+        n = _hash(text.data(), text.size, md, sha)
+    finally:
+        memset(text.data(), 0, text.size)
+        text.start()
+    return PyBytes_FromStringAndSize(<char *>md, n)
+
+
+cdef _Writer _request = _Writer()  # the request written (`_send_request`)
 
 
 cpdef bytes credentials(digest, str uri):
     """The twin's `credentials`: what `DigestClient.authorization("REGISTER", uri)` gives
     (the client's challenge, nonce, count, HA1 and the derived cnonce), computed here
     with the same hashes and written as the header line."""
+    cdef Py_ssize_t at = _write_credentials(digest, uri)
+    if at < 0:
+        return b""
+    line = PyBytes_FromStringAndSize(_line.data() + at, _line.size - at)
+    _line.start()
+    return line
+
+
+cdef Py_ssize_t _write_credentials(digest, str uri) except -2:
+    """`credentials` written at the end of `_line`: where the line starts there (-1 and
+    nothing written before any challenge)."""
     shared = digest._challenge
     if shared is None:
-        return b""
+        return -1
     cdef long count = digest._nc + 1
     digest._nc = count
     cdef str nonce = digest._nonce, username = digest.username, algorithm = shared.algorithm
     cdef bint sha = algorithm.startswith("SHA-256")
-    H = _sha256 if sha else _md5
-    cdef str nc = "%08x" % count
-    cdef str cnonce = _blake2b(f"{username}\x00{nonce}".encode(), key=_CNONCE_KEY,
-                               digest_size=8).hexdigest()
-    cdef str ha1 = digest._ha1.hex()
+    cdef _Writer text = _hashed, out = _line
+    cdef unsigned char mac[8]
+    cdef size_t maclen = 0
+    cdef bytes ha1 = digest._ha1
+    cdef Py_ssize_t hexlen = 64 if sha else 32
+    text.start()
+    out.start()
+    # the cnonce: BLAKE2b-64 of username NUL nonce, keyed (`digest._cnonce`)
+    text.text(username)
+    text.add(b"\0", 1)
+    text.text(nonce)
+    if not (EVP_MAC_init(_CNONCE_MAC, NULL, 0, NULL)
+            and EVP_MAC_update(_CNONCE_MAC, <unsigned char *>text.data(), text.size)
+            and EVP_MAC_final(_CNONCE_MAC, mac, &maclen, 8)):
+        raise MemoryError("OpenSSL could not hash")
+    text.start()
+    # out holds, until the line is written: HA1 hex, cnonce hex, nc, H(A2) hex, response
+    out.hexed(<const unsigned char *>PyBytes_AS_STRING(ha1), len(ha1))
+    cdef Py_ssize_t ha1_at = 0
     if algorithm.endswith("-sess"):
-        ha1 = H(f"{ha1}:{nonce}:{cnonce}".encode()).hexdigest()
+        text.add(out.data(), out.size)
+        text.add(b":", 1)
+        text.text(nonce)
+        text.add(b":", 1)
+        text.hexed(mac, 8)
+        _hash_into(out, text, sha)
+        ha1_at = out.size - hexlen
+    cdef Py_ssize_t cnonce_at = out.size
+    out.hexed(mac, 8)
+    cdef Py_ssize_t nc_at = out.size
+    out.number(count, 16, 8)
+    cdef Py_ssize_t ha2_at = out.size
     key = (sha, uri)
     cdef object ha2 = _HA2.get(key)
     if ha2 is None:
-        ha2 = H(f"REGISTER:{uri}".encode()).hexdigest()
+        text.add(b"REGISTER:", 9)
+        text.text(uri)
+        _hash_into(out, text, sha)
+        ha2 = PyBytes_FromStringAndSize(out.data() + ha2_at, hexlen)
         if len(_HA2) < 1000:
             _HA2[key] = ha2
-    qop = shared.qop
-    if qop:
-        response = H(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}".encode()).hexdigest()
     else:
-        response = H(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()
-    # one string, encoded once
-    algorithm_part = f", algorithm={algorithm}" \
-        if shared.algorithm_given or algorithm != "MD5" else ""
-    opaque_part = "" if shared.opaque is None else f", opaque={_quote(shared.opaque)}"
-    qop_part = f', qop={qop}, nc={nc}, cnonce="{cnonce}"' if qop else ""
-    return (f"{shared.header}: Digest username={_quote(username)}, "
-            f"realm={_quote(shared.realm)}, nonce={_quote(nonce)}, uri={_quote(uri)}, "
-            f'response="{response}"{algorithm_part}{opaque_part}{qop_part}\r\n').encode()
+        out.add(<bytes>ha2, hexlen)
+    qop = shared.qop
+    text.add(out.data() + ha1_at, hexlen)
+    text.add(b":", 1)
+    text.text(nonce)
+    text.add(b":", 1)
+    if qop:
+        text.add(out.data() + nc_at, ha2_at - nc_at)
+        text.add(b":", 1)
+        text.add(out.data() + cnonce_at, 16)
+        text.add(b":", 1)
+        text.text(qop)
+        text.add(b":", 1)
+    text.add(out.data() + ha2_at, hexlen)
+    cdef Py_ssize_t response_at = out.size
+    _hash_into(out, text, sha)
+    # the line, written after what it is made of (then cut from the front)
+    cdef Py_ssize_t line_at = out.size
+    out.text(shared.header)
+    out.add(b": Digest username=", 18)
+    out.quoted(username)
+    out.add(b", realm=", 8)
+    out.quoted(shared.realm)
+    out.add(b", nonce=", 8)
+    out.quoted(nonce)
+    out.add(b", uri=", 6)
+    out.quoted(uri)
+    out.add(b', response="', 12)
+    out.add(out.data() + response_at, hexlen)
+    out.add(b'"', 1)
+    if shared.algorithm_given or algorithm != "MD5":
+        out.add(b", algorithm=", 12)
+        out.text(algorithm)
+    if shared.opaque is not None:
+        out.add(b", opaque=", 9)
+        out.quoted(shared.opaque)
+    if qop:
+        out.add(b", qop=", 6)
+        out.text(qop)
+        out.add(b", nc=", 5)
+        out.add(out.data() + nc_at, ha2_at - nc_at)
+        out.add(b', cnonce="', 10)
+        out.add(out.data() + cnonce_at, 16)
+        out.add(b'"', 1)
+    out.add(b"\r\n", 2)
+    return line_at
 
 
 cdef object _usable(dict params):
@@ -478,19 +664,12 @@ cdef _accept(digest, int status, str header, dict params, str algorithm, qop):
     key = shared.ha1_key
     if digest._ha1_key != key:
         password = digest.password_source()
-        H = _sha256 if key[1] == "SHA-256" else _md5
-        digest._ha1 = H(f"{digest.username}:{realm}:{password}".encode("utf-8")).digest()
+        digest._ha1 = _ha1(digest.username, realm, password, key[1] == "SHA-256")
         digest._ha1_key = key
         del password
     digest._challenge = shared
     digest._nonce = params.get("nonce", "")
     digest._nc = 0
-
-
-cdef str _quote(str value):
-    if "\\" in value or '"' in value:
-        return _quote_escaped(value)
-    return f'"{value}"'
 
 
 def _retransmit(_Exchange ex):
@@ -563,11 +742,21 @@ cdef bint _cseq_is_register(const char *s, Py_ssize_t head_end):
     return i == end
 
 
-cdef long _our_expires(const char *s, Py_ssize_t head_end, bytes token) except -2:
+cdef long _our_expires(const char *s, Py_ssize_t head_end, str token) except -2:
     """The twin's `_our_expires`: -1 where it gives None."""
-    cdef bytes marker = b"<sip:" + token + b"@"
-    cdef const char *m = marker
-    cdef Py_ssize_t mlen = len(marker)
+    cdef char buf[256]
+    cdef Py_ssize_t n
+    cdef const char *text = PyUnicode_AsUTF8AndSize(token, &n)
+    cdef bytes marker
+    cdef const char *m = buf
+    cdef Py_ssize_t mlen = n + 6
+    if mlen <= 256:  # `<sip:TOKEN@` written on the stack
+        memcpy(buf, b"<sip:", 5)
+        memcpy(buf + 5, text, n)
+        buf[n + 5] = b'@'
+    else:
+        marker = b"<sip:" + token.encode() + b"@"
+        m = marker
     cdef Py_ssize_t pos = _find(s, 0, head_end + 2, b"\r\nContact:", 10)
     cdef Py_ssize_t start, end, at, close, stop, i
     cdef long value

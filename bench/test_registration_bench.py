@@ -9,7 +9,9 @@ The engine runs on uvloop, as `sip-push-gateway run` does (`uvloop.run`; before
 the gateway's restart ramp does (`RegistrationContext.ramp`; before 2026-11-29 a
 coroutine per registration awaited the client's exchange). Its exchanges take the
 registration client's wire path (`gateway.sip.regwire`, compiled as `gateway._regwire`
-when built: `wire_path` in `extra_info` says which), over the transport's batched UDP
+when built: `wire_path` in `extra_info` says which) and its common cycle (start, end,
+refresh, state report, the ramp's next start: `gateway.sip.regcycle`, compiled as
+`gateway._regcycle`: `registration_cycle` says which), over the transport's batched UDP
 socket (`gateway.sip.udpsock`; `udp_socket` says which; GATEWAY_UDP_SOCKET=loop measures
 uvloop's datagram transport instead).
 Each figure is reported next to SIPp's from the same run, in `extra_info` and on stdout:
@@ -186,6 +188,7 @@ def test_engine_registrations(benchmark, registrar, results, tmp_path):
         throughput_ratio_vs_sipp=rate / sipp_rate, cpu_ratio_vs_sipp=cpu_each / sipp_cpu,
         kamailio_cpu_us_per_registration=1e6 * kam_cpu / COUNT,
         wire_path=_accel.chosen.get("_regwire", "?"),
+        registration_cycle=_accel.chosen.get("_regcycle", "?"),
         udp_socket=f"batched ({_accel.chosen.get('_udpsock', '?')})" if transport.BATCHED_UDP
         else "uvloop")
     print(f"\nengine: {rate:.0f} registrations/s, {1e6 * cpu_each:.1f} us CPU each; "

@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-BUILD_DEPS="debhelper dh-virtualenv dpkg-dev python3 python3-dev python3-venv gcc"
+BUILD_DEPS="debhelper dh-virtualenv dpkg-dev python3 python3-dev python3-venv libssl-dev gcc"
 missing=$(for p in $BUILD_DEPS; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done | xargs)
 if [ -n "$missing" ]; then
     SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo

@@ -31,9 +31,12 @@ written from templates (`_template`), responses read off the datagram, the commo
 200 handled there; whatever else a response says comes back parsed to `_exchange`, which
 decides as it does for the general path (transactions, `send_with_failover`): TCP, TLS,
 DNS names, 3xx targets without a flow yet. When a slot and the pacer's tokens are free
-at once, `_run` starts a wire exchange without a task and the wire calls `_wire_done`
-when it ends: besides the request's templates, the only Python of a common registration.
-Otherwise the exchange runs in a task (`_register`).
+at once, the exchange starts on the wire without a task and ends in `regcycle.done`
+(the common cycle, `gateway.sip.regcycle` or its compiled twin `gateway._regcycle`:
+compiled, a common registration runs no Python frame besides the state report and the
+metrics hook, and for a client's first one the flow's `acquire`; a client's state is
+that module's `ClientState`, built in C but for its `DigestClient`). Otherwise the
+exchange runs in a task (`_register`).
 Results go to `RegistrationContext.report(client, state, error, until)` and, for metrics,
 to `RegistrationContext.on_register_result(outcome, rtt)`.
 
@@ -57,10 +60,8 @@ import msgspec
 from gateway import _accel, metrics
 from gateway.errors import (AuthError, ConfigError, ParseError, PeerError, TransactionTimeout,
                             TransientError, TransportError)
-from gateway.sip.digest import DigestClient
 from gateway.sip.dns import DEFAULT_PORT, Target, is_ip, send_with_failover
 from gateway.sip.flow import trace
-from gateway.sip.ids import random_hex
 from gateway.sip.message import SipUri
 from gateway.sip.parsing import parse_message
 from gateway.sip.pacing import Pacer, Slots
@@ -73,10 +74,12 @@ log = logging.getLogger(__name__)
 #: compiled `gateway._regwire` or its twin `gateway.sip.regwire`)
 _wire = _accel.load("_regwire", "sip.regwire")
 RegisterWire = _wire.RegisterWire
+#: the common cycle (start on the wire, its end, the ramp's next start): the compiled
+#: `gateway._regcycle` or its twin `gateway.sip.regcycle`
+_cycle = _accel.load("_regcycle", "sip.regcycle")
 
 _rng = random.Random()
 _random = _rng.random
-_IDS_BYTES = 18  # a client's Call-ID (12 bytes) and From tag (6 bytes)
 #: registrar URIs with an IP address -> their one target (no DNS, never changes)
 _IP_TARGETS: dict[str, list] = {}
 #: registrar and outbound proxy text -> its parsed SipUri, shared by every client of that
@@ -187,14 +190,13 @@ class RegistrationContext:
         return parts
 
     async def ramp(self, clients: list["RegistrationClient"], window: int,
-                   wanted: Callable[["RegistrationClient"], bool] = lambda client: True
-                   ) -> None:
+                   wanted: Callable[["RegistrationClient"], bool] | None = None) -> None:
         """Start `clients` in order (a restart registering every stored instance), no
         more than `window` of them in their first exchange at once: started all
         together, those waiting for the pacer would each hold a task until their turn,
         a burst of memory the process keeps fragmented long after. Clients already
-        started, or no longer `wanted`, are passed over. Returns once the last one is
-        started."""
+        started, or no longer `wanted` (when given), are passed over. Returns once the
+        last one is started."""
         ramp = _Ramp(self, clients, window, wanted)
         ramp.pump()
         try:
@@ -245,25 +247,7 @@ class _Ramp:
         self.started = asyncio.get_running_loop().create_future()
 
     def pump(self) -> None:
-        if self.pumping:
-            return  # an exchange ended while we start one: the loop below goes on
-        self.pumping = True
-        try:
-            clients, ctx = self.clients, self.ctx
-            while self.free > 0 and self.next < len(clients):
-                client = clients[self.next]
-                self.next += 1
-                if client.active or not self.wanted(client):
-                    continue  # started meanwhile, or removed
-                self.free -= 1
-                ctx._ramping[client] = self
-                client.start(announce=False)
-                if client._task is None or client._task.done():
-                    ctx.exchange_ended(client)  # (over already, or nothing under way)
-            if self.next >= len(clients) and not self.started.done():
-                self.started.set_result(None)
-        finally:
-            self.pumping = False
+        _cycle.pump(self)
 
 
 def _split_public(address: str) -> tuple[str, int | None]:
@@ -278,47 +262,18 @@ def _split_public(address: str) -> tuple[str, int | None]:
     return address, None
 
 
-class RegistrationClient:
+class RegistrationClient(_cycle.ClientState):
     """Keeps one account registered; see the module docstring. `key` is the instance id,
     `token` the user part of our Contact, `instance_urn` its +sip.instance (when not
     given: `contact_token(key)` and `instance_urn(key)`, derived when a request is
-    written or a response read rather than kept)."""
+    written or a response read rather than kept). Built as `ClientState` (the common
+    cycle's module, `gateway.sip.regcycle` or its compiled twin) builds it:
 
-    # One per registered instance: every byte here is 100 KB at 100,000 instances. So:
-    # slots; URIs shared per registrar (`_shared_uri`); the Call-ID and From tag drawn
-    # together as one int and written out when a request is built; one timer handle,
-    # moved rather than replaced.
-    __slots__ = ("ctx", "key", "_token", "instance_urn", "aor", "target",
-                 "outbound_proxy", "expires", "digest", "_ids", "cseq", "state",
-                 "last_error", "flow", "failures", "granted", "active",
-                 "bound_maybe", "_timer", "_task", "__weakref__")
+        RegistrationClient(ctx, key=..., token=None, instance_urn=None, aor=...,
+                           username=..., password_source=..., registrar=...,
+                           outbound_proxy=None, expires=3600)"""
 
-    def __init__(self, ctx: RegistrationContext, *, key: str, token: str | None = None,
-                 instance_urn: str | None = None, aor: str, username: str,
-                 password_source: Callable[[], str], registrar: str,
-                 outbound_proxy: str | None = None, expires: int = 3600):
-        self.ctx = ctx
-        self.key = key
-        self._token = token
-        self.instance_urn = instance_urn
-        self.aor = aor
-        self.target = _shared_uri(registrar, True)  # the registrar; a 3xx changes it
-        self.outbound_proxy = _shared_uri(outbound_proxy, False) if outbound_proxy else None
-        self.expires = expires
-        self.digest = DigestClient(username, password_source)
-        # 96 random bits of Call-ID and 48 of From tag, the same for every REGISTER of
-        # this client (RFC 3261 10.2)
-        self._ids = int(random_hex(_IDS_BYTES), 16)
-        self.cseq = 0
-        self.state = "idle"
-        self.last_error: str | None = None
-        self.flow = None
-        self.failures = 0
-        self.granted: int | None = None
-        self.active = False       # we want to be registered
-        self.bound_maybe = False  # a REGISTER with expires > 0 may have been accepted
-        self._timer = None
-        self._task: asyncio.Task | None = None
+    __slots__ = ("__weakref__",)
 
     @property
     def token(self) -> str:
@@ -424,7 +379,7 @@ class RegistrationClient:
             # among the short-lived ones of the exchanges fragment the heap
             self.ctx.wheel.reschedule(timer, delay)
         else:
-            self._timer = self.ctx.wheel.call_later(delay, _timer_fired, self)
+            self._timer = self.ctx.wheel.call_later(delay, _cycle.timer_fired, self)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -432,30 +387,12 @@ class RegistrationClient:
             self._timer = None
 
     def _run(self) -> None:
-        if self._task is not None and not self._task.done():
-            return  # an exchange is under way; it schedules what comes next
-        ctx = self.ctx
-        flow = self._ready_flow() if ctx.wire is not None else None
-        if flow is not None and flow.transport == "udp" and ctx.in_flight.try_take() \
-                and not trace.isEnabledFor(logging.DEBUG):
-            if ctx.pacer.try_acquire(self.pacing_key):
-                # the common case: the whole exchange on the wire path, with no task;
-                # Python runs again when it ends (`_wire_done`)
-                expires = self.expires
-                if expires > 0:
-                    self.bound_maybe = True
-                try:
-                    handle = ctx.wire.start(self, flow, *self._template(flow, expires),
-                                            expires, ctx.settings.max_challenges, _wire_done)
-                except Exception:  # noqa: BLE001 - the task's exchange meets it again
-                    ctx.in_flight.release()  # and reports it as every failure is reported
-                    self._task = asyncio.ensure_future(self._register(paced=True))
-                    return
-                if not handle.done():  # (else it ended at once: `_wire_done` ran)
-                    self._task = handle
-                return
-            ctx.in_flight.release()  # its turn at the pacer: waited for in a task
-        self._task = asyncio.ensure_future(self._register())
+        _cycle.run(self)
+
+    def _in_task(self, paced: bool) -> None:
+        """The exchange in a task, on the general code (`paced`: the pacer's token is
+        taken already)."""
+        self._task = asyncio.ensure_future(self._register(paced=paced))
 
     async def _register(self, paced: bool = False, resumed: tuple | None = None) -> None:
         """One exchange and what follows from it. `paced`: the pacer's token is taken
@@ -750,30 +687,6 @@ def _target_failed(flow, exc: Exception):
     """The one target of a ready flow failed: raised as `send_with_failover` would."""
     log.info("target %s:%s/%s failed: %s", flow.remote[0], flow.remote[1], flow.transport, exc)
     raise TransportError("all 1 SIP targets failed") from exc
-
-
-def _wire_done(client: RegistrationClient, flow, outcome, started: float) -> None:
-    """The end of an exchange `_run` started on the wire path: the common outcome (the
-    granted expiry) settled here; anything else goes on in a task, on the general code
-    (`_exchange` from where the wire left it)."""
-    client._task = None
-    ctx = client.ctx
-    ctx.in_flight.release()
-    if type(outcome) is int:
-        if client.expires > 0:
-            ctx.bind(client, flow)
-        client._registered(outcome, started)
-        ctx.exchange_ended(client)
-        return
-    # (the task takes a slot again: a rare path may wait its turn)
-    client._task = asyncio.ensure_future(
-        client._register(paced=True, resumed=(outcome, flow, started)))
-
-
-def _timer_fired(client: RegistrationClient) -> None:
-    # the fired handle stays with the client: `_schedule` moves it again
-    if client.active:
-        client._run()
 
 
 def _shared_uri(text: str, registrar: bool) -> SipUri:

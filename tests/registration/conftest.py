@@ -13,7 +13,12 @@ import pytest
 
 from gateway import config as gwconfig
 from gateway.app import Gateway
-from gateway.sip.registration import RegistrationClient
+from gateway.sip.endpoint import SipEndpoint
+from gateway.sip.pacing import Pacer
+from gateway.sip.registration import (RegistrationClient, RegistrationContext,
+                                      RegistrationSettings)
+from gateway.sip.transaction import TimerSettings
+from gateway.timers import TimerWheel
 from tests.support.kamailio import need_kamailio
 from tests.support.registrar import AuthRegistrar
 from tests.support.ports import free_port
@@ -189,3 +194,24 @@ async def settled(c, timeout: float = 2.0) -> str:
     while c.state in ("idle", "registering") and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     return c.state
+
+
+@pytest.fixture
+async def make_stack():
+    """make(wire module or None) -> a RegistrationContext on a fresh endpoint (short
+    timers), with that wire path (None: the general path only)."""
+    made = []
+
+    async def make(mode):
+        wheel = TimerWheel()
+        endpoint = SipEndpoint(wheel, timers=TimerSettings(t1=0.05, t2=0.2))
+        settings = RegistrationSettings(retry_base=5.0, retry_max=60.0)
+        ctx = RegistrationContext(endpoint, Pacer(wheel, 100, 10, 100, 10), settings)
+        ctx.wire = None if mode is None else mode.RegisterWire.of(endpoint)
+        made.append((endpoint, wheel))
+        return ctx
+
+    yield make
+    for endpoint, wheel in made:
+        await endpoint.close()
+        wheel.close()

@@ -12,13 +12,8 @@ import pytest
 
 from gateway import metrics
 from gateway.sip.dns import Target
-from gateway.sip.endpoint import SipEndpoint
-from gateway.sip.pacing import Pacer
 from gateway.sip.parsing import parse_message
-from gateway.sip.registration import (RegistrationClient, RegistrationContext,
-                                      RegistrationSettings)
-from gateway.sip.transaction import TimerSettings
-from gateway.timers import TimerWheel
+from gateway.sip.registration import RegistrationClient
 from tests.support.scripted_registrar import ScriptedRegistrar, response
 from tests.twins import load_both
 
@@ -69,25 +64,6 @@ SCRIPTS = {
     "403": [corpus("21-asterisk-403-register-blueface.sip")],
     "503-retry-after": [response(503, "Service Unavailable", "Retry-After: 42")],
 }
-
-
-@pytest.fixture
-async def make_stack():
-    made = []
-
-    async def make(mode):
-        wheel = TimerWheel()
-        endpoint = SipEndpoint(wheel, timers=TimerSettings(t1=0.05, t2=0.2))
-        settings = RegistrationSettings(retry_base=5.0, retry_max=60.0)
-        ctx = RegistrationContext(endpoint, Pacer(wheel, 100, 10, 100, 10), settings)
-        ctx.wire = None if mode is None else mode.RegisterWire.of(endpoint)
-        made.append((endpoint, wheel))
-        return ctx
-
-    yield make
-    for endpoint, wheel in made:
-        await endpoint.close()
-        wheel.close()
 
 
 def snapshot() -> dict:
@@ -364,3 +340,30 @@ def test_credentials_hash_strings_of_every_length(wire, algorithm):
         ours, reference = ready(), ready()
         name, value = reference.authorization("REGISTER", uri)
         assert wire.credentials(ours, uri) == f"{name}: {value}\r\n".encode()
+
+
+@pytest.mark.parametrize("wire", load_both("_regwire", "sip.regwire"))
+@pytest.mark.parametrize("algorithm", ["MD5", "SHA-256"])
+async def test_the_wire_keeps_ha1_as_the_digest_client_computes_it(make_stack, wire, algorithm):
+    from gateway.sip.digest import ha1
+
+    ctx = await make_stack(wire)
+    script = [challenge(f'Digest realm="réalm", nonce="n1", algorithm={algorithm}'), OK] * 2
+    registrar = await ScriptedRegistrar(script).start()
+    try:
+        first = udp_client(ctx, registrar.port)  # (learns the registrar's address)
+        first.start()
+        assert await settled(first, 5.0) == "registered"
+        first.close()
+        c = RegistrationClient(ctx, key="i9", token="gw9", instance_urn="urn:uuid:9",
+                               aor="sip:zoë@example.com", username="zoë",
+                               password_source=lambda: "pâss:word",
+                               registrar=f"sip:127.0.0.1:{registrar.port};transport=udp")
+        exchange = asyncio.ensure_future(c._exchange(600))
+        await asyncio.sleep(0)
+        assert len(ctx.wire.pending) == 1  # on the wire path, which answers the 401
+        assert await exchange == 120
+        assert c.digest._ha1 == bytes.fromhex(ha1(algorithm, "zoë", "réalm", "pâss:word"))
+        c.close()
+    finally:
+        registrar.close()

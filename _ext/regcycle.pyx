@@ -1,0 +1,418 @@
+# cython: language_level=3
+"""The common registration cycle, compiled: the twin of `gateway/sip/regcycle.py`.
+
+Built as `gateway._regcycle`; `gateway.sip.registration` picks this module or the
+pure-Python twin through `gateway._accel`. The twin is the reference: it calls the
+client's own methods (`_ready_flow`, `_template`, `_registered`, `_schedule`, `start`,
+the context's `bind` and `exchange_ended`, the pacer's `try_acquire`, the slots'
+`try_take` and `release`); this file writes the common case of each out in C on the
+same attributes, and calls those methods whenever it meets anything else (a flow not
+at hand, a per-registrar bucket not made yet, a client bound elsewhere, parts not kept
+for the flow). So a common registration enters Python only for the state report and
+the metrics hook. The REGISTER's per-client parts (From tag, To, Call-ID, Contact,
+Expires) are written into two byte strings here, as `_template` writes them.
+
+May depend on what the twin depends on, and on `gateway.sip.registration` for the
+derived Contact token and instance URN, the jitter's random source and
+`refresh_delay`'s checks (looked up at first use: that module imports this one);
+never on instances, the store or the API.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.dict cimport PyDict_GetItem
+from cpython.ref cimport PyObject
+from libc.string cimport memcpy
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC, CLOCK_REALTIME
+
+import asyncio
+import logging
+import os
+
+from gateway.sip.digest import DigestClient
+from gateway.sip.flow import trace
+
+cdef extern from "Python.h":
+    ctypedef struct PyLongObject:
+        pass
+    int _PyLong_AsByteArray(PyLongObject *value, unsigned char *out, size_t n,
+                            int little_endian, int is_signed) except -1
+    object _PyLong_FromByteArray(const unsigned char *data, size_t n, int little_endian,
+                                 int is_signed)
+
+include "tracing.pxi"
+include "writer.pxi"
+
+
+# from gateway.sip.registration, at first use (it imports this module)
+cdef object _registration = None
+cdef object _random = None
+
+
+cdef dict _URIS = None
+
+
+cdef _late_imports():
+    global _registration, _random, _URIS
+    from gateway.sip import registration
+    _registration = registration
+    _random = registration._random
+    _URIS = registration._URIS
+
+
+cdef inline double _clock(int which):
+    cdef timespec ts
+    clock_gettime(which, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+# -- the client's state -------------------------------------------------------------------
+
+cdef class ClientState:
+    """The twin's `ClientState`: the same attributes, as this struct's fields (read and
+    written by the cycle below without a look-up), built without a Python frame."""
+
+    cdef public object ctx, key, _token, instance_urn, aor, target, outbound_proxy
+    cdef public object expires, digest, _ids, cseq, state, last_error, flow, failures
+    cdef public object granted, active, bound_maybe, _timer, _task
+
+    def __init__(self, ctx, *, key, token=None, instance_urn=None, aor, username,
+                 password_source, registrar, outbound_proxy=None, expires=3600):
+        if _registration is None:
+            _late_imports()
+        self.ctx = ctx
+        self.key = key
+        self._token = token
+        self.instance_urn = instance_urn
+        self.aor = aor
+        # `_shared_uri(registrar, True)`: the registrar's URI is shared already (after
+        # the first client of a registrar) unless the text is new
+        cdef PyObject *found = PyDict_GetItem(_URIS, (registrar, True))
+        self.target = <object>found if found != NULL else \
+            _registration._shared_uri(registrar, True)
+        self.outbound_proxy = _registration._shared_uri(outbound_proxy, False) \
+            if outbound_proxy else None
+        self.expires = expires
+        self.digest = DigestClient(username, password_source)
+        self._ids = new_ids()
+        self.cseq = 0
+        self.state = "idle"
+        self.last_error = None
+        self.flow = None
+        self.failures = 0
+        self.granted = None
+        self.active = False
+        self.bound_maybe = False
+        self._timer = None
+        self._task = None
+
+
+# -- ids ---------------------------------------------------------------------------------
+
+# a client's ids come from os.urandom 4 KiB at a time, each byte handed out once (as
+# `gateway.sip.ids.random_hex` does, which the twin uses); a forked child draws its own
+cdef bytes _pool = b""
+cdef Py_ssize_t _pos = 0
+cdef Py_ssize_t IDS_BYTES = 18
+
+
+def _forget_pool():
+    global _pool, _pos
+    _pool, _pos = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def new_ids():
+    """The twin's `new_ids`."""
+    global _pool, _pos
+    cdef Py_ssize_t start = _pos
+    if start + IDS_BYTES > len(_pool):
+        pool = os.urandom(4096)  # (the GIL may be let go: take from what we got)
+        _pool = pool
+        start = 0
+    _pos = start + IDS_BYTES
+    return _PyLong_FromByteArray(<const unsigned char *>PyBytes_AS_STRING(_pool) + start,
+                                 IDS_BYTES, 0, 0)
+
+
+# -- the slots and the pacer (gateway.sip.pacing), their common case -----------------------
+
+cdef inline bint _try_take(slots) except -1:
+    """`Slots.try_take()`."""
+    if slots._waiters or slots.free <= 0:
+        return False
+    slots.free -= 1
+    return True
+
+
+cdef inline _release(slots):
+    """`Slots.release()`: the slot goes to the next waiter (its method), else back."""
+    if slots._waiters:
+        slots.release()
+    else:
+        slots.free += 1
+
+
+cdef bint _try_limit(limit) except -1:
+    """`RateLimit.try_acquire()`."""
+    if limit._waiters:
+        return False
+    cdef double now = limit.clock()
+    cdef double burst = limit.burst
+    cdef double tokens = <double>limit._tokens + (now - <double>limit._stamp) * <double>limit.rate
+    if tokens > burst:
+        tokens = burst
+    limit._stamp = now
+    if tokens >= 1.0:
+        limit._tokens = tokens - 1.0
+        return True
+    limit._tokens = tokens
+    return False
+
+
+cdef bint _try_pace(pacer, key) except -1:
+    """`Pacer.try_acquire(key)`: both tokens or neither."""
+    cdef PyObject *found = PyDict_GetItem(pacer._keys, key)
+    if found == NULL:
+        return pacer.try_acquire(key)  # (makes the bucket)
+    limit = <object>found
+    if not _try_limit(limit):
+        return False
+    if _try_limit(pacer.overall):
+        return True
+    limit._tokens += 1.0  # the per-key token goes back: this one waits its turn
+    return False
+
+
+# the pacing key of the last hop asked (`client.pacing_key`): the clients of a registrar
+# share their hop's SipUri, and `host.lower()` would make a string each time
+cdef object _key_hop = None
+cdef object _key = None
+
+
+cdef inline _pacing_key(hop):
+    global _key_hop, _key
+    if hop is not _key_hop:
+        _key = hop.host.lower()
+        _key_hop = hop
+    return _key
+
+
+# -- starting ------------------------------------------------------------------------------
+
+def run(ClientState client):
+    """The twin's `run`."""
+    _run(client)
+
+
+cdef _run(ClientState client):
+    task = client._task
+    if task is not None and not task.done():
+        return
+    ctx = client.ctx
+    wire = ctx.wire
+    hop = client.outbound_proxy or client.target
+    flow = None
+    if wire is not None:
+        last = ctx.last_ready  # `_ready_flow`'s answer while that flow is open
+        if (<tuple>last)[0] is hop and not (<tuple>last)[1].closed:
+            flow = (<tuple>last)[1]
+        else:
+            flow = client._ready_flow()
+    cdef long expires
+    if flow is not None and flow.transport == "udp" and not _tracing():
+        in_flight = ctx.in_flight
+        if _try_take(in_flight):
+            if _try_pace(ctx.pacer, _pacing_key(hop)):
+                expires = client.expires
+                if expires > 0:
+                    client.bound_maybe = True
+                try:
+                    uri, head, middle, tail = _template(client, ctx, flow, expires)
+                    handle = wire.start(client, flow, uri, head, middle, tail, expires,
+                                        ctx.settings.max_challenges, done)
+                except Exception:
+                    _release(in_flight)
+                    client._in_task(True)
+                    return
+                if not handle.done():
+                    client._task = handle
+                return
+            _release(in_flight)
+    client._in_task(False)
+
+
+cdef tuple _template(ClientState client, ctx, flow, long expires):
+    """`RegistrationClient._template(flow, expires)`: (uri, head, middle, tail)."""
+    target, proxy = client.target, client.outbound_proxy
+    last = ctx._last_parts
+    if ((<tuple>last)[0] is flow and (<tuple>last)[1] is target
+            and (<tuple>last)[2] is proxy and (<tuple>last)[3] is ctx.endpoint.user_agent):
+        parts = (<tuple>last)[4]
+    else:
+        parts = ctx.registrar_parts(flow, target, proxy)
+    uri, head, route, contact_end, user_agent = parts
+    if _registration is None:
+        _late_imports()
+    token = client._token or _registration.contact_token(client.key)
+    urn = client.instance_urn or _registration.instance_urn(client.key)
+    # 96 bits of Call-ID, then 48 of From tag (`_ids`)
+    cdef unsigned char ids[18]
+    cdef char hexed[36]
+    cdef int i
+    cdef const char *digits = _HEXDIGITS
+    _PyLong_AsByteArray(<PyLongObject *>client._ids, ids, 18, 0, 0)
+    for i in range(18):
+        hexed[2 * i] = digits[ids[i] >> 4]
+        hexed[2 * i + 1] = digits[ids[i] & 15]
+    cdef _Writer w = _writer  # (nothing here runs Python code that could write too)
+    w.start()
+    w.add(b";rport\r\nMax-Forwards: 70\r\n", 26)
+    w.text(route)
+    w.add(b"From: <", 7)
+    w.text(client.aor)
+    w.add(b">;tag=", 6)
+    w.add(hexed + 24, 12)
+    w.add(b"\r\nTo: <", 7)
+    w.text(client.aor)
+    w.add(b">\r\nCall-ID: ", 12)
+    w.add(hexed, 24)
+    w.add(b"\r\nCSeq: ", 8)
+    middle = w.take()
+    w.add(b" REGISTER\r\nContact: <sip:", 25)
+    w.text(token)
+    w.add(b"@", 1)
+    w.text(contact_end)
+    w.add(b'+sip.instance="<', 16)
+    w.text(urn)
+    w.add(b'>"\r\nExpires: ', 13)
+    w.number(expires)
+    w.add(b"\r\n", 2)
+    w.text(user_agent)
+    return (uri, head, middle, w.take())
+
+
+cdef _Writer _writer = _Writer()
+
+
+# -- the end -------------------------------------------------------------------------------
+
+def done(ClientState client, flow, outcome, double started):
+    """The twin's `done`."""
+    client._task = None
+    ctx = client.ctx
+    _release(ctx.in_flight)
+    if type(outcome) is not int:
+        client._task = asyncio.ensure_future(
+            client._register(paced=True, resumed=(outcome, flow, started)))
+        return
+    if client.expires > 0 and client.flow is not flow:
+        if client.flow is None:
+            flow.acquire()  # `ctx.bind(client, flow)` for a client bound to none yet
+            client.flow = flow
+        else:
+            ctx.bind(client, flow)
+    _registered(client, ctx, outcome, started)
+    _exchange_ended(ctx, client)
+
+
+cdef _registered(ClientState client, ctx, granted, double started):
+    """`RegistrationClient._registered(granted, started)`."""
+    client.failures = 0
+    client.granted = granted
+    cdef double until = _clock(CLOCK_REALTIME) + <long>granted  # `time.time()`
+    ctx.on_register_result("registered", _clock(CLOCK_MONOTONIC) - started)
+    if client.active:
+        _schedule(client, ctx, _refresh_delay(granted, ctx.settings.refresh_jitter))
+    client.state = "registered"
+    client.last_error = None
+    ctx.report(client, "registered", None, until)
+
+
+cdef double _refresh_delay(granted, double spread) except? -1.0:
+    """`registration.refresh_delay(granted, spread)`, drawn from the same source."""
+    if _registration is None:
+        _late_imports()
+    if not 0.0 <= spread <= 1.0:
+        return _registration.refresh_delay(granted, spread)  # (it says what is wrong)
+    cdef double g = <long>granted
+    cdef double lead = g * 0.1
+    cdef double least = 2.0 if 2.0 < g / 2 else g / 2
+    if lead < least:
+        lead = least
+    if lead > 120.0:
+        lead = 120.0
+    cdef double delay = g - lead
+    if delay < 0.5:
+        delay = 0.5
+    cdef double value = delay - delay * spread * <double>_random()
+    return value if value <= delay else delay
+
+
+cdef _schedule(ClientState client, ctx, double delay):
+    """`RegistrationClient._schedule(delay)`."""
+    timer = client._timer
+    if delay <= 0:
+        if timer is not None:
+            timer.cancel()
+            client._timer = None
+        _run(client)
+    elif timer is not None and not timer.cancelled():
+        ctx.wheel.reschedule(timer, delay)
+    else:
+        client._timer = ctx.wheel.call_later(delay, timer_fired, client)
+
+
+def timer_fired(ClientState client):
+    """The twin's `timer_fired`."""
+    if client.active:
+        _run(client)
+
+
+# -- the ramp ------------------------------------------------------------------------------
+
+cdef _exchange_ended(ctx, client):
+    """`RegistrationContext.exchange_ended(client)`."""
+    ramping = ctx._ramping
+    if ramping:
+        ramp = ramping.pop(client, None)
+        if ramp is not None:
+            ramp.free += 1
+            _pump(ramp)
+
+
+def pump(ramp):
+    """The twin's `pump`."""
+    _pump(ramp)
+
+
+cdef _pump(ramp):
+    cdef ClientState client
+    if ramp.pumping:
+        return
+    ramp.pumping = True
+    try:
+        clients, ctx, wanted = ramp.clients, ramp.ctx, ramp.wanted
+        ramping = ctx._ramping
+        while ramp.free > 0 and ramp.next < len(clients):
+            client = <ClientState?>clients[ramp.next]
+            ramp.next += 1
+            if client.active or (wanted is not None and not wanted(client)):
+                continue
+            ramp.free -= 1
+            ramping[client] = ramp
+            # `client.start(announce=False)`: no state announced, the exchange now
+            client.active = True
+            timer = client._timer
+            if timer is not None:
+                timer.cancel()
+                client._timer = None
+            _run(client)
+            task = client._task
+            if task is None or task.done():
+                _exchange_ended(ctx, client)
+        if ramp.next >= len(clients) and not ramp.started.done():
+            ramp.started.set_result(None)
+    finally:
+        ramp.pumping = False

@@ -1,0 +1,186 @@
+"""The common registration cycle (`gateway.sip.regcycle` and its compiled twin
+`gateway._regcycle`): started on the wire, ended (bound, refresh on the wheel, state
+reported, slot given back) and ramped the same way by both twins, with the same requests
+on the wire. Against a scripted registrar on loopback UDP."""
+
+import asyncio
+import re
+import time
+
+import pytest
+
+from gateway.sip import registration
+from gateway.sip.registration import RegistrationClient, contact_token, instance_urn
+from tests.support.scripted_registrar import ScriptedRegistrar
+from tests.twins import load_both
+
+from .conftest import settled, udp_client
+from .test_regwire import SCRIPTS
+
+CYCLES = load_both("_regcycle", "sip.regcycle")
+HEADERS = ("Max-Forwards", "Route", "From", "To", "Call-ID", "CSeq", "Contact", "Expires",
+           "User-Agent", "Authorization")
+
+
+@pytest.fixture
+def use_cycle(monkeypatch):
+    def use(module):
+        monkeypatch.setattr(registration, "_cycle", module)
+    return use
+
+
+def seen(registrar, client) -> list:
+    """The client's requests as the registrar read them, its own ids and the stack's
+    ports and digest (they differ from one run to the next) masked."""
+    out = []
+    for request in registrar.requests:
+        if request.call_id != client.call_id:
+            continue
+        assert request.from_tag == client.from_tag
+        text = repr([request.get(name) for name in HEADERS] + [request.uri_text])
+        for value in (client.call_id, client.from_tag):
+            text = text.replace(value, "<id>")
+        out.append(re.sub(r':\d{4,5}\b|response="\w+"|cnonce="\w+"', "~", text))
+    return out
+
+
+async def register_kinds(make_stack, module, use_cycle) -> list:
+    use_cycle(module)
+    ctx = await make_stack(registration._wire)
+    # every client challenged once (they register one after the other)
+    registrar = await ScriptedRegistrar(SCRIPTS["kamailio-like"] * 20).start()
+    port = registrar.port
+    proxy = f"sip:127.0.0.1:{port};transport=udp"
+    reports = []
+    ctx.report = lambda client, state, error, until: reports.append(
+        (client.key, state, error, round(until - time.time() - (client.granted or 0))
+         if until else None))
+    try:
+        # the first client of a hop learns its address on the general code
+        for outbound in (None, proxy):
+            warm = udp_client(ctx, port, outbound_proxy=outbound)
+            warm.start()
+            assert await settled(warm, 5.0) == "registered"
+            warm.close()
+        # an AOR that cannot be written: an error state, and nothing of it in the next
+        bad = RegistrationClient(ctx, key="bad", token="gwbad", instance_urn="urn:uuid:b",
+                                 aor="sip:\ud800@example.com", username="bob",
+                                 password_source=lambda: "pw", registrar=warm.target.__str__())
+        bad.start()
+        assert await settled(bad, 5.0) == "error"
+        bad.close()
+        kinds = [
+            udp_client(ctx, port, expires=600),
+            RegistrationClient(ctx, key="zoë-2", aor="sip:zoë@example.com", username="zoë",
+                               password_source=lambda: "pwé",
+                               registrar=f"sip:127.0.0.1:{port};transport=udp"),
+            RegistrationClient(ctx, key="i3", token="gw3", instance_urn="urn:uuid:3",
+                               aor="sip:carol@example.com", username="carol",
+                               password_source=lambda: "pw", outbound_proxy=proxy,
+                               registrar="sip:example.com", expires=300),
+        ]
+        outcome = []
+        for c in kinds:
+            reports.clear()
+            c.start(announce=False)
+            on_wire = c.exchange_task is not None and not isinstance(c.exchange_task,
+                                                                     asyncio.Task)
+            state = await settled(c, 5.0)
+            delay = c.next_attempt - time.monotonic() if c.next_attempt else None
+            outcome.append((c.key, on_wire, state, c.granted, c.last_error, list(reports),
+                            delay is not None and 0 < delay <= 108.0,
+                            c.flow is not None and c.flow.users, ctx.in_flight.free,
+                            bool(ctx.wire.pending), seen(registrar, c)))
+            c.close()
+        return outcome
+    finally:
+        registrar.close()
+
+
+async def test_both_cycles_write_the_same_requests_to_the_same_end(make_stack, use_cycle):
+    outcomes = [await register_kinds(make_stack, module.values[0], use_cycle)
+                for module in CYCLES]
+    first = outcomes[0]
+    assert all(outcome == first for outcome in outcomes[1:]), outcomes
+    plain, derived, proxied = first
+    assert plain[1:5] == (True, "registered", 120, None)
+    assert plain[5] == [("i1", "registered", None, 0)]  # reported once, until = now + 120
+    assert plain[6:10] == (True, 1, 200, False)  # refresh due, bound, slot back, no branch
+    first_request, answer = plain[10]
+    assert "'600'" in first_request and "'2 REGISTER'" in answer
+    assert 'Digest username="alice", realm="example.com", nonce="abc123"' in answer
+    assert derived[1:3] == (True, "registered")
+    contact = derived[10][0]
+    assert contact_token("zoë-2") in contact and instance_urn("zoë-2") in contact
+    assert "<sip:zoë@example.com>;tag=<id>" in contact
+    assert "'None'" not in repr(derived) and "None, '<sip:zo" in contact  # no Route
+    assert proxied[1:3] == (True, "registered") and len(proxied[10]) == 2
+    assert "'<sip:127.0.0.1~;transport=udp;lr>'" in proxied[10][0]
+    assert "'sip:example.com'" in proxied[10][0]
+
+
+@pytest.mark.parametrize("module", CYCLES)
+async def test_a_ramp_registers_every_client_through_its_window(make_stack, use_cycle, module):
+    use_cycle(module)
+    ctx = await make_stack(registration._wire)
+    registrar = await ScriptedRegistrar(SCRIPTS["kamailio-like"]).start()
+    try:
+        warm = udp_client(ctx, registrar.port)
+        warm.start()
+        assert await settled(warm, 5.0) == "registered"
+        clients = [RegistrationClient(ctx, key=f"k{n}", token=f"gw{n}", instance_urn=f"urn:{n}",
+                                      aor=f"sip:u{n}@example.com", username=f"u{n}",
+                                      password_source=lambda: "pw",
+                                      registrar=f"sip:127.0.0.1:{registrar.port};transport=udp")
+                   for n in range(30)]
+        clients[3].start()  # started meanwhile: the ramp passes it over
+        await ctx.ramp(clients, 5, wanted=lambda client: client.key != "k7")
+        assert ctx.in_flight.free >= 195  # never more than the window under way
+        for c in clients:
+            if c.key != "k7":
+                assert await settled(c, 5.0) == "registered", c.key
+        assert clients[7].state == "idle" and not clients[7].active
+        assert ctx.in_flight.free == 200 and not ctx._ramping and not ctx.wire.pending
+        now = time.monotonic()
+        for c in clients:
+            if c.key != "k7":
+                assert 97.2 - 1 <= c.next_attempt - now <= 108.0  # 120 s granted: 10 % jitter
+        assert len(registrar.requests) == 2 + 29  # (the registrar challenges the first only)
+        for c in clients + [warm]:
+            c.close()
+    finally:
+        registrar.close()
+
+
+@pytest.mark.parametrize("module", CYCLES)
+def test_ids_are_144_random_bits_each_drawn_once(module):
+    ids = [module.new_ids() for _ in range(2000)]  # several pools' worth
+    assert len(set(ids)) == len(ids) and all(0 <= value < 1 << 144 for value in ids)
+    assert max(ids).bit_length() > 136  # the whole width is used
+
+
+@pytest.mark.parametrize("module", CYCLES)
+async def test_with_sip_tracing_on_the_exchange_goes_in_a_task_and_gives_its_slot_back(
+        make_stack, use_cycle, module):
+    from gateway.sip.flow import trace
+
+    use_cycle(module)
+    ctx = await make_stack(registration._wire)
+    registrar = await ScriptedRegistrar(SCRIPTS["kamailio-like"]).start()
+    level = trace.level
+    try:
+        warm = udp_client(ctx, registrar.port)
+        warm.start()
+        assert await settled(warm, 5.0) == "registered"
+        trace.setLevel("DEBUG")  # requests and responses logged: the general path
+        c = udp_client(ctx, registrar.port, expires=300)
+        c.start()
+        assert isinstance(c.exchange_task, asyncio.Task)
+        assert await settled(c, 5.0) == "registered"
+        await asyncio.sleep(0)  # (the task ends)
+        assert ctx.in_flight.free == 200 and c.exchange_task is None
+        warm.close()
+        c.close()
+    finally:
+        trace.setLevel(level)
+        registrar.close()
