@@ -22,11 +22,16 @@ nothing of the call outlives the call. Callbacks (`on_failure`, `on_response`) a
 dropped once they can no longer fire, so a TU holding its transaction makes no cycle
 that outlives it.
 
+`layer.absorb(datagram)` takes, before any parse, a UDP datagram that only repeats a
+server transaction held here (the ACK of a non-2xx final answer, a retransmitted
+request): `request_key` (`gateway.sip.wirekey`, compiled as `gateway._wirekey`) reads
+its key from the bytes. The transport offers it each datagram first.
+
 Transactions ended by a timer are counted in `gateway.metrics`.
 
 Depends on the message model (`gateway.sip.message`), flows (anything with `send`,
 `reliable`, `owner.response_flow`), a timer wheel, `gateway.errors`, `gateway.metrics` and
-`gateway.sip.ids` (branches). Nothing above.
+`gateway.sip.ids` (branches), `gateway.sip.wirekey`. Nothing above.
 """
 
 from __future__ import annotations
@@ -37,13 +42,16 @@ from typing import Any, Callable, Protocol
 
 import msgspec
 
-from gateway import metrics
+from gateway import _accel, metrics
 from gateway.errors import ConfigError, TransactionTimeout, TransportError
 from gateway.sip import message as sipmsg
 from gateway.sip.fields import Headers, canonical_name
 from gateway.sip.ids import random_hex
 
 log = logging.getLogger(__name__)
+
+#: `request_key(datagram)`: a request's server key from its bytes (`gateway.sip.wirekey`)
+request_key = _accel.load("_wirekey", "sip.wirekey").request_key
 
 MAGIC_COOKIE = "z9hG4bK"
 
@@ -319,7 +327,11 @@ class ServerTransaction(_Transaction):
 
     def retransmitted(self, request: Any) -> None:
         """The same request again (or the ACK of our non-2xx final response)."""
-        if request.method == "ACK":
+        self.repeated(request.method)
+
+    def repeated(self, method: str) -> None:
+        """`retransmitted()` knowing only the method (`TransactionLayer.absorb`)."""
+        if method == "ACK":
             if self.state == "completed":
                 self.state = "confirmed"
                 _cancel(self._retransmit, self._timeout)
@@ -430,6 +442,21 @@ class TransactionLayer:
             self._response(message, flow)
         else:
             self._request(message, flow)
+
+    def absorb(self, data: bytes) -> str | None:
+        """A datagram that only repeats a server transaction held here (a retransmitted
+        request, the ACK of our non-2xx final answer), handled from its bytes without
+        parsing it: its method, or None when it must be parsed and delivered as usual.
+        The transaction does what `_request` would have it do (`request_key` gives the
+        key `server_key` would)."""
+        found = request_key(data)
+        if found is None:
+            return None
+        tx = self.servers.get(found[0])
+        if tx is None:
+            return None
+        tx.repeated(found[1])
+        return found[1]
 
     def flow_failed(self, flow: Any, reason: Exception) -> None:
         for tx in [tx for tx in self.clients.values() if tx.flow is flow]:
