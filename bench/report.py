@@ -88,6 +88,19 @@ def fmt(value: Any, unit: str = "") -> str:
 Row = tuple[str, str, str, str, str]  # figure, subject, baseline, ratio, goal
 
 
+PLACEMENT_LABELS = {"shared": "gateway and peers sharing both cores",
+                    "split": "peers on the other core"}
+
+
+def call_run_label(name: str) -> str:
+    """" at 500 calls/s, peers on the other core" for `...latency[500-split]`."""
+    if "[" not in name:
+        return ""
+    rate, _, placement = name.rsplit("[", 1)[1].rstrip("]").partition("-")
+    where = PLACEMENT_LABELS.get(placement, placement)
+    return f" at {rate} calls/s" + (f", {where}" if where else "")
+
+
 def rows_from(run: Run, pattern: str, figure: str, goal: str,
               build: Callable[[dict, dict], tuple[str, str, str]]) -> Row:
     bench = run.find(pattern)
@@ -177,7 +190,7 @@ def benchmark_rows(run: Run) -> list[Row]:
                                         "")))
     calls = [b["fullname"] for b in run.benchmarks if "test_invite_to_push_latency" in b["fullname"]]
     for name in calls or [r"test_call_push_latency.py::test_invite_to_push_latency"]:
-        rate = f" at {name.rsplit('[', 1)[1].rstrip(']')} calls/s" if "[" in name else ""
+        rate = call_run_label(name)
         rows.append(rows_from(run, re.escape(name) if calls else name,
                               f"INVITE arriving to call push leaving, p50 / p99{rate} (SIPp via Kamailio)",
                               "p99 <= 5 ms (issue 7)",

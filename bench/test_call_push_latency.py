@@ -48,9 +48,13 @@ two cores); the figures say `peers_nice` and `apns_emulator`. Run with
 `python -m pytest bench/test_call_push_latency.py --benchmark-only -s`; with
 `BENCH_PROFILE=DIR` the loop is profiled (cProfile) during the SIP load, the stats go to
 DIR/invite-RATE.prof and the top functions are printed (the profiler slows the loop:
-latencies of such a run are not figures). The machine's
-two cores are shared by the gateway, Kamailio, SIPp and the emulator: the absolute
-figures are those of that crowd.
+latencies of such a run are not figures).
+
+Each rate runs twice: "shared", the gateway, Kamailio, SIPp and the emulator taking turns
+on the machine's two cores (the figures of that crowd), and "split", the gateway's process
+on one core and the peers on the other (`tests.support.placement`), as in a deployment
+where the provider's proxy and Apple's servers are other machines. The figures say which
+(`placement`).
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ from tests.support.apns_nodejs import NodeApns, node_binary, public_pem
 from tests.support.apns_remote import RemoteApns
 from tests.support.cpu import MachineClock, children_times, group_times, self_times
 from tests.support.kamailio import kamailio_binary
+from tests.support.placement import every_cpu, pin_group, pin_process, unpin_process
 from tests.support.sipp import run_sipp, sipp_binary
 from tests.support.testbed import BUNDLE, KEY_ID, TEAM, Testbed
 
@@ -92,6 +97,14 @@ EMULATOR = os.environ.get("CALL_BENCH_APNS", "node")
 # A diagnostic, never the default: SIPp, Kamailio and the emulator at this nice value, a
 # stand-in for peers on other machines (how much of the p99 is the peers taking the cores)
 PEERS_NICE = int(os.environ.get("CALL_BENCH_PEERS_NICE", "0"))
+# Where the processes run. "shared": anywhere, the gateway taking turns with its peers on
+# the same cores. "split": the gateway's process on the first core, SIPp, Kamailio and
+# the emulator on the others, as in a deployment where the provider's proxy and Apple's
+# servers are other machines (the kernel's work for a datagram still runs on the core of
+# whoever sends it).
+PLACEMENTS = ("shared", "split")
+GATEWAY_CPUS = {min(every_cpu())}
+PEER_CPUS = every_cpu() - GATEWAY_CPUS or None
 DURATION = {100: 5.0, 500: 3.0} if QUICK else {100: 10.0, 500: 6.0}  # seconds of load per rate
 
 pytestmark = pytest.mark.skipif(
@@ -224,7 +237,7 @@ class CpuBudget:
         return spent
 
 
-async def scenario(tmp_path: Path, rate: int) -> dict:
+async def scenario(tmp_path: Path, rate: int, placement: str = "shared") -> dict:
     tokens = {f"user{i}": (secrets.token_hex(32), secrets.token_hex(32)) for i in range(USERS)}
     # Kamailio as a proxy under load runs: a worker per core, the production allocator
     # (its default, qm, is the debugging one: 0.9 -> 0.5 ms of its CPU per call)
@@ -236,18 +249,25 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         registry[alert] = BUNDLE
     direct = secrets.token_hex(32)
     registry[direct] = BUNDLE + ".voip"
+    split = placement == "split" and PEER_CPUS is not None
+    peer_cpus = PEER_CPUS if split else None
     if EMULATOR == "python":
         apns = await RemoteApns.start(tmp_path / "apns", bed.key_file, TEAM, KEY_ID, registry)
         if PEERS_NICE:
             os.setpriority(os.PRIO_PROCESS, apns.process.pid, PEERS_NICE)  # one thread
+        if split:
+            pin_process(apns.process.pid, PEER_CPUS)
     else:
         apns = await NodeApns.start(tmp_path / "apns", keys={KEY_ID: (TEAM, public_pem(bed.key_file))},
-                                    devices=registry, nice=PEERS_NICE)
+                                    devices=registry, nice=PEERS_NICE, cpus=peer_cpus)
     try:
         await bed.start(apns_url=apns.url, push_ca=apns.ca_file)
         if PEERS_NICE:
             # every process (and thread) of Kamailio's group
             os.setpriority(os.PRIO_PGRP, bed.kam.process.pid, PEERS_NICE)
+        if split:
+            pin_group(bed.kam.process.pid, PEER_CPUS)
+            pin_process(os.getpid(), GATEWAY_CPUS)  # every thread of the gateway's process
         instances = [await bed.create_instance(user, tokens=tokens[user]) for user in tokens]
         gateway = bed.gateway
         arrived: dict[str, float] = {}  # Call-ID -> the INVITE's arrival in the kernel
@@ -296,7 +316,7 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
 
         # warm up: connections to APNs, Kamailio's transactions, the code paths
         await run_sipp(str(SCENARIO), kam, service="x", calls=50, rate=50, timeout=30,
-                       extra=("-inf", str(users)), nice=PEERS_NICE)
+                       extra=("-inf", str(users)), nice=PEERS_NICE, cpus=peer_cpus)
         arrived.clear()
         read_at.clear()
         # as `gateway.app.serve` runs the gateway: start-up's objects frozen, a larger
@@ -336,7 +356,7 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         result = await run_sipp(str(SCENARIO), kam, service="x", calls=calls, rate=rate,
                                 timeout=60, extra=("-inf", str(users), "-l", "5000",
                                                    "-recv_timeout", "5000", "-buff_size", "4194304"),
-                                nice=PEERS_NICE)
+                                nice=PEERS_NICE, cpus=peer_cpus)
         if profiler is not None:
             profiler.disable()
         spent = budget.stop()
@@ -385,18 +405,22 @@ async def scenario(tmp_path: Path, rate: int) -> dict:
         if "thresholds" in locals():
             gc.unfreeze()
             gc.set_threshold(*thresholds)
+        unpin_process(os.getpid())
         await bed.stop()
         await apns.stop()
 
 
 @pytest.mark.slow
 @pytest.mark.benchmark(group="invite-to-push")
+@pytest.mark.parametrize("placement", PLACEMENTS)
 @pytest.mark.parametrize("rate", [100, 500])
-def test_invite_to_push_latency(benchmark, tmp_path, rate):
+def test_invite_to_push_latency(benchmark, tmp_path, rate, placement):
+    if placement == "split" and PEER_CPUS is None:
+        pytest.skip("one core: nowhere else to put the peers")
     outcome = {}
 
     def run():
-        outcome.update(uvloop.run(scenario(tmp_path, rate)))
+        outcome.update(uvloop.run(scenario(tmp_path, rate, placement)))
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     sip, direct = outcome["sip"], outcome["direct"]
@@ -405,6 +429,7 @@ def test_invite_to_push_latency(benchmark, tmp_path, rate):
         "rate_calls_per_s": rate,
         "apns_emulator": EMULATOR,
         "peers_nice": PEERS_NICE,
+        "placement": placement,
         "calls_sent": outcome["calls"],
         "invites_seen": outcome["invites"],
         "pushed": len(sip),

@@ -30,6 +30,7 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 
 from tests.support.cpu import process_times
+from tests.support.placement import start_on
 from tests.support.processes import need_program
 
 SCRIPT = Path(__file__).parent / "apns_node" / "emulator.mjs"
@@ -62,10 +63,12 @@ class NodeApns:
     async def start(cls, workdir: str | Path, *, keys: dict[str, tuple[str, str | bytes]],
                     devices: dict[str, str], environment: str = "production",
                     unregistered: dict[str, int] | None = None, max_streams: int = 1000,
-                    ca: trustme.CA | None = None, nice: int = 0) -> NodeApns:
+                    ca: trustme.CA | None = None, nice: int = 0,
+                    cpus: set[int] | None = None) -> NodeApns:
         """`keys`: key id -> (team id, public key PEM); `devices`: token -> topic (or
         {"topic", "environment"}); `unregistered`: token -> ms timestamp of its 410;
-        `nice`: a lower scheduling priority for the whole process (every thread)."""
+        `nice`: a lower scheduling priority for the whole process (every thread); `cpus`:
+        the cores it may run on."""
         binary = need_node()
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -89,7 +92,7 @@ class NodeApns:
             binary, "--single-threaded-gc", str(SCRIPT), str(workdir / "config.json"),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             start_new_session=True, limit=1 << 24,
-            preexec_fn=(lambda: os.nice(nice)) if nice else None)
+            preexec_fn=start_on(cpus, nice))
         line = await asyncio.wait_for(process.stdout.readline(), 30)
         if not line.startswith(b"url "):
             process.kill()

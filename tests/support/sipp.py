@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 
+from tests.support.placement import start_on
 from tests.support.processes import need_program
 
 
@@ -36,8 +37,10 @@ def need_sipp() -> str:
 
 async def run_sipp(scenario: str, target: tuple[str, int], *, service: str, local_ip: str = "127.0.0.1",
                    calls: int = 1, rate: float | None = None, timeout: float = 20.0,
-                   extra: tuple[str, ...] = (), nice: int = 0) -> SippResult:
-    """`nice`: SIPp at a lower scheduling priority (a load bench's diagnostic)."""
+                   extra: tuple[str, ...] = (), nice: int = 0,
+                   cpus: set[int] | None = None) -> SippResult:
+    """`nice`: SIPp at a lower scheduling priority; `cpus`: the cores it may run on (a
+    load bench's placement of its peers, `tests.support.placement`)."""
     binary = need_sipp()
     workdir = tempfile.mkdtemp(prefix="sipp-")
     command = [binary, f"{target[0]}:{target[1]}", "-sf", os.path.abspath(scenario), "-s", service,
@@ -49,7 +52,7 @@ async def run_sipp(scenario: str, target: tuple[str, int], *, service: str, loca
     process = await asyncio.create_subprocess_exec(
         *command, cwd=workdir, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        preexec_fn=(lambda: os.nice(nice)) if nice else None)
+        preexec_fn=start_on(cpus, nice))
     try:
         out, _ = await asyncio.wait_for(process.communicate(), timeout + 10)
     except asyncio.TimeoutError:
