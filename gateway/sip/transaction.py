@@ -43,7 +43,7 @@ from typing import Any, Callable, Protocol
 import msgspec
 
 from gateway import _accel, metrics
-from gateway.errors import ConfigError, TransactionTimeout, TransportError
+from gateway.errors import ConfigError, ParseError, TransactionTimeout, TransportError
 from gateway.sip import message as sipmsg
 from gateway.sip.fields import Headers, canonical_name
 from gateway.sip.ids import random_hex
@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 #: `request_key(datagram)`: a request's server key from its bytes (`gateway.sip.wirekey`)
 request_key = _accel.load("_wirekey", "sip.wirekey").request_key
+#: `echo_head(fields, tag)`: what an answer copies from its request (`gateway.sip.answers`)
+echo_head = _accel.load("_answers", "sip.answers").echo_head
 
 MAGIC_COOKIE = "z9hG4bK"
 
@@ -588,10 +590,30 @@ def answer_head(request: Any, status: int, tag: str | None = None) -> str:
     `tag` added to To when given and To has none, as header lines with CRLF between
     them. Made once, it serves every answer of a call (`encode_answer`): a held INVITE
     is answered four or five times."""
+    # The usual request is written from its fields in one pass (`echo_head`, compiled
+    # as `gateway._answers`), without the response object `build_response` makes; a
+    # Timestamp to echo on a 100, or fields `echo_head` leaves undecided, take that path.
+    if status != 100 or request.get("Timestamp") is None:
+        try:
+            tagged = tag is not None and request.to_tag is not None
+        except ParseError:  # two To fields: the general path copies the first
+            return _general_head(request, status, tag)
+        head = echo_head(request.headers._fields, None if tagged else tag)
+        if head is not None:
+            return head
+    return _general_head(request, status, tag)
+
+
+def _general_head(request: Any, status: int, tag: str | None) -> str:
     response = build_response(request, status, "")
     if tag is not None and response.to_tag is None:
         response.headers.set("To", f"{response.get('To')};tag={tag}")
     return "\r\n".join([f"{name}: {value}" for _, name, value in response.headers._fields])
+
+
+#: (name, value) -> its checked header line, for the fields every call's answers repeat
+#: (Server, Contact, X-Push-Status...): bounded, so odd values only miss
+_LINES: dict[tuple[str, str], str] = {}
 
 
 def encode_answer(status: int, reason: str, head: str, extra=()) -> bytes:
@@ -600,8 +622,13 @@ def encode_answer(status: int, reason: str, head: str, extra=()) -> bytes:
     `build_response`, adding `extra` and `encode()` give, without the message objects."""
     lines = [f"{sipmsg.SIP_VERSION} {status} {reason}", head]
     for name, value in extra:
-        Headers._check(name, value)
-        lines.append(f"{canonical_name(name)}: {value}")
+        line = _LINES.get((name, value))
+        if line is None:
+            Headers._check(name, value)
+            line = f"{canonical_name(name)}: {value}"
+            if len(_LINES) < 512:
+                _LINES[(name, value)] = line
+        lines.append(line)
     lines.append("Content-Length: 0")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
