@@ -431,6 +431,13 @@ class CalleesById(Mapping):
             raise KeyError(instance_id)
         return callee
 
+    def __contains__(self, instance_id: object) -> bool:
+        # asked at every call's end: without the KeyError Mapping's would raise and catch
+        if not isinstance(instance_id, str):
+            return False
+        callee = self._by_token.get(contact_token(instance_id))
+        return callee is not None and callee.id == instance_id
+
     def __iter__(self) -> Iterator[str]:
         return (callee.id for callee in self._by_token.values())
 

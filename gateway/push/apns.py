@@ -206,13 +206,15 @@ class ApnsProvider:
 
     def start(self, target: PushTarget, notification: Notification) -> Awaitable[PushResult] | None:
         """`send()`, with the request written before this returns (see
-        `Http2Pool.start`); None, with nothing sent, when that cannot be done at once."""
+        `Http2Pool.start`); None, with nothing sent, when that cannot be done at once.
+        Only a call's push is written at once: the others leave together with those
+        framed in the same turn of the loop (`urgent`), one TLS record and send for all."""
         prepared = self._prepare(target, notification)
         if isinstance(prepared, PushResult):
             return None  # rare: `send()` says why
         path, headers, body, push_type = prepared
         pending = self.pool(target.environment or "production").start(
-            "POST", path, headers, body, timeout=self._timeout)
+            "POST", path, headers, body, timeout=self._timeout, urgent=notification.is_call)
         return None if pending is None else self._await_result(target, push_type, pending)
 
     async def _await_result(self, target: PushTarget, push_type: str, pending) -> PushResult:

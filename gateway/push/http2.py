@@ -105,6 +105,8 @@ class Http2Connection(asyncio.Protocol):
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._granted = 0  # slots reserved for woken waiters that have not run yet
         self._transport: asyncio.Transport | None = None
+        # requests framed with `urgent=False`, written together at the loop's next turn
+        self._held: list[bytes] = []
         self._settings = asyncio.get_running_loop().create_future()
         self.draining = False
         self.goaway_reason: bytes | None = None  # APNs puts {"reason": ...} there
@@ -194,8 +196,20 @@ class Http2Connection(asyncio.Protocol):
             self.close()
 
     def _write(self, data: bytes) -> None:
+        if self._held:  # held requests first: stream ids must reach the server in order
+            self._held.append(data)
+            data = b"".join(self._held)
+            self._held.clear()
         if data and self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
+
+    def _hold(self, data: bytes) -> None:
+        # Each write is a TLS record and a send() whose loopback or NIC work the loop
+        # pays for; requests nobody waits on by the millisecond (missed calls, messages)
+        # that are framed in the same turn of the loop leave in one write after it.
+        if not self._held:
+            asyncio.get_running_loop().call_soon(self._write, b"")
+        self._held.append(data)
 
     # --- requests ------------------------------------------------------------------------
 
@@ -209,10 +223,12 @@ class Http2Connection(asyncio.Protocol):
         """Whether a request may start at once (a free stream and nobody queued for one)."""
         return self.usable and len(self._streams) + self._granted < self.limit and not self._waiters
 
-    def start(self, method: str, path: str, headers: Headers, body: bytes) -> tuple[int, _Stream]:
+    def start(self, method: str, path: str, headers: Headers, body: bytes,
+              urgent: bool = True) -> tuple[int, _Stream]:
         """Frame the request and hand it to the transport now, in one write (the caller
         made sure of a slot: `free_now` or `_slot()`). `answer()` then waits for the
-        response."""
+        response. Not `urgent`: written with the other requests framed in this turn of
+        the loop, at its next turn (or with the next urgent one, whichever comes first)."""
         if not self.usable:
             raise _Unusable()
         self._last_activity = asyncio.get_running_loop().time()
@@ -232,7 +248,7 @@ class Http2Connection(asyncio.Protocol):
         out = [frames.headers(stream_id, block, self._frame_size, end_stream=not body)]
         if body:
             self._body_frames(stream_id, stream, out)
-        self._write(b"".join(out))
+        (self._write if urgent else self._hold)(b"".join(out))
         return stream_id, stream
 
     async def answer(self, stream_id: int, stream: _Stream, timeout: float) -> Response:
@@ -522,11 +538,11 @@ class Http2Pool:
         raise last
 
     def start(self, method: str, path: str, headers: Headers, body: bytes = b"", *,
-              timeout: float) -> Awaitable[Response] | None:
+              timeout: float, urgent: bool = True) -> Awaitable[Response] | None:
         """The request written to a connection now, before the caller does anything else
         (a call push must not wait for the loop's next turn), and an awaitable of its
         response; None, with nothing sent, when no open connection has a free stream at
-        once (then use `request`)."""
+        once (then use `request`). `urgent`: see `Http2Connection.start`."""
         best = None
         for conn in self._slots:
             if conn is not None and conn.free_now and (best is None or conn.in_flight < best.in_flight):
@@ -534,7 +550,7 @@ class Http2Pool:
         if best is None:
             return None
         try:
-            stream_id, stream = best.start(method, path, headers, body)
+            stream_id, stream = best.start(method, path, headers, body, urgent)
         except _Unusable:
             return None
         return self._answer(best, stream_id, stream, (method, path, headers, body), timeout)

@@ -22,11 +22,16 @@ nothing of the call outlives the call. Callbacks (`on_failure`, `on_response`) a
 dropped once they can no longer fire, so a TU holding its transaction makes no cycle
 that outlives it.
 
+`layer.absorb(datagram)` takes, before any parse, a UDP datagram that only repeats a
+server transaction held here (the ACK of a non-2xx final answer, a retransmitted
+request): `request_key` (`gateway.sip.wirekey`, compiled as `gateway._wirekey`) reads
+its key from the bytes. The transport offers it each datagram first.
+
 Transactions ended by a timer are counted in `gateway.metrics`.
 
 Depends on the message model (`gateway.sip.message`), flows (anything with `send`,
 `reliable`, `owner.response_flow`), a timer wheel, `gateway.errors`, `gateway.metrics` and
-`gateway.sip.ids` (branches). Nothing above.
+`gateway.sip.ids` (branches), `gateway.sip.wirekey`. Nothing above.
 """
 
 from __future__ import annotations
@@ -37,13 +42,18 @@ from typing import Any, Callable, Protocol
 
 import msgspec
 
-from gateway import metrics
-from gateway.errors import ConfigError, TransactionTimeout, TransportError
+from gateway import _accel, metrics
+from gateway.errors import ConfigError, ParseError, TransactionTimeout, TransportError
 from gateway.sip import message as sipmsg
 from gateway.sip.fields import Headers, canonical_name
 from gateway.sip.ids import random_hex
 
 log = logging.getLogger(__name__)
+
+#: `request_key(datagram)`: a request's server key from its bytes (`gateway.sip.wirekey`)
+request_key = _accel.load("_wirekey", "sip.wirekey").request_key
+#: `echo_head(fields, tag)`: what an answer copies from its request (`gateway.sip.answers`)
+echo_head = _accel.load("_answers", "sip.answers").echo_head
 
 MAGIC_COOKIE = "z9hG4bK"
 
@@ -319,7 +329,11 @@ class ServerTransaction(_Transaction):
 
     def retransmitted(self, request: Any) -> None:
         """The same request again (or the ACK of our non-2xx final response)."""
-        if request.method == "ACK":
+        self.repeated(request.method)
+
+    def repeated(self, method: str) -> None:
+        """`retransmitted()` knowing only the method (`TransactionLayer.absorb`)."""
+        if method == "ACK":
             if self.state == "completed":
                 self.state = "confirmed"
                 _cancel(self._retransmit, self._timeout)
@@ -430,6 +444,21 @@ class TransactionLayer:
             self._response(message, flow)
         else:
             self._request(message, flow)
+
+    def absorb(self, data: bytes) -> str | None:
+        """A datagram that only repeats a server transaction held here (a retransmitted
+        request, the ACK of our non-2xx final answer), handled from its bytes without
+        parsing it: its method, or None when it must be parsed and delivered as usual.
+        The transaction does what `_request` would have it do (`request_key` gives the
+        key `server_key` would)."""
+        found = request_key(data)
+        if found is None:
+            return None
+        tx = self.servers.get(found[0])
+        if tx is None:
+            return None
+        tx.repeated(found[1])
+        return found[1]
 
     def flow_failed(self, flow: Any, reason: Exception) -> None:
         for tx in [tx for tx in self.clients.values() if tx.flow is flow]:
@@ -561,10 +590,30 @@ def answer_head(request: Any, status: int, tag: str | None = None) -> str:
     `tag` added to To when given and To has none, as header lines with CRLF between
     them. Made once, it serves every answer of a call (`encode_answer`): a held INVITE
     is answered four or five times."""
+    # The usual request is written from its fields in one pass (`echo_head`, compiled
+    # as `gateway._answers`), without the response object `build_response` makes; a
+    # Timestamp to echo on a 100, or fields `echo_head` leaves undecided, take that path.
+    if status != 100 or request.get("Timestamp") is None:
+        try:
+            tagged = tag is not None and request.to_tag is not None
+        except ParseError:  # two To fields: the general path copies the first
+            return _general_head(request, status, tag)
+        head = echo_head(request.headers._fields, None if tagged else tag)
+        if head is not None:
+            return head
+    return _general_head(request, status, tag)
+
+
+def _general_head(request: Any, status: int, tag: str | None) -> str:
     response = build_response(request, status, "")
     if tag is not None and response.to_tag is None:
         response.headers.set("To", f"{response.get('To')};tag={tag}")
     return "\r\n".join([f"{name}: {value}" for _, name, value in response.headers._fields])
+
+
+#: (name, value) -> its checked header line, for the fields every call's answers repeat
+#: (Server, Contact, X-Push-Status...): bounded, so odd values only miss
+_LINES: dict[tuple[str, str], str] = {}
 
 
 def encode_answer(status: int, reason: str, head: str, extra=()) -> bytes:
@@ -573,8 +622,13 @@ def encode_answer(status: int, reason: str, head: str, extra=()) -> bytes:
     `build_response`, adding `extra` and `encode()` give, without the message objects."""
     lines = [f"{sipmsg.SIP_VERSION} {status} {reason}", head]
     for name, value in extra:
-        Headers._check(name, value)
-        lines.append(f"{canonical_name(name)}: {value}")
+        line = _LINES.get((name, value))
+        if line is None:
+            Headers._check(name, value)
+            line = f"{canonical_name(name)}: {value}"
+            if len(_LINES) < 512:
+                _LINES[(name, value)] = line
+        lines.append(line)
     lines.append("Content-Length: 0")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
 

@@ -53,6 +53,7 @@ def test_by_id_reads_the_token_index(tmp_path):
     by_id = CalleesById(by_token)
     assert by_id[rec.id] is by_token[contact_token(rec.id)]
     assert rec.id in by_id and "inst-99999" not in by_id and by_id.get("inst-99999") is None
+    assert 5 not in by_id  # not an id at all
     assert list(by_id) == [rec.id] and len(by_id) == 1
     # a token that names another instance (it cannot happen by chance) is not this one
     by_token[contact_token("other")] = by_token[contact_token(rec.id)]

@@ -185,3 +185,36 @@ async def test_waiting_requests_get_streams_in_the_order_they_came(apns, pool, h
     )
     assert [a.status for a in answers] == [200] * 30
     assert apns.arrivals[-30:] == tokens and apns.max_in_flight == 3
+
+
+async def test_requests_not_urgent_leave_together_and_before_the_next_urgent_one(apns, pool, headers):
+    apns.register(TOKEN, BUNDLE)
+    await send(pool, headers)  # the connection is open, its stream limit known
+    conn = pool.connections[0]
+    writes: list[bytes] = []
+    transport = conn._transport
+    write = transport.write
+
+    def counted(data):
+        writes.append(bytes(data))
+        write(data)
+
+    # the transport's writes are counted (and still made): what leaves, and in how many
+    conn._transport = type("Counted", (), {"write": staticmethod(counted),
+                                           "is_closing": transport.is_closing})()
+    try:
+        path = f"/3/device/{TOKEN}"
+        held = [pool.start("POST", path, headers, b'{"aps":{}}', timeout=5.0, urgent=False)
+                for _ in range(3)]
+        assert writes == []  # nothing written yet: they wait for the loop's next turn
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert len(writes) == 1  # all three in one write
+        more = [pool.start("POST", path, headers, b'{"aps":{}}', timeout=5.0, urgent=False)]
+        more.append(pool.start("POST", path, headers, b'{"aps":{}}', timeout=5.0))
+        assert len(writes) == 2  # the urgent one took the held one along, in order
+        answers = await asyncio.gather(*held, *more)
+    finally:
+        conn._transport = transport
+    assert [a.status for a in answers] == [200] * 5
+    assert len(apns.requests) == 6

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.sip import parsing
+from gateway.sip import parsing, transaction
 from gateway.sip.message import Request
 from gateway.sip.transaction import answer_head, build_response, encode_answer
+from tests.twins import load_both
 
 CORPUS = Path(__file__).parent / "corpus"
 
@@ -57,9 +58,16 @@ ANSWERS = [
 ]
 
 
+@pytest.fixture(params=load_both("_answers", "sip.answers"))
+def twin(request, monkeypatch):
+    """answer_head with each twin of `echo_head`."""
+    monkeypatch.setattr(transaction, "echo_head", request.param.echo_head)
+    return request.param
+
+
 @pytest.mark.parametrize("request_", list(_requests()))
 @pytest.mark.parametrize("status, reason, tag, extra", ANSWERS)
-def test_the_same_bytes_as_the_general_path(request_, status, reason, tag, extra):
+def test_the_same_bytes_as_the_general_path(twin, request_, status, reason, tag, extra):
     head = answer_head(request_, status, tag)
     assert encode_answer(status, reason, head, extra) == _general(request_, status, reason, tag, extra)
 
@@ -71,3 +79,13 @@ def test_a_field_that_would_inject_another_is_refused():
         encode_answer(180, "Ringing", head, [("Warning", "a\r\nVia: injected")])
     with pytest.raises(ValueError):
         encode_answer(180, "Ringing", head, [("Bad Name", "x")])
+
+
+def test_echo_head_leaves_the_unusual_to_the_general_path(twin):
+    fields = [("via", "Via", "SIP/2.0/UDP h;branch=z9hG4bK-1"), ("from", "From", "<sip:b@h>;tag=1"),
+              ("to", "To", "<sip:a@h>"), ("call-id", "Call-ID", "c"), ("cseq", "CSeq", "1 INVITE")]
+    assert twin.echo_head(fields, "t") == ("Via: SIP/2.0/UDP h;branch=z9hG4bK-1\r\nFrom: <sip:b@h>;tag=1"
+                                           "\r\nTo: <sip:a@h>;tag=t\r\nCall-ID: c\r\nCSeq: 1 INVITE")
+    assert twin.echo_head(fields + [("cseq", "CSeq", "2 INVITE")], None) is None
+    assert twin.echo_head(fields[:-1], None) is None
+    assert twin.echo_head(fields[1:], None) is None

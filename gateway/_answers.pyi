@@ -1,0 +1,3 @@
+"""Stub of the compiled answer writer (`_ext/answers.pyx`); see `gateway.sip.answers`."""
+
+def echo_head(fields: list[tuple[str, str, str]], tag: str | None) -> str | None: ...

@@ -1,0 +1,3 @@
+"""Stub of the compiled server-key reader (`_ext/wirekey.pyx`); see `gateway.sip.wirekey`."""
+
+def request_key(data: bytes) -> tuple[tuple[str, str, int | None, str], str] | None: ...
