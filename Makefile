@@ -7,7 +7,7 @@ CONFIG ?= config/gateway.toml
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: run test test-python build venv deps system-deps test-deps bench bench-only check-config clean deb deb-test
+.PHONY: run test test-python build build-deps venv deps system-deps test-deps bench bench-only check-config clean deb deb-test
 
 run: build
 	$(VENV)/bin/sip-push-gateway --config $(CONFIG) run
@@ -53,11 +53,25 @@ check-config: build
 
 # --- setup -----------------------------------------------------------------------------
 
-$(VENV)/bin/python:
-	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
-	  echo "python3 -m venv failed: installing python3-venv"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv python3-dev libssl-dev gcc && \
-	  $(PYTHON) -m venv $(VENV); }
+# Installs the Debian packages named in $(1) that are missing (as root, or with sudo).
+define apt-install
+	@missing="$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done | xargs)"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+endef
+
+# What the virtual environment and the Cython build need: venv, a C compiler, Python's
+# headers and OpenSSL's (the registration wire hashes with libcrypto).
+BUILD_PACKAGES := python3-venv python3-dev gcc libssl-dev
+
+build-deps:
+	$(call apt-install,$(BUILD_PACKAGES))
+
+$(VENV)/bin/python: | build-deps
+	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip setuptools wheel
 
 venv: $(VENV)/bin/python
@@ -74,20 +88,14 @@ deps: $(VENV)/.deps
 test-deps: $(VENV)/.test-deps
 
 # Builds the Cython extensions in place and installs the `sip-push-gateway` command.
-build: deps
+build: build-deps deps
 	$(PY) setup.py -q build_ext --inplace
 	$(PIP) install --no-deps --no-build-isolation -e .
 
 # Debian packages the tests drive (Kamailio, SIPp, ...): installed when we are root or
 # have sudo; otherwise the tests that need them say what is missing.
 system-deps:
-	@pkgs="$$(grep -v '^#' tests/apt-packages.txt | xargs)"; \
-	missing="$$(for p in $$pkgs; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done | xargs)"; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages: $$missing"; \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+	$(call apt-install,$$(grep -v '^#' tests/apt-packages.txt | xargs))
 
 clean:
 	rm -rf build dist *.egg-info gateway/_*.so _ext/*.c .pytest_cache
