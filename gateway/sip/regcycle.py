@@ -5,6 +5,7 @@ and the restart ramp's next start.
     regcycle.done(client, flow, outcome, started)  # the wire's callback at the end
     regcycle.timer_fired(client)                  # the refresh or retry timer
     regcycle.pump(ramp)                           # _Ramp.pump
+    client.digest = regcycle.new_digest(username, password_source)  # its digest state
     client._ids = regcycle.new_ids()              # a client's Call-ID and From tag
     class RegistrationClient(regcycle.ClientState)  # a client's state, built here
 
@@ -19,7 +20,7 @@ the registration client's general code (`RegistrationClient._in_task`).
 This is the pure-Python twin and the reference of `_ext/regcycle.pyx` (chosen through
 `gateway._accel` by `gateway.sip.registration`): here every step is the client's own
 method, there the same steps are written out in C so that a common registration runs
-no Python frame besides the state report and the metrics hook (and, the first time, the
+no Python frame besides the state report and the metrics hook when one is set (and, the first time, the
 flow's `acquire`). The tests hold both to the same requests and outcomes.
 
 Depends on the registration client's and context's attributes and methods (duck-typed),
@@ -44,6 +45,12 @@ def new_ids() -> int:
     """96 random bits of Call-ID and 48 of From tag, as one int: the same for every
     REGISTER of a client (RFC 3261 10.2), written out when a request is."""
     return int(random_hex(IDS_BYTES), 16)
+
+
+def new_digest(username: str, password_source) -> DigestClient:
+    """A client's digest state: `DigestClient(username, password_source)` (compiled: the
+    same object built without the constructor's Python frame)."""
+    return DigestClient(username, password_source)
 
 
 class ClientState:
@@ -75,7 +82,7 @@ class ClientState:
         self.target = shared_uri(registrar, True)  # the registrar; a 3xx changes it
         self.outbound_proxy = shared_uri(outbound_proxy, False) if outbound_proxy else None
         self.expires = expires
-        self.digest = DigestClient(username, password_source)
+        self.digest = new_digest(username, password_source)
         # the same for every REGISTER of this client (RFC 3261 10.2)
         self._ids = new_ids()
         self.cseq = 0
