@@ -94,7 +94,9 @@ cdef class ClientState:
         self.outbound_proxy = _registration._shared_uri(outbound_proxy, False) \
             if outbound_proxy else None
         self.expires = expires
-        self.digest = _new_digest(username, password_source)
+        # (its slots set one by one from here cost as much as its constructor's frame,
+        # whose slot stores 3.11 specialises: 0.34-0.42 against 0.33-0.38 us, 2026-11-29)
+        self.digest = DigestClient(username, password_source)
         self._ids = new_ids()
         self.cseq = 0
         self.state = "idle"
@@ -106,25 +108,6 @@ cdef class ClientState:
         self.bound_maybe = False
         self._timer = None
         self._task = None
-
-
-cdef _new_digest(username, password_source):
-    """`DigestClient(username, password_source)` without its constructor's Python frame:
-    the same slots set to the same values (the registration tests hold the two alike)."""
-    digest = DigestClient.__new__(DigestClient)
-    digest.username = username
-    digest.password_source = password_source
-    digest._ha1 = None
-    digest._ha1_key = None
-    digest._challenge = None
-    digest._nonce = ""
-    digest._nc = 0
-    return digest
-
-
-def new_digest(username, password_source):
-    """The twin's `new_digest`."""
-    return _new_digest(username, password_source)
 
 
 # -- ids ---------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ and the restart ramp's next start.
     regcycle.done(client, flow, outcome, started)  # the wire's callback at the end
     regcycle.timer_fired(client)                  # the refresh or retry timer
     regcycle.pump(ramp)                           # _Ramp.pump
-    client.digest = regcycle.new_digest(username, password_source)  # its digest state
     client._ids = regcycle.new_ids()              # a client's Call-ID and From tag
     class RegistrationClient(regcycle.ClientState)  # a client's state, built here
 
@@ -47,12 +46,6 @@ def new_ids() -> int:
     return int(random_hex(IDS_BYTES), 16)
 
 
-def new_digest(username: str, password_source) -> DigestClient:
-    """A client's digest state: `DigestClient(username, password_source)` (compiled: the
-    same object built without the constructor's Python frame)."""
-    return DigestClient(username, password_source)
-
-
 class ClientState:
     """What a registration client keeps (`RegistrationClient` extends it): its
     registrar's URIs (shared per registrar, `registration._shared_uri`), the digest
@@ -82,7 +75,7 @@ class ClientState:
         self.target = shared_uri(registrar, True)  # the registrar; a 3xx changes it
         self.outbound_proxy = shared_uri(outbound_proxy, False) if outbound_proxy else None
         self.expires = expires
-        self.digest = new_digest(username, password_source)
+        self.digest = DigestClient(username, password_source)
         # the same for every REGISTER of this client (RFC 3261 10.2)
         self._ids = new_ids()
         self.cseq = 0

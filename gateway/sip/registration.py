@@ -35,7 +35,7 @@ at once, the exchange starts on the wire without a task and ends in `regcycle.do
 (the common cycle, `gateway.sip.regcycle` or its compiled twin `gateway._regcycle`:
 compiled, a common registration runs no Python frame besides the state report and the
 metrics hook when one is set, and for a client's first one the flow's `acquire`; a client's state is
-that module's `ClientState`, built in C, its `DigestClient` too). Otherwise the
+that module's `ClientState`, built in C but for its `DigestClient`). Otherwise the
 exchange runs in a task (`_register`).
 Results go to `RegistrationContext.report(client, state, error, until)` and, for metrics,
 to `RegistrationContext.on_register_result(outcome, rtt)`.

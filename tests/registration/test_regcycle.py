@@ -209,16 +209,3 @@ async def test_the_metrics_hook_hears_each_common_registration_and_the_default_o
         c.close()
     finally:
         registrar.close()
-
-
-@pytest.mark.parametrize("module", CYCLES)
-def test_a_clients_digest_state_is_what_digest_client_builds(module):
-    from gateway.sip.digest import DigestClient
-
-    def source():
-        return "pw"
-
-    built, reference = module.new_digest("alice", source), DigestClient("alice", source)
-    assert type(built) is DigestClient
-    for name in DigestClient.__slots__:
-        assert getattr(built, name) == getattr(reference, name), name
