@@ -19,7 +19,7 @@ the registration client's general code (`RegistrationClient._in_task`).
 This is the pure-Python twin and the reference of `_ext/regcycle.pyx` (chosen through
 `gateway._accel` by `gateway.sip.registration`): here every step is the client's own
 method, there the same steps are written out in C so that a common registration runs
-no Python frame besides the state report and the metrics hook (and, the first time, the
+no Python frame besides the state report and the metrics hook when one is set (and, the first time, the
 flow's `acquire`). The tests hold both to the same requests and outcomes.
 
 Depends on the registration client's and context's attributes and methods (duck-typed),

@@ -34,7 +34,7 @@ DNS names, 3xx targets without a flow yet. When a slot and the pacer's tokens ar
 at once, the exchange starts on the wire without a task and ends in `regcycle.done`
 (the common cycle, `gateway.sip.regcycle` or its compiled twin `gateway._regcycle`:
 compiled, a common registration runs no Python frame besides the state report and the
-metrics hook, and for a client's first one the flow's `acquire`; a client's state is
+metrics hook when one is set, and for a client's first one the flow's `acquire`; a client's state is
 that module's `ClientState`, built in C but for its `DigestClient`). Otherwise the
 exchange runs in a task (`_register`).
 Results go to `RegistrationContext.report(client, state, error, until)` and, for metrics,
@@ -120,6 +120,11 @@ class RegisterFailed(PeerError):
         self.retry_after = retry_after
 
 
+def ignore_result(outcome: str, rtt: float) -> None:
+    """The metrics hook of a context nobody set one on: nothing. The compiled cycle
+    knows it and does not call it (a Python frame per registration for nothing)."""
+
+
 class RegistrationContext:
     """What every client of one gateway shares: the SIP endpoint, the pacer, the wheel,
     where our Contact points, and where results go."""
@@ -134,7 +139,7 @@ class RegistrationContext:
         self.settings = settings
         self.public_host, self.public_port = _split_public(public_address)
         self.report = report
-        self.on_register_result: Callable[[str, float], None] = lambda outcome, rtt: None
+        self.on_register_result: Callable[[str, float], None] = ignore_result
         # exchanges under way at once: beyond this they wait, so an overloaded registrar
         # (or host) sees retransmissions of a bounded set, not of everything queued
         self.in_flight = Slots(max_in_flight)

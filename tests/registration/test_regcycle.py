@@ -184,3 +184,28 @@ async def test_with_sip_tracing_on_the_exchange_goes_in_a_task_and_gives_its_slo
     finally:
         trace.setLevel(level)
         registrar.close()
+
+
+@pytest.mark.parametrize("module", CYCLES)
+async def test_the_metrics_hook_hears_each_common_registration_and_the_default_one_nothing(
+        make_stack, use_cycle, module):
+    use_cycle(module)
+    ctx = await make_stack(registration._wire)
+    assert ctx.on_register_result is registration.ignore_result
+    registrar = await ScriptedRegistrar(SCRIPTS["kamailio-like"] * 3).start()
+    try:
+        warm = udp_client(ctx, registrar.port)  # (learns the hop's address: general code)
+        warm.start()
+        assert await settled(warm, 5.0) == "registered"  # heard by nobody: no error
+        results = []
+        ctx.on_register_result = lambda outcome, rtt: results.append((outcome, rtt))
+        c = udp_client(ctx, registrar.port, expires=300)
+        c.start()
+        assert c.exchange_task is not None and not isinstance(c.exchange_task, asyncio.Task)
+        assert await settled(c, 5.0) == "registered"
+        assert [outcome for outcome, _ in results] == ["registered"]
+        assert 0.0 <= results[0][1] < 5.0
+        warm.close()
+        c.close()
+    finally:
+        registrar.close()
