@@ -236,7 +236,7 @@ class CallService:
         """A new INVITE or MESSAGE. The hot path stays synchronous (no task before the
         push's own) unless a registrar's name must be resolved first."""
         try:
-            token = request.uri.user or ""
+            token = request.uri_user or ""
         except ParseError:
             _reply(tx, 400)
             return
@@ -291,9 +291,9 @@ class CallService:
         self._by_tx[tx.key] = relay
         # The push first, written to its connection before anything else is done (the
         # 100 and 180 can follow it by microseconds; the phone needs seconds to wake)
-        caller = request.from_
-        payload = CallPush(instance=callee.id, call_id=request.call_id, caller_uri=str(caller.uri),
-                           caller_name=caller.display_name, callee=str(request.to.uri),
+        caller_name, caller_uri = request.addr_texts("From")
+        payload = CallPush(instance=callee.id, call_id=request.call_id, caller_uri=caller_uri,
+                           caller_name=caller_name, callee=request.addr_texts("To")[1],
                            push_id=relay.push_id, connect=self.connect_uri,
                            expires_at=time.time() + self.settings.t1 + self.settings.t2)
         pushing = self._tasks.spawn(self.push.notify_started(callee, payload))  # sent here
@@ -324,9 +324,9 @@ class CallService:
         metrics.call_ended(outcome if outcome in metrics.CALL_OUTCOMES else "rejected")
         log.info("call ended", instance=relay.instance_id, outcome=outcome)
         if outcome in MISSED and relay.instance_id in self.by_id:
-            caller = relay.invite.from_
+            caller_name, caller_uri = relay.invite.addr_texts("From")
             payload = MissedCallPush(instance=relay.instance_id, call_id=relay.invite.call_id,
-                                     caller_uri=str(caller.uri), caller_name=caller.display_name,
+                                     caller_uri=caller_uri, caller_name=caller_name,
                                      reason=outcome)
             self._tasks.spawn(self._missed(payload))
 
