@@ -58,7 +58,7 @@ from gateway.push.payloads import CallPush, MissedCallPush
 from gateway.registrations import contact_token
 from gateway.sip.device_face import DeviceRegistrar, PushParams
 from gateway.sip.relay import CallRelay, Dialogs, Faces
-from gateway.sip.transaction import answer_head, encode_answer
+from gateway.sip.transaction import answer_head, call_on_grid, encode_answer
 from gateway.store.records import InstanceRecord, PushTarget
 from gateway.tasks import Background
 
@@ -236,7 +236,7 @@ class CallService:
         """A new INVITE or MESSAGE. The hot path stays synchronous (no task before the
         push's own) unless a registrar's name must be resolved first."""
         try:
-            token = request.uri.user or ""
+            token = request.uri_user or ""
         except ParseError:
             _reply(tx, 400)
             return
@@ -291,9 +291,9 @@ class CallService:
         self._by_tx[tx.key] = relay
         # The push first, written to its connection before anything else is done (the
         # 100 and 180 can follow it by microseconds; the phone needs seconds to wake)
-        caller = request.from_
-        payload = CallPush(instance=callee.id, call_id=request.call_id, caller_uri=str(caller.uri),
-                           caller_name=caller.display_name, callee=str(request.to.uri),
+        caller_name, caller_uri = request.addr_texts("From")
+        payload = CallPush(instance=callee.id, call_id=request.call_id, caller_uri=caller_uri,
+                           caller_name=caller_name, callee=request.addr_texts("To")[1],
                            push_id=relay.push_id, connect=self.connect_uri,
                            expires_at=time.time() + self.settings.t1 + self.settings.t2)
         pushing = self._tasks.spawn(self.push.notify_started(callee, payload))  # sent here
@@ -320,13 +320,15 @@ class CallService:
         self.relays.pop(key, None)
         self._by_tx.pop(relay.tx.key, None)
         self._recent[key] = time.monotonic()
-        self.wheel.call_later(64 * self.config.sip.t1 + 1.0, self._forget_call, key)
+        # on the grid: at a low call rate the calls of the same 50 ms are forgotten in one
+        # wake-up of the loop
+        call_on_grid(self.wheel, 64 * self.config.sip.t1 + 1.0, self._forget_call, key)
         metrics.call_ended(outcome if outcome in metrics.CALL_OUTCOMES else "rejected")
         log.info("call ended", instance=relay.instance_id, outcome=outcome)
         if outcome in MISSED and relay.instance_id in self.by_id:
-            caller = relay.invite.from_
+            caller_name, caller_uri = relay.invite.addr_texts("From")
             payload = MissedCallPush(instance=relay.instance_id, call_id=relay.invite.call_id,
-                                     caller_uri=str(caller.uri), caller_name=caller.display_name,
+                                     caller_uri=caller_uri, caller_name=caller_name,
                                      reason=outcome)
             self._tasks.spawn(self._missed(payload))
 

@@ -10,6 +10,7 @@ from gateway.errors import ParseError
 from gateway.sip import parsing
 from gateway.sip.fields import Via
 from gateway.sip.grammar import split_list
+from gateway.sip.message import Request
 from gateway.sip.transaction import server_key
 from gateway.sip.transport import stamp_via
 from gateway.sip.uri import NameAddr
@@ -79,3 +80,65 @@ def test_the_transport_reads_the_top_via_only():
     assert request.headers.fields("Via") == [
         "SIP/2.0/UDP 10.0.0.1:5060;rport=40000;branch=z9hG4bKtop;received=192.0.2.9, "
         "this is no via, ;;;"]
+
+
+# -- the call push's From / To / Request-URI texts without the URI parser ---------------
+
+ADDR_PIECES = ['"', '"Load"', '""', " ", "\t", "<", ">", "sip:", "sips:", "SIP:", "tel:", "load",
+               "a.b", "@", "127.0.0.1", "example.com", "-x", ":", "5061", "05061", "65535",
+               "65536", "59999", "0", ";tag=1", ";lr", ";", "=", "?h=1", "%41", "[::1]",
+               "\u00e9", ",", "x y", "'()*", ";transport=udp"]
+
+
+def _texts(message, name):
+    try:
+        return message.addr_texts(name)
+    except ParseError as exc:
+        return ("error", str(exc))
+
+
+def _parsed_texts(message, name):
+    try:
+        addr = message.from_ if name == "From" else message.to
+    except ParseError as exc:
+        return ("error", str(exc))
+    return addr.display_name, str(addr.uri)
+
+
+def _user(request, fast):
+    try:
+        return request.uri_user if fast else request.uri.user
+    except ParseError as exc:
+        return ("error", str(exc))
+
+
+def test_addr_texts_and_uri_user_agree_with_the_parsers():
+    rnd = random.Random(23)
+    accepted = plain = 0
+    for _ in range(20000):
+        text = "".join(rnd.choice(ADDR_PIECES) for _ in range(rnd.randint(1, 9)))
+        if rnd.random() < 0.5:
+            text = rnd.choice(['"Load" <sip:load@127.0.0.1:5061>', "<sip:u1@h>", "sips:a@b.c"]) + text
+        name = rnd.choice(["From", "To"])
+        fresh = lambda: Request("INVITE", text, [(name, text), ("Call-ID", "c")])  # noqa: E731
+        fast, slow = fresh(), fresh()
+        outcome = _texts(fast, name)
+        assert outcome == _parsed_texts(slow, name), text
+        assert _user(fresh(), True) == _user(fresh(), False), text
+        accepted += outcome[0] != "error"
+        plain += outcome[0] != "error" and not fast.headers._cache  # by the match alone
+    # the walk reaches the accepted shapes, and the matched ones, not only errors
+    assert accepted > 500 and plain > 100
+
+
+def test_addr_texts_of_the_usual_call():
+    invite = Request("INVITE", "sip:gw-1a2b@127.0.0.1:5080;transport=udp",
+                     [("From", '"Load" <sip:load@127.0.0.1:5061>;tag=99Load1'),
+                      ("To", "<sip:user0001@127.0.0.1:5060>")])
+    assert invite.addr_texts("From") == ("Load", "sip:load@127.0.0.1:5061")
+    assert invite.addr_texts("To") == (None, "sip:user0001@127.0.0.1:5060")
+    assert invite.uri_user == "gw-1a2b"
+    assert "from" not in invite.headers._cache and invite._uri is None  # nothing built
+    _ = invite.from_  # parsed meanwhile: the parsed value is what it gives
+    invite.from_.display_name = "Changed"
+    assert invite.addr_texts("From") == ("Changed", "sip:load@127.0.0.1:5061")
