@@ -27,6 +27,7 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC, CLOCK_REALTIME
 import asyncio
 import logging
 import os
+import time
 
 from gateway.sip.digest import DigestClient
 from gateway.sip.flow import trace
@@ -50,6 +51,7 @@ cdef object _ignore_result = None
 
 
 cdef dict _URIS = None
+cdef object _monotonic = time.monotonic
 
 
 cdef _late_imports():
@@ -110,6 +112,39 @@ cdef class ClientState:
         self._task = None
 
 
+# -- the context and the ramp ------------------------------------------------------------
+
+cdef class ContextState:
+    """The twin's `ContextState`: what the cycle reads of a `RegistrationContext`, as
+    this struct's fields. `settings` keeps the two the cycle reads of it at hand."""
+
+    cdef public object endpoint, wheel, pacer, report, on_register_result, in_flight
+    cdef public object wire, last_ready, _last_parts, _last_hostport
+    cdef public dict _ramping
+    cdef object _settings, _max_challenges, _refresh_jitter
+
+    @property
+    def settings(self):
+        return self._settings
+
+    @settings.setter
+    def settings(self, value):
+        # (frozen: what is read here stays what the settings say)
+        self._max_challenges = value.max_challenges
+        self._refresh_jitter = value.refresh_jitter
+        self._settings = value
+
+
+cdef class RampState:
+    """The twin's `RampState`: a restart ramp under way (`registration._Ramp`), as this
+    struct's fields."""
+
+    cdef public object ctx, clients, wanted, started
+    cdef public long free
+    cdef public Py_ssize_t next
+    cdef public bint pumping
+
+
 # -- ids ---------------------------------------------------------------------------------
 
 # a client's ids come from os.urandom 4 KiB at a time, each byte handed out once (as
@@ -162,7 +197,9 @@ cdef bint _try_limit(limit) except -1:
     """`RateLimit.try_acquire()`."""
     if limit._waiters:
         return False
-    cdef double now = limit.clock()
+    clock = limit.clock
+    # (`time.monotonic()` is this clock: read here without a call and a float)
+    cdef double now = _clock(CLOCK_MONOTONIC) if clock is _monotonic else clock()
     cdef double burst = limit.burst
     cdef double tokens = <double>limit._tokens + (now - <double>limit._stamp) * <double>limit.rate
     if tokens > burst:
@@ -210,11 +247,13 @@ def run(ClientState client):
     _run(client)
 
 
-cdef _run(ClientState client):
+cdef bint _run(ClientState client) except -1:
+    """The twin's `run`; True when it leaves an exchange under way on the wire (its
+    handle in `client._task`)."""
     task = client._task
     if task is not None and not task.done():
-        return
-    ctx = client.ctx
+        return False
+    cdef ContextState ctx = <ContextState?>client.ctx
     wire = ctx.wire
     hop = client.outbound_proxy or client.target
     flow = None
@@ -233,22 +272,23 @@ cdef _run(ClientState client):
                 if expires > 0:
                     client.bound_maybe = True
                 try:
-                    uri, head, middle, tail = _template(client, ctx, flow, expires)
-                    handle = wire.start(client, flow, uri, head, middle, tail, expires,
-                                        ctx.settings.max_challenges, done)
+                    handle = _start(client, ctx, wire, flow, expires)
                 except Exception:
                     _release(in_flight)
                     client._in_task(True)
-                    return
+                    return False
                 if not handle.done():
                     client._task = handle
-                return
+                    return True
+                return False
             _release(in_flight)
     client._in_task(False)
+    return False
 
 
-cdef tuple _template(ClientState client, ctx, flow, long expires):
-    """`RegistrationClient._template(flow, expires)`: (uri, head, middle, tail)."""
+cdef _start(ClientState client, ContextState ctx, wire, flow, long expires):
+    """`wire.start(...)` with the parts `RegistrationClient._template(flow, expires)`
+    gives (written here, passed on without a tuple)."""
     target, proxy = client.target, client.outbound_proxy
     last = ctx._last_parts
     if ((<tuple>last)[0] is flow and (<tuple>last)[1] is target
@@ -294,7 +334,9 @@ cdef tuple _template(ClientState client, ctx, flow, long expires):
     w.number(expires)
     w.add(b"\r\n", 2)
     w.text(user_agent)
-    return (uri, head, middle, w.take())
+    tail = w.take()
+    return wire.start(client, flow, uri, head, middle, tail, expires, ctx._max_challenges,
+                      done)
 
 
 cdef _Writer _writer = _Writer()
@@ -305,7 +347,7 @@ cdef _Writer _writer = _Writer()
 def done(ClientState client, flow, outcome, double started):
     """The twin's `done`."""
     client._task = None
-    ctx = client.ctx
+    cdef ContextState ctx = <ContextState?>client.ctx
     _release(ctx.in_flight)
     if type(outcome) is not int:
         client._task = asyncio.ensure_future(
@@ -313,7 +355,13 @@ def done(ClientState client, flow, outcome, double started):
         return
     if client.expires > 0 and client.flow is not flow:
         if client.flow is None:
-            flow.acquire()  # `ctx.bind(client, flow)` for a client bound to none yet
+            # `ctx.bind(client, flow)` for a client bound to none yet: `flow.acquire()`,
+            # whose common case (open, held already: one more holder) is written out
+            users = flow.users
+            if users > 0 and not flow.closed:
+                flow.users = users + 1
+            else:
+                flow.acquire()
             client.flow = flow
         else:
             ctx.bind(client, flow)
@@ -321,7 +369,7 @@ def done(ClientState client, flow, outcome, double started):
     _exchange_ended(ctx, client)
 
 
-cdef _registered(ClientState client, ctx, granted, double started):
+cdef _registered(ClientState client, ContextState ctx, granted, double started):
     """`RegistrationClient._registered(granted, started)`."""
     client.failures = 0
     client.granted = granted
@@ -330,7 +378,7 @@ cdef _registered(ClientState client, ctx, granted, double started):
     if hook is not _ignore_result:  # (the default hook does nothing: not called)
         hook("registered", _clock(CLOCK_MONOTONIC) - started)
     if client.active:
-        _schedule(client, ctx, _refresh_delay(granted, ctx.settings.refresh_jitter))
+        _schedule(client, ctx, _refresh_delay(granted, ctx._refresh_jitter))
     client.state = "registered"
     client.last_error = None
     ctx.report(client, "registered", None, until)
@@ -356,7 +404,7 @@ cdef double _refresh_delay(granted, double spread) except? -1.0:
     return value if value <= delay else delay
 
 
-cdef _schedule(ClientState client, ctx, double delay):
+cdef _schedule(ClientState client, ContextState ctx, double delay):
     """`RegistrationClient._schedule(delay)`."""
     timer = client._timer
     if delay <= 0:
@@ -378,28 +426,31 @@ def timer_fired(ClientState client):
 
 # -- the ramp ------------------------------------------------------------------------------
 
-cdef _exchange_ended(ctx, client):
+cdef _exchange_ended(ContextState ctx, client):
     """`RegistrationContext.exchange_ended(client)`."""
-    ramping = ctx._ramping
+    cdef dict ramping = ctx._ramping
     if ramping:
         ramp = ramping.pop(client, None)
         if ramp is not None:
-            ramp.free += 1
-            _pump(ramp)
+            (<RampState?>ramp).free += 1
+            _pump(<RampState>ramp)
 
 
-def pump(ramp):
+def pump(RampState ramp):
     """The twin's `pump`."""
     _pump(ramp)
 
 
-cdef _pump(ramp):
+cdef _pump(RampState ramp):
     cdef ClientState client
+    cdef ContextState ctx
+    cdef dict ramping
     if ramp.pumping:
         return
     ramp.pumping = True
     try:
-        clients, ctx, wanted = ramp.clients, ramp.ctx, ramp.wanted
+        clients, wanted = ramp.clients, ramp.wanted
+        ctx = <ContextState?>ramp.ctx
         ramping = ctx._ramping
         while ramp.free > 0 and ramp.next < len(clients):
             client = <ClientState?>clients[ramp.next]
@@ -414,7 +465,8 @@ cdef _pump(ramp):
             if timer is not None:
                 timer.cancel()
                 client._timer = None
-            _run(client)
+            if _run(client):
+                continue  # (its exchange under way on the wire)
             task = client._task
             if task is None or task.done():
                 _exchange_ended(ctx, client)

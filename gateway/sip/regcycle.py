@@ -5,6 +5,7 @@ and the restart ramp's next start.
     regcycle.done(client, flow, outcome, started)  # the wire's callback at the end
     regcycle.timer_fired(client)                  # the refresh or retry timer
     regcycle.pump(ramp)                           # _Ramp.pump
+    class RegistrationContext(regcycle.ContextState), class _Ramp(regcycle.RampState)
     client._ids = regcycle.new_ids()              # a client's Call-ID and From tag
     class RegistrationClient(regcycle.ClientState)  # a client's state, built here
 
@@ -88,6 +89,24 @@ class ClientState:
         self.bound_maybe = False  # a REGISTER with expires > 0 may have been accepted
         self._timer = None
         self._task = None
+
+
+class ContextState:
+    """What the cycle reads of a `RegistrationContext` (which extends it and sets
+    these). Compiled, they are a C struct's fields, read without a look-up."""
+
+    __slots__ = ("endpoint", "wheel", "pacer", "settings", "report", "on_register_result",
+                 "in_flight", "_ramping", "wire", "last_ready", "_last_parts",
+                 "_last_hostport")
+
+
+class RampState:
+    """A restart ramp under way (`registration._Ramp` extends it): its context, the
+    clients in order, the `wanted` filter, room left in the window (`free`), the next
+    client's index, whether `pump` is on the stack, and the future set once the last
+    client is started. Compiled, a C struct's fields."""
+
+    __slots__ = ("ctx", "clients", "wanted", "free", "next", "pumping", "started")
 
 
 def _registration():

@@ -125,9 +125,10 @@ def ignore_result(outcome: str, rtt: float) -> None:
     knows it and does not call it (a Python frame per registration for nothing)."""
 
 
-class RegistrationContext:
+class RegistrationContext(_cycle.ContextState):
     """What every client of one gateway shares: the SIP endpoint, the pacer, the wheel,
-    where our Contact points, and where results go."""
+    where our Contact points, and where results go. What the common cycle reads of it
+    is its base's (`ContextState`: compiled, C fields)."""
 
     def __init__(self, endpoint: Any, pacer: Pacer, settings: RegistrationSettings, *,
                  public_address: str = "", max_in_flight: int = 200,
@@ -235,12 +236,13 @@ class RegistrationContext:
             flow.release()
 
 
-class _Ramp:
+class _Ramp(_cycle.RampState):
     """`RegistrationContext.ramp` under way: the next client is started as an earlier
     one's first exchange ends, from that end (no task, and on the wire path its first
-    REGISTER leaves with the other datagrams of the batch being handled)."""
+    REGISTER leaves with the other datagrams of the batch being handled). Its fields
+    are its base's (`RampState`: compiled, C fields)."""
 
-    __slots__ = ("ctx", "clients", "wanted", "free", "next", "pumping", "started")
+    __slots__ = ()
 
     def __init__(self, ctx: RegistrationContext, clients: list, window: int, wanted):
         self.ctx = ctx
