@@ -4,11 +4,12 @@
 Built as `gateway._regcycle`; `gateway.sip.registration` picks this module or the
 pure-Python twin through `gateway._accel`. The twin is the reference: it calls the
 client's own methods (`_ready_flow`, `_template`, `_registered`, `_schedule`, `start`,
-the context's `bind` and `exchange_ended`, the pacer's `try_acquire`, the slots'
-`try_take` and `release`); this file writes the common case of each out in C on the
-same attributes, and calls those methods whenever it meets anything else (a flow not
-at hand, a per-registrar bucket not made yet, a client bound elsewhere, parts not kept
-for the flow). So a common registration enters Python only for the state report and
+the context's `bind` and `exchange_ended`); this file writes the common case of each
+out in C on the same attributes (the context's and the ramp's are this module's
+`ContextState` and `RampState` fields), and calls those methods whenever it meets
+anything else (a flow not at hand, a client bound elsewhere, parts not kept for the
+flow). The pacer's `try_acquire` and the slots' `try_take` and `release` are called as
+the twin calls them (compiled: `gateway._buckets`, one C call each). So a common registration enters Python only for the state report and
 the metrics hook (when one is set). The REGISTER's per-client parts (From tag, To, Call-ID, Contact,
 Expires) are written into two byte strings here, as `_template` writes them.
 
@@ -27,7 +28,6 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC, CLOCK_REALTIME
 import asyncio
 import logging
 import os
-import time
 
 from gateway.sip.digest import DigestClient
 from gateway.sip.flow import trace
@@ -51,7 +51,6 @@ cdef object _ignore_result = None
 
 
 cdef dict _URIS = None
-cdef object _monotonic = time.monotonic
 
 
 cdef _late_imports():
@@ -88,18 +87,14 @@ cdef class ClientState:
         self._token = token
         self.instance_urn = instance_urn
         self.aor = aor
-        # `_shared_uri(registrar, True)`: the registrar's URI is shared already (after
-        # the first client of a registrar) unless the text is new
-        cdef PyObject *found = PyDict_GetItem(_URIS, (registrar, True))
-        self.target = <object>found if found != NULL else \
-            _registration._shared_uri(registrar, True)
+        self.target = _registrar_uri(registrar)
         self.outbound_proxy = _registration._shared_uri(outbound_proxy, False) \
             if outbound_proxy else None
         self.expires = expires
         # (its slots set one by one from here cost as much as its constructor's frame,
         # whose slot stores 3.11 specialises: 0.34-0.42 against 0.33-0.38 us, 2026-11-29)
         self.digest = DigestClient(username, password_source)
-        self._ids = new_ids()
+        self._ids = _new_ids()
         self.cseq = 0
         self.state = "idle"
         self.last_error = None
@@ -110,6 +105,25 @@ cdef class ClientState:
         self.bound_maybe = False
         self._timer = None
         self._task = None
+
+
+# the registrar text last asked for and its shared URI: the clients of a registrar are
+# built one after the other with the same text (often the same string object)
+cdef object _last_registrar = None
+cdef object _last_uri = None
+
+
+cdef _registrar_uri(registrar):
+    """`registration._shared_uri(registrar, True)`: the registrar's URI is shared
+    already (after the first client of a registrar) unless the text is new."""
+    global _last_registrar, _last_uri
+    if registrar is _last_registrar:
+        return _last_uri  # (a URI in `_URIS` stays there: the same answer)
+    cdef PyObject *found = PyDict_GetItem(_URIS, (registrar, True))
+    if found == NULL:
+        return _registration._shared_uri(registrar, True)  # (parsed, or an error)
+    _last_registrar, _last_uri = registrar, <object>found
+    return _last_uri
 
 
 # -- the context and the ramp ------------------------------------------------------------
@@ -164,6 +178,10 @@ os.register_at_fork(after_in_child=_forget_pool)
 
 def new_ids():
     """The twin's `new_ids`."""
+    return _new_ids()
+
+
+cdef _new_ids():
     global _pool, _pos
     cdef Py_ssize_t start = _pos
     if start + IDS_BYTES > len(_pool):
@@ -173,57 +191,6 @@ def new_ids():
     _pos = start + IDS_BYTES
     return _PyLong_FromByteArray(<const unsigned char *>PyBytes_AS_STRING(_pool) + start,
                                  IDS_BYTES, 0, 0)
-
-
-# -- the slots and the pacer (gateway.sip.pacing), their common case -----------------------
-
-cdef inline bint _try_take(slots) except -1:
-    """`Slots.try_take()`."""
-    if slots._waiters or slots.free <= 0:
-        return False
-    slots.free -= 1
-    return True
-
-
-cdef inline _release(slots):
-    """`Slots.release()`: the slot goes to the next waiter (its method), else back."""
-    if slots._waiters:
-        slots.release()
-    else:
-        slots.free += 1
-
-
-cdef bint _try_limit(limit) except -1:
-    """`RateLimit.try_acquire()`."""
-    if limit._waiters:
-        return False
-    clock = limit.clock
-    # (`time.monotonic()` is this clock: read here without a call and a float)
-    cdef double now = _clock(CLOCK_MONOTONIC) if clock is _monotonic else clock()
-    cdef double burst = limit.burst
-    cdef double tokens = <double>limit._tokens + (now - <double>limit._stamp) * <double>limit.rate
-    if tokens > burst:
-        tokens = burst
-    limit._stamp = now
-    if tokens >= 1.0:
-        limit._tokens = tokens - 1.0
-        return True
-    limit._tokens = tokens
-    return False
-
-
-cdef bint _try_pace(pacer, key) except -1:
-    """`Pacer.try_acquire(key)`: both tokens or neither."""
-    cdef PyObject *found = PyDict_GetItem(pacer._keys, key)
-    if found == NULL:
-        return pacer.try_acquire(key)  # (makes the bucket)
-    limit = <object>found
-    if not _try_limit(limit):
-        return False
-    if _try_limit(pacer.overall):
-        return True
-    limit._tokens += 1.0  # the per-key token goes back: this one waits its turn
-    return False
 
 
 # the pacing key of the last hop asked (`client.pacing_key`): the clients of a registrar
@@ -266,22 +233,22 @@ cdef bint _run(ClientState client) except -1:
     cdef long expires
     if flow is not None and flow.transport == "udp" and not _tracing():
         in_flight = ctx.in_flight
-        if _try_take(in_flight):
-            if _try_pace(ctx.pacer, _pacing_key(hop)):
+        if in_flight.try_take():
+            if ctx.pacer.try_acquire(_pacing_key(hop)):
                 expires = client.expires
                 if expires > 0:
                     client.bound_maybe = True
                 try:
                     handle = _start(client, ctx, wire, flow, expires)
                 except Exception:
-                    _release(in_flight)
+                    in_flight.release()
                     client._in_task(True)
                     return False
                 if not handle.done():
                     client._task = handle
                     return True
                 return False
-            _release(in_flight)
+            in_flight.release()
     client._in_task(False)
     return False
 
@@ -348,7 +315,7 @@ def done(ClientState client, flow, outcome, double started):
     """The twin's `done`."""
     client._task = None
     cdef ContextState ctx = <ContextState?>client.ctx
-    _release(ctx.in_flight)
+    ctx.in_flight.release()
     if type(outcome) is not int:
         client._task = asyncio.ensure_future(
             client._register(paced=True, resumed=(outcome, flow, started)))
