@@ -21,7 +21,8 @@ This is the pure-Python twin and the reference of `_ext/regcycle.pyx` (chosen th
 `gateway._accel` by `gateway.sip.registration`): here every step is the client's own
 method, there the same steps are written out in C so that a common registration runs
 no Python frame besides the state report and the metrics hook when one is set (and the
-flow's `acquire` when nobody holds the flow yet). The tests hold both to the same requests and outcomes.
+flow's `acquire` when nobody holds the flow yet). The tests hold both to the same
+requests and outcomes.
 
 Depends on the registration client's and context's attributes and methods (duck-typed),
 the pacer's `Slots` and `Pacer`, the SIP trace logger; never on instances, the store or

@@ -34,9 +34,9 @@ DNS names, 3xx targets without a flow yet. When a slot and the pacer's tokens ar
 at once, the exchange starts on the wire without a task and ends in `regcycle.done`
 (the common cycle, `gateway.sip.regcycle` or its compiled twin `gateway._regcycle`:
 compiled, a common registration runs no Python frame besides the state report and the
-metrics hook when one is set (and the flow's `acquire` when nobody holds the flow yet); a client's state is
-that module's `ClientState`, built in C but for its `DigestClient`). Otherwise the
-exchange runs in a task (`_register`).
+metrics hook when one is set (and the flow's `acquire` when nobody holds the flow yet);
+a client's state is that module's `ClientState`, built in C but for its `DigestClient`).
+Otherwise the exchange runs in a task (`_register`).
 Results go to `RegistrationContext.report(client, state, error, until)` and, for metrics,
 to `RegistrationContext.on_register_result(outcome, rtt)`.
 
