@@ -4,11 +4,12 @@
 Built as `gateway._regcycle`; `gateway.sip.registration` picks this module or the
 pure-Python twin through `gateway._accel`. The twin is the reference: it calls the
 client's own methods (`_ready_flow`, `_template`, `_registered`, `_schedule`, `start`,
-the context's `bind` and `exchange_ended`, the pacer's `try_acquire`, the slots'
-`try_take` and `release`); this file writes the common case of each out in C on the
-same attributes, and calls those methods whenever it meets anything else (a flow not
-at hand, a per-registrar bucket not made yet, a client bound elsewhere, parts not kept
-for the flow). So a common registration enters Python only for the state report and
+the context's `bind` and `exchange_ended`); this file writes the common case of each
+out in C on the same attributes (the context's and the ramp's are this module's
+`ContextState` and `RampState` fields), and calls those methods whenever it meets
+anything else (a flow not at hand, a client bound elsewhere, parts not kept for the
+flow). The pacer's `try_acquire` and the slots' `try_take` and `release` are called as
+the twin calls them (compiled: `gateway._buckets`, one C call each). So a common registration enters Python only for the state report and
 the metrics hook (when one is set). The REGISTER's per-client parts (From tag, To, Call-ID, Contact,
 Expires) are written into two byte strings here, as `_template` writes them.
 
@@ -73,9 +74,13 @@ cdef class ClientState:
     """The twin's `ClientState`: the same attributes, as this struct's fields (read and
     written by the cycle below without a look-up), built without a Python frame."""
 
-    cdef public object ctx, key, _token, instance_urn, aor, target, outbound_proxy
-    cdef public object expires, digest, _ids, cseq, state, last_error, flow, failures
-    cdef public object granted, active, bound_maybe, _timer, _task
+    # (texts typed `str`, numbers and flags C ones: read without a conversion, and the
+    # collector need not look into them, 100,000 times over)
+    cdef public str key, _token, instance_urn, aor, state, last_error
+    cdef public long expires, cseq, failures
+    cdef public bint active, bound_maybe
+    cdef public object ctx, target, outbound_proxy, digest, _ids, flow, granted, _timer
+    cdef public object _task
 
     def __init__(self, ctx, *, key, token=None, instance_urn=None, aor, username,
                  password_source, registrar, outbound_proxy=None, expires=3600):
@@ -86,18 +91,14 @@ cdef class ClientState:
         self._token = token
         self.instance_urn = instance_urn
         self.aor = aor
-        # `_shared_uri(registrar, True)`: the registrar's URI is shared already (after
-        # the first client of a registrar) unless the text is new
-        cdef PyObject *found = PyDict_GetItem(_URIS, (registrar, True))
-        self.target = <object>found if found != NULL else \
-            _registration._shared_uri(registrar, True)
+        self.target = _registrar_uri(registrar)
         self.outbound_proxy = _registration._shared_uri(outbound_proxy, False) \
             if outbound_proxy else None
         self.expires = expires
         # (its slots set one by one from here cost as much as its constructor's frame,
         # whose slot stores 3.11 specialises: 0.34-0.42 against 0.33-0.38 us, 2026-11-29)
         self.digest = DigestClient(username, password_source)
-        self._ids = new_ids()
+        self._ids = _new_ids()
         self.cseq = 0
         self.state = "idle"
         self.last_error = None
@@ -108,6 +109,58 @@ cdef class ClientState:
         self.bound_maybe = False
         self._timer = None
         self._task = None
+
+
+# the registrar text last asked for and its shared URI: the clients of a registrar are
+# built one after the other with the same text (often the same string object)
+cdef object _last_registrar = None
+cdef object _last_uri = None
+
+
+cdef _registrar_uri(registrar):
+    """`registration._shared_uri(registrar, True)`: the registrar's URI is shared
+    already (after the first client of a registrar) unless the text is new."""
+    global _last_registrar, _last_uri
+    if registrar is _last_registrar:
+        return _last_uri  # (a URI in `_URIS` stays there: the same answer)
+    cdef PyObject *found = PyDict_GetItem(_URIS, (registrar, True))
+    if found == NULL:
+        return _registration._shared_uri(registrar, True)  # (parsed, or an error)
+    _last_registrar, _last_uri = registrar, <object>found
+    return _last_uri
+
+
+# -- the context and the ramp ------------------------------------------------------------
+
+cdef class ContextState:
+    """The twin's `ContextState`: what the cycle reads of a `RegistrationContext`, as
+    this struct's fields. `settings` keeps the two the cycle reads of it at hand."""
+
+    cdef public object endpoint, wheel, pacer, report, on_register_result, in_flight
+    cdef public object wire, last_ready, _last_parts, _last_hostport
+    cdef public dict _ramping
+    cdef object _settings, _max_challenges, _refresh_jitter
+
+    @property
+    def settings(self):
+        return self._settings
+
+    @settings.setter
+    def settings(self, value):
+        # (frozen: what is read here stays what the settings say)
+        self._max_challenges = value.max_challenges
+        self._refresh_jitter = value.refresh_jitter
+        self._settings = value
+
+
+cdef class RampState:
+    """The twin's `RampState`: a restart ramp under way (`registration._Ramp`), as this
+    struct's fields."""
+
+    cdef public object ctx, clients, wanted, started
+    cdef public long free
+    cdef public Py_ssize_t next
+    cdef public bint pumping
 
 
 # -- ids ---------------------------------------------------------------------------------
@@ -129,6 +182,10 @@ os.register_at_fork(after_in_child=_forget_pool)
 
 def new_ids():
     """The twin's `new_ids`."""
+    return _new_ids()
+
+
+cdef _new_ids():
     global _pool, _pos
     cdef Py_ssize_t start = _pos
     if start + IDS_BYTES > len(_pool):
@@ -138,55 +195,6 @@ def new_ids():
     _pos = start + IDS_BYTES
     return _PyLong_FromByteArray(<const unsigned char *>PyBytes_AS_STRING(_pool) + start,
                                  IDS_BYTES, 0, 0)
-
-
-# -- the slots and the pacer (gateway.sip.pacing), their common case -----------------------
-
-cdef inline bint _try_take(slots) except -1:
-    """`Slots.try_take()`."""
-    if slots._waiters or slots.free <= 0:
-        return False
-    slots.free -= 1
-    return True
-
-
-cdef inline _release(slots):
-    """`Slots.release()`: the slot goes to the next waiter (its method), else back."""
-    if slots._waiters:
-        slots.release()
-    else:
-        slots.free += 1
-
-
-cdef bint _try_limit(limit) except -1:
-    """`RateLimit.try_acquire()`."""
-    if limit._waiters:
-        return False
-    cdef double now = limit.clock()
-    cdef double burst = limit.burst
-    cdef double tokens = <double>limit._tokens + (now - <double>limit._stamp) * <double>limit.rate
-    if tokens > burst:
-        tokens = burst
-    limit._stamp = now
-    if tokens >= 1.0:
-        limit._tokens = tokens - 1.0
-        return True
-    limit._tokens = tokens
-    return False
-
-
-cdef bint _try_pace(pacer, key) except -1:
-    """`Pacer.try_acquire(key)`: both tokens or neither."""
-    cdef PyObject *found = PyDict_GetItem(pacer._keys, key)
-    if found == NULL:
-        return pacer.try_acquire(key)  # (makes the bucket)
-    limit = <object>found
-    if not _try_limit(limit):
-        return False
-    if _try_limit(pacer.overall):
-        return True
-    limit._tokens += 1.0  # the per-key token goes back: this one waits its turn
-    return False
 
 
 # the pacing key of the last hop asked (`client.pacing_key`): the clients of a registrar
@@ -210,11 +218,13 @@ def run(ClientState client):
     _run(client)
 
 
-cdef _run(ClientState client):
+cdef bint _run(ClientState client) except -1:
+    """The twin's `run`; True when it leaves an exchange under way on the wire (its
+    handle in `client._task`)."""
     task = client._task
     if task is not None and not task.done():
-        return
-    ctx = client.ctx
+        return False
+    cdef ContextState ctx = <ContextState?>client.ctx
     wire = ctx.wire
     hop = client.outbound_proxy or client.target
     flow = None
@@ -227,28 +237,29 @@ cdef _run(ClientState client):
     cdef long expires
     if flow is not None and flow.transport == "udp" and not _tracing():
         in_flight = ctx.in_flight
-        if _try_take(in_flight):
-            if _try_pace(ctx.pacer, _pacing_key(hop)):
+        if in_flight.try_take():
+            if ctx.pacer.try_acquire(_pacing_key(hop)):
                 expires = client.expires
                 if expires > 0:
                     client.bound_maybe = True
                 try:
-                    uri, head, middle, tail = _template(client, ctx, flow, expires)
-                    handle = wire.start(client, flow, uri, head, middle, tail, expires,
-                                        ctx.settings.max_challenges, done)
+                    handle = _start(client, ctx, wire, flow, expires)
                 except Exception:
-                    _release(in_flight)
+                    in_flight.release()
                     client._in_task(True)
-                    return
+                    return False
                 if not handle.done():
                     client._task = handle
-                return
-            _release(in_flight)
+                    return True
+                return False
+            in_flight.release()
     client._in_task(False)
+    return False
 
 
-cdef tuple _template(ClientState client, ctx, flow, long expires):
-    """`RegistrationClient._template(flow, expires)`: (uri, head, middle, tail)."""
+cdef _start(ClientState client, ContextState ctx, wire, flow, long expires):
+    """`wire.start(...)` with the parts `RegistrationClient._template(flow, expires)`
+    gives (written here, passed on without a tuple)."""
     target, proxy = client.target, client.outbound_proxy
     last = ctx._last_parts
     if ((<tuple>last)[0] is flow and (<tuple>last)[1] is target
@@ -294,7 +305,9 @@ cdef tuple _template(ClientState client, ctx, flow, long expires):
     w.number(expires)
     w.add(b"\r\n", 2)
     w.text(user_agent)
-    return (uri, head, middle, w.take())
+    tail = w.take()
+    return wire.start(client, flow, uri, head, middle, tail, expires, ctx._max_challenges,
+                      done)
 
 
 cdef _Writer _writer = _Writer()
@@ -305,15 +318,21 @@ cdef _Writer _writer = _Writer()
 def done(ClientState client, flow, outcome, double started):
     """The twin's `done`."""
     client._task = None
-    ctx = client.ctx
-    _release(ctx.in_flight)
+    cdef ContextState ctx = <ContextState?>client.ctx
+    ctx.in_flight.release()
     if type(outcome) is not int:
         client._task = asyncio.ensure_future(
             client._register(paced=True, resumed=(outcome, flow, started)))
         return
     if client.expires > 0 and client.flow is not flow:
         if client.flow is None:
-            flow.acquire()  # `ctx.bind(client, flow)` for a client bound to none yet
+            # `ctx.bind(client, flow)` for a client bound to none yet: `flow.acquire()`,
+            # whose common case (open, held already: one more holder) is written out
+            users = flow.users
+            if users > 0 and not flow.closed:
+                flow.users = users + 1
+            else:
+                flow.acquire()
             client.flow = flow
         else:
             ctx.bind(client, flow)
@@ -321,7 +340,7 @@ def done(ClientState client, flow, outcome, double started):
     _exchange_ended(ctx, client)
 
 
-cdef _registered(ClientState client, ctx, granted, double started):
+cdef _registered(ClientState client, ContextState ctx, granted, double started):
     """`RegistrationClient._registered(granted, started)`."""
     client.failures = 0
     client.granted = granted
@@ -330,7 +349,7 @@ cdef _registered(ClientState client, ctx, granted, double started):
     if hook is not _ignore_result:  # (the default hook does nothing: not called)
         hook("registered", _clock(CLOCK_MONOTONIC) - started)
     if client.active:
-        _schedule(client, ctx, _refresh_delay(granted, ctx.settings.refresh_jitter))
+        _schedule(client, ctx, _refresh_delay(granted, ctx._refresh_jitter))
     client.state = "registered"
     client.last_error = None
     ctx.report(client, "registered", None, until)
@@ -356,7 +375,7 @@ cdef double _refresh_delay(granted, double spread) except? -1.0:
     return value if value <= delay else delay
 
 
-cdef _schedule(ClientState client, ctx, double delay):
+cdef _schedule(ClientState client, ContextState ctx, double delay):
     """`RegistrationClient._schedule(delay)`."""
     timer = client._timer
     if delay <= 0:
@@ -378,28 +397,31 @@ def timer_fired(ClientState client):
 
 # -- the ramp ------------------------------------------------------------------------------
 
-cdef _exchange_ended(ctx, client):
+cdef _exchange_ended(ContextState ctx, client):
     """`RegistrationContext.exchange_ended(client)`."""
-    ramping = ctx._ramping
+    cdef dict ramping = ctx._ramping
     if ramping:
         ramp = ramping.pop(client, None)
         if ramp is not None:
-            ramp.free += 1
-            _pump(ramp)
+            (<RampState?>ramp).free += 1
+            _pump(<RampState>ramp)
 
 
-def pump(ramp):
+def pump(RampState ramp):
     """The twin's `pump`."""
     _pump(ramp)
 
 
-cdef _pump(ramp):
+cdef _pump(RampState ramp):
     cdef ClientState client
+    cdef ContextState ctx
+    cdef dict ramping
     if ramp.pumping:
         return
     ramp.pumping = True
     try:
-        clients, ctx, wanted = ramp.clients, ramp.ctx, ramp.wanted
+        clients, wanted = ramp.clients, ramp.wanted
+        ctx = <ContextState?>ramp.ctx
         ramping = ctx._ramping
         while ramp.free > 0 and ramp.next < len(clients):
             client = <ClientState?>clients[ramp.next]
@@ -414,7 +436,8 @@ cdef _pump(ramp):
             if timer is not None:
                 timer.cancel()
                 client._timer = None
-            _run(client)
+            if _run(client):
+                continue  # (its exchange under way on the wire)
             task = client._task
             if task is None or task.done():
                 _exchange_ended(ctx, client)

@@ -5,6 +5,7 @@ and the restart ramp's next start.
     regcycle.done(client, flow, outcome, started)  # the wire's callback at the end
     regcycle.timer_fired(client)                  # the refresh or retry timer
     regcycle.pump(ramp)                           # _Ramp.pump
+    class RegistrationContext(regcycle.ContextState), class _Ramp(regcycle.RampState)
     client._ids = regcycle.new_ids()              # a client's Call-ID and From tag
     class RegistrationClient(regcycle.ClientState)  # a client's state, built here
 
@@ -19,8 +20,9 @@ the registration client's general code (`RegistrationClient._in_task`).
 This is the pure-Python twin and the reference of `_ext/regcycle.pyx` (chosen through
 `gateway._accel` by `gateway.sip.registration`): here every step is the client's own
 method, there the same steps are written out in C so that a common registration runs
-no Python frame besides the state report and the metrics hook when one is set (and, the first time, the
-flow's `acquire`). The tests hold both to the same requests and outcomes.
+no Python frame besides the state report and the metrics hook when one is set (and the
+flow's `acquire` when nobody holds the flow yet). The tests hold both to the same
+requests and outcomes.
 
 Depends on the registration client's and context's attributes and methods (duck-typed),
 the pacer's `Slots` and `Pacer`, the SIP trace logger; never on instances, the store or
@@ -88,6 +90,24 @@ class ClientState:
         self.bound_maybe = False  # a REGISTER with expires > 0 may have been accepted
         self._timer = None
         self._task = None
+
+
+class ContextState:
+    """What the cycle reads of a `RegistrationContext` (which extends it and sets
+    these). Compiled, they are a C struct's fields, read without a look-up."""
+
+    __slots__ = ("endpoint", "wheel", "pacer", "settings", "report", "on_register_result",
+                 "in_flight", "_ramping", "wire", "last_ready", "_last_parts",
+                 "_last_hostport")
+
+
+class RampState:
+    """A restart ramp under way (`registration._Ramp` extends it): its context, the
+    clients in order, the `wanted` filter, room left in the window (`free`), the next
+    client's index, whether `pump` is on the stack, and the future set once the last
+    client is started. Compiled, a C struct's fields."""
+
+    __slots__ = ("ctx", "clients", "wanted", "free", "next", "pumping", "started")
 
 
 def _registration():

@@ -34,9 +34,9 @@ DNS names, 3xx targets without a flow yet. When a slot and the pacer's tokens ar
 at once, the exchange starts on the wire without a task and ends in `regcycle.done`
 (the common cycle, `gateway.sip.regcycle` or its compiled twin `gateway._regcycle`:
 compiled, a common registration runs no Python frame besides the state report and the
-metrics hook when one is set, and for a client's first one the flow's `acquire`; a client's state is
-that module's `ClientState`, built in C but for its `DigestClient`). Otherwise the
-exchange runs in a task (`_register`).
+metrics hook when one is set (and the flow's `acquire` when nobody holds the flow yet);
+a client's state is that module's `ClientState`, built in C but for its `DigestClient`).
+Otherwise the exchange runs in a task (`_register`).
 Results go to `RegistrationContext.report(client, state, error, until)` and, for metrics,
 to `RegistrationContext.on_register_result(outcome, rtt)`.
 
@@ -125,9 +125,10 @@ def ignore_result(outcome: str, rtt: float) -> None:
     knows it and does not call it (a Python frame per registration for nothing)."""
 
 
-class RegistrationContext:
+class RegistrationContext(_cycle.ContextState):
     """What every client of one gateway shares: the SIP endpoint, the pacer, the wheel,
-    where our Contact points, and where results go."""
+    where our Contact points, and where results go. What the common cycle reads of it
+    is its base's (`ContextState`: compiled, C fields)."""
 
     def __init__(self, endpoint: Any, pacer: Pacer, settings: RegistrationSettings, *,
                  public_address: str = "", max_in_flight: int = 200,
@@ -235,12 +236,13 @@ class RegistrationContext:
             flow.release()
 
 
-class _Ramp:
+class _Ramp(_cycle.RampState):
     """`RegistrationContext.ramp` under way: the next client is started as an earlier
     one's first exchange ends, from that end (no task, and on the wire path its first
-    REGISTER leaves with the other datagrams of the batch being handled)."""
+    REGISTER leaves with the other datagrams of the batch being handled). Its fields
+    are its base's (`RampState`: compiled, C fields)."""
 
-    __slots__ = ("ctx", "clients", "wanted", "free", "next", "pumping", "started")
+    __slots__ = ()
 
     def __init__(self, ctx: RegistrationContext, clients: list, window: int, wanted):
         self.ctx = ctx

@@ -1,12 +1,22 @@
-"""The send-rate limits: a token bucket on the timer wheel, waiters in arrival order."""
+"""The send-rate limits: a token bucket on the timer wheel, waiters in arrival order; both
+twins (`gateway.sip.buckets` and the compiled `gateway._buckets`), and the one
+`gateway.sip.pacing` chose."""
 
 import asyncio
 import time
 
 import pytest
 
-from gateway.sip.pacing import Pacer, RateLimit, Slots
+from gateway.sip import pacing
 from gateway.timers import TimerWheel
+from tests.twins import load_both
+
+BUCKETS = load_both("_buckets", "sip.buckets")
+
+
+@pytest.fixture(params=BUCKETS)
+def buckets(request):
+    return request.param
 
 
 @pytest.fixture
@@ -16,8 +26,8 @@ def wheel():
     w.close()
 
 
-async def test_burst_then_rate_in_order(wheel):
-    limit = RateLimit(rate=50.0, burst=5, wheel=wheel)
+async def test_burst_then_rate_in_order(buckets, wheel):
+    limit = buckets.RateLimit(rate=50.0, burst=5, wheel=wheel)
     order, stamps = [], []
     started = time.monotonic()
 
@@ -35,8 +45,8 @@ async def test_burst_then_rate_in_order(wheel):
     assert stamps[-1] < 0.5 + 0.25
 
 
-async def test_pacer_applies_the_stricter_of_global_and_per_key(wheel):
-    pacer = Pacer(wheel, rate=1000.0, burst=1, per_key_rate=20.0, per_key_burst=1)
+async def test_pacer_applies_the_stricter_of_global_and_per_key(buckets, wheel):
+    pacer = buckets.Pacer(wheel, rate=1000.0, burst=1, per_key_rate=20.0, per_key_burst=1)
     started = time.monotonic()
     await asyncio.gather(*(pacer.acquire("registrar-a") for _ in range(6)))
     assert time.monotonic() - started >= 5 / 20.0 - 0.02
@@ -45,8 +55,8 @@ async def test_pacer_applies_the_stricter_of_global_and_per_key(wheel):
     assert time.monotonic() - started < 0.1  # different registrars: only the global rate
 
 
-async def test_cancelled_waiter_gives_its_turn_away(wheel):
-    limit = RateLimit(rate=20.0, burst=1, wheel=wheel)
+async def test_cancelled_waiter_gives_its_turn_away(buckets, wheel):
+    limit = buckets.RateLimit(rate=20.0, burst=1, wheel=wheel)
     await limit.acquire()
     first = asyncio.ensure_future(limit.acquire())
     second = asyncio.ensure_future(limit.acquire())
@@ -56,13 +66,13 @@ async def test_cancelled_waiter_gives_its_turn_away(wheel):
     assert limit.waiting == 0
 
 
-def test_bad_limits_are_refused(wheel):
+def test_bad_limits_are_refused(buckets, wheel):
     with pytest.raises(ValueError):
-        RateLimit(rate=0, burst=1, wheel=wheel)
+        buckets.RateLimit(rate=0, burst=1, wheel=wheel)
 
 
-async def test_pacer_try_acquire_takes_both_tokens_or_neither(wheel):
-    pacer = Pacer(wheel, rate=1.0, burst=2, per_key_rate=1.0, per_key_burst=1)
+async def test_pacer_try_acquire_takes_both_tokens_or_neither(buckets, wheel):
+    pacer = buckets.Pacer(wheel, rate=1.0, burst=2, per_key_rate=1.0, per_key_burst=1)
     assert pacer.try_acquire("a")          # a's only token and one global
     assert not pacer.try_acquire("a")      # a is empty: nothing taken
     assert pacer.try_acquire("b")          # the second global token
@@ -70,8 +80,8 @@ async def test_pacer_try_acquire_takes_both_tokens_or_neither(wheel):
     assert pacer.limit_for("c").try_acquire()
 
 
-async def test_pacer_try_acquire_never_jumps_the_queue(wheel):
-    pacer = Pacer(wheel, rate=1000.0, burst=1, per_key_rate=1000.0, per_key_burst=1)
+async def test_pacer_try_acquire_never_jumps_the_queue(buckets, wheel):
+    pacer = buckets.Pacer(wheel, rate=1000.0, burst=1, per_key_rate=1000.0, per_key_burst=1)
     assert pacer.try_acquire("a")
     waiter = asyncio.ensure_future(pacer.acquire("a"))
     await asyncio.sleep(0)
@@ -79,8 +89,8 @@ async def test_pacer_try_acquire_never_jumps_the_queue(wheel):
     await asyncio.wait_for(waiter, 1.0)
 
 
-async def test_slots_bound_holders_and_serve_waiters_in_order():
-    slots = Slots(2)
+async def test_slots_bound_holders_and_serve_waiters_in_order(buckets):
+    slots = buckets.Slots(2)
     assert slots.try_take() and slots.try_take()
     assert not slots.try_take()
     order = []
@@ -101,8 +111,8 @@ async def test_slots_bound_holders_and_serve_waiters_in_order():
     assert slots.free == 2
 
 
-async def test_slots_cancelled_waiter_passes_its_turn_on():
-    slots = Slots(1)
+async def test_slots_cancelled_waiter_passes_its_turn_on(buckets):
+    slots = buckets.Slots(1)
     assert slots.try_take()
     first = asyncio.ensure_future(slots.take())
     second = asyncio.ensure_future(slots.take())
@@ -114,4 +124,22 @@ async def test_slots_cancelled_waiter_passes_its_turn_on():
     slots.release()
     assert slots.free == 1
     with pytest.raises(ValueError):
-        Slots(0)
+        buckets.Slots(0)
+
+
+def test_pacing_offers_one_twins_classes():
+    chosen = pacing._impl
+    assert chosen in [param.values[0] for param in BUCKETS]
+    assert (pacing.RateLimit, pacing.Pacer, pacing.Slots) == (
+        chosen.RateLimit, chosen.Pacer, chosen.Slots)
+
+
+def test_a_bucket_reads_the_clock_it_is_given(buckets, wheel):
+    now = [100.0]
+    limit = buckets.RateLimit(rate=2.0, burst=2, wheel=wheel, clock=lambda: now[0])
+    assert limit.try_acquire() and limit.try_acquire() and not limit.try_acquire()
+    now[0] += 0.5  # one token back at 2/s
+    assert limit.try_acquire() and not limit.try_acquire()
+    now[0] += 10.0  # never more than the burst
+    assert [limit.try_acquire() for _ in range(3)] == [True, True, False]
+    assert limit.waiting == 0 and limit._tokens < 1.0
