@@ -28,6 +28,8 @@ def wheel():
 
 async def test_burst_then_rate_in_order(buckets, wheel):
     limit = buckets.RateLimit(rate=50.0, burst=5, wheel=wheel)
+    assert [limit.try_acquire() for _ in range(6)] == [True] * 5 + [False]  # the burst at once
+    limit = buckets.RateLimit(rate=50.0, burst=5, wheel=wheel)
     order, stamps = [], []
     started = time.monotonic()
 
@@ -38,11 +40,11 @@ async def test_burst_then_rate_in_order(buckets, wheel):
 
     await asyncio.gather(*(take(n) for n in range(30)))
     assert order == list(range(30))  # first come, first served
-    assert all(s < 0.02 for s in stamps[:5])  # the burst at once
-    # the other 25 at 50/s: about 0.5 s, never ahead of the bucket
+    # the other 25 at 50/s: about 0.5 s, never ahead of the bucket (a busy machine can
+    # only make them later: the bound after is loose, it catches a stalled waiter)
     for i, s in enumerate(stamps[5:], start=1):
         assert s >= i / 50.0 - 0.015, (i, s)
-    assert stamps[-1] < 0.5 + 0.25
+    assert stamps[-1] < 0.5 + 2.0
 
 
 async def test_pacer_applies_the_stricter_of_global_and_per_key(buckets, wheel):
@@ -52,7 +54,8 @@ async def test_pacer_applies_the_stricter_of_global_and_per_key(buckets, wheel):
     assert time.monotonic() - started >= 5 / 20.0 - 0.02
     started = time.monotonic()
     await asyncio.gather(*(pacer.acquire(f"r{n}") for n in range(6)))
-    assert time.monotonic() - started < 0.1  # different registrars: only the global rate
+    # different registrars: only the global rate (5 ms), not the per-key one (250 ms)
+    assert time.monotonic() - started < 5 / 20.0
 
 
 async def test_cancelled_waiter_gives_its_turn_away(buckets, wheel):
