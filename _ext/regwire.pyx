@@ -25,6 +25,7 @@ from libc.string cimport memchr, memcmp, memcpy, memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItem
 from cpython.ref cimport PyObject
+from cpython.unicode cimport PyUnicode_DecodeASCII
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 import asyncio
@@ -166,6 +167,15 @@ cdef class RegisterWire:
     # the top Via last read on a flow (branch aside), and what it told the flow
     cdef object _seen_flow, _seen_observed
     cdef bytes _seen_before, _seen_after
+    # the challenge line last read plainly (the nonce cut out: what is before and after
+    # it), for which status, and its reading (`_read_challenge`)
+    cdef int _ch_status
+    cdef bytes _ch_before, _ch_after
+    cdef object _ch_shared
+    cdef bint _ch_stale
+    # what `_read_challenge` found
+    cdef object _got_shared, _got_nonce
+    cdef bint _got_stale
 
     def __init__(self, transport, wheel, double t1, double t2):
         self.transport = transport
@@ -174,6 +184,7 @@ cdef class RegisterWire:
         self.t2 = t2
         self.pending = {}
         self._seen_before = self._seen_after = b""
+        self._ch_before = self._ch_after = b""
         transport.datagram_hook = self.datagram
 
     @classmethod
@@ -353,15 +364,11 @@ cdef class RegisterWire:
                 _result(_UNREGISTERED if ex.expires == 0 else _REGISTERED, rtt)
                 self._end(ex, granted)
                 return True
-        elif (status == 401 or status == 407) and ex.answered < ex.challenges_left:
-            params = _one_digest_challenge(
-                s, head_end, b"WWW-Authenticate" if status == 401 else b"Proxy-Authenticate")
-            if params is not None:
-                chosen = _usable(params)
-                if chosen is not None:
-                    _observe_rtt(rtt)
-                    self._challenged(ex, status, params, chosen)
-                    return True
+        elif ((status == 401 or status == 407) and ex.answered < ex.challenges_left
+                and self._read_challenge(s, head_end, status)):
+            _observe_rtt(rtt)
+            self._challenged(ex, status)
+            return True
         return self._hand_back(ex, data, status, rtt)
 
     cdef _observe(self, const char *s, Py_ssize_t via, Py_ssize_t b, Py_ssize_t e,
@@ -380,10 +387,61 @@ cdef class RegisterWire:
         self._seen_before = s[via:b]
         self._seen_after = s[e:via_end]
 
-    cdef _challenged(self, _Exchange ex, int status, dict params, tuple chosen):
-        name = "Authorization" if status == 401 else "Proxy-Authorization"
+    cdef bint _read_challenge(self, const char *s, Py_ssize_t head_end, int status) except -1:
+        """Whether the 401/407 holds one usable Digest challenge, read as the twin reads
+        it (`_one_digest_challenge`, `usable`, the shared challenge `accept` takes); if
+        so, left in `_got_shared`, `_got_nonce`, `_got_stale`.
+
+        The clients of one registrar hear the same challenge but for its nonce: when the
+        line is the one last read here byte for byte outside the nonce, and the nonce is
+        plain (printable ASCII, none of the bytes that would end or escape it), its
+        reading is the last one with this nonce, and only the nonce is made."""
+        cdef Py_ssize_t start = 0, end = 0, nonce_at = -1, nonce_end = -1, i
+        cdef bytes before = self._ch_before, after = self._ch_after
+        cdef Py_ssize_t nb, na
+        cdef unsigned char c
+        if not _challenge_line(s, head_end, b"WWW-Authenticate" if status == 401
+                               else b"Proxy-Authenticate", &start, &end):
+            return False
+        if status == self._ch_status:
+            nb = PyBytes_GET_SIZE(before)
+            na = PyBytes_GET_SIZE(after)
+            if (end - start > nb + na and memcmp(s + start, PyBytes_AS_STRING(before), nb) == 0
+                    and memcmp(s + end - na, PyBytes_AS_STRING(after), na) == 0):
+                for i in range(start + nb, end - na):
+                    c = <unsigned char>s[i]
+                    if not (0x21 <= c <= 0x7e) or c == b'"' or c == b'\\' or c == b',' \
+                            or c == b'<' or c == b'>':
+                        break
+                else:
+                    self._got_shared = self._ch_shared
+                    self._got_nonce = PyUnicode_DecodeASCII(s + start + nb, end - na - start - nb,
+                                                            NULL)
+                    self._got_stale = self._ch_stale
+                    return True
+        params = _challenge_params(s, start, end, &nonce_at, &nonce_end)
+        if params is None:
+            return False
+        chosen = _usable(params)
+        if chosen is None:
+            return False
+        shared = _shared_challenge("Authorization" if status == 401 else "Proxy-Authorization",
+                                   params, chosen[0], chosen[1])
+        self._got_shared = shared
+        self._got_nonce = params["nonce"]
+        self._got_stale = params.get("stale", "").lower() == "true"
+        if nonce_at >= 0:  # read plainly: the next line like it is read from here
+            self._ch_status = status
+            self._ch_before = s[start:nonce_at]
+            self._ch_after = s[nonce_end:end]
+            self._ch_shared = shared
+            self._ch_stale = self._got_stale
+        return True
+
+    cdef _challenged(self, _Exchange ex, int status):
         try:
-            _accept(ex.client.digest, status, name, params, chosen[0], chosen[1])
+            _accept(ex.client.digest, status, self._got_shared, self._got_nonce,
+                    self._got_stale)
         except Exception as exc:
             _count(_RESULTS, _UNAUTHORIZED)
             self._end(ex, exc)
@@ -645,30 +703,36 @@ cdef object _usable(dict params):
     return None  # auth-int only
 
 
-cdef _accept(digest, int status, str header, dict params, str algorithm, qop):
-    """`DigestClient.accept` (see there), on the client's own fields: the same checks,
-    the same shared challenge, HA1 computed as `digest.ha1` computes it."""
-    previous = digest._challenge
-    stale = params.get("stale", "").lower() == "true"
-    cdef str realm = params.get("realm", "")
-    cdef long nc = digest._nc
-    if (previous is not None and nc > 0 and not stale and previous.realm == realm
-            and (digest._nonce == params.get("nonce") or nc == 1)):
-        raise AuthError("credentials rejected", status=status)
-    values = (header, realm, params.get("opaque"), algorithm, "algorithm" in params, qop)
+cdef object _shared_challenge(str header, dict params, str algorithm, qop):
+    """`digest._shared_challenge`: the one `_Challenge` of these values."""
+    values = (header, params.get("realm", ""), params.get("opaque"), algorithm,
+              "algorithm" in params, qop)
     shared = _CHALLENGES.get(values)
     if shared is None:
         shared = _Challenge(*values)
         if len(_CHALLENGES) < 10_000:
             _CHALLENGES[values] = shared
+    return shared
+
+
+cdef _accept(digest, int status, shared, str nonce, bint stale):
+    """`DigestClient.accept` (see there), on the client's own fields: the same checks,
+    the same shared challenge (read by `_read_challenge`), HA1 computed as `digest.ha1`
+    computes it."""
+    previous = digest._challenge
+    cdef long nc = digest._nc
+    if (previous is not None and nc > 0 and not stale
+            and (previous is shared or previous.realm == shared.realm)
+            and (nc == 1 or digest._nonce == nonce)):
+        raise AuthError("credentials rejected", status=status)
     key = shared.ha1_key
     if digest._ha1_key != key:
         password = digest.password_source()
-        digest._ha1 = _ha1(digest.username, realm, password, key[1] == "SHA-256")
+        digest._ha1 = _ha1(digest.username, shared.realm, password, key[1] == "SHA-256")
         digest._ha1_key = key
         del password
     digest._challenge = shared
-    digest._nonce = params.get("nonce", "")
+    digest._nonce = nonce
     digest._nc = 0
 
 
@@ -824,11 +888,14 @@ cdef inline bint _token_char(unsigned char c):
             or c in b"-.!%*_+`'~")
 
 
-cdef object _one_digest_challenge(const char *s, Py_ssize_t head_end, bytes header):
-    """The twin's `_one_digest_challenge`: the params dict, or None."""
+cdef bint _challenge_line(const char *s, Py_ssize_t head_end, bytes header,
+                          Py_ssize_t *found_start, Py_ssize_t *found_end):
+    """Where the value of the one `header` line is (stripped), as the twin's
+    `_one_digest_challenge` finds it; False when there is none, several, or a folded
+    line anywhere (the general path)."""
     cdef const char *name = header
     cdef Py_ssize_t nlen = len(header)
-    cdef Py_ssize_t start = -1, pos, end, count = 0, i
+    cdef Py_ssize_t start = -1, pos, end, count = 0
     pos = _find(s, 0, head_end + 2, b"\r\n", 2)
     while 0 <= pos < head_end:
         if head_end - pos - 2 > nlen and memcmp(s + pos + 2, name, nlen) == 0 \
@@ -836,21 +903,34 @@ cdef object _one_digest_challenge(const char *s, Py_ssize_t head_end, bytes head
             count += 1
             start = pos + 3 + nlen
         if s[pos + 2] == b' ' or s[pos + 2] == b'\t':
-            return None  # a folded line somewhere: the general path
+            return False  # a folded line somewhere: the general path
         pos = _find(s, pos + 2, head_end + 2, b"\r\n", 2)
     if count != 1:
-        return None
+        return False
     end = _find(s, start, head_end + 2, b"\r\n", 2)
     while start < end and _ws(s[start]):
         start += 1
     while end > start and _ws(s[end - 1]):
         end -= 1
+    found_start[0] = start
+    found_end[0] = end
+    return True
+
+
+cdef object _challenge_params(const char *s, Py_ssize_t start, Py_ssize_t end,
+                              Py_ssize_t *nonce_at, Py_ssize_t *nonce_end):
+    """The params of the Digest challenge in s[start:end] as the twin reads them, or
+    None; where the nonce's value is when the plain reading took it (else -1)."""
+    cdef Py_ssize_t i
     for i in range(start, end):
         if <unsigned char>s[i] >= 0x80 or s[i] == b'\\':
             return _slow_challenge(s[start:end])  # the twin's own reading decides
-    params = _plain_challenge(s, start, end)
+    params = _plain_challenge(s, start, end, nonce_at, nonce_end)
+    if params is not None:
+        return params
     # what the plain reading does not take, the twin's reading decides (never otherwise)
-    return params if params is not None else _slow_challenge(s[start:end])
+    nonce_at[0] = nonce_end[0] = -1
+    return _slow_challenge(s[start:end])
 
 
 cdef object _slow_challenge(bytes value):
@@ -863,9 +943,11 @@ cdef object _slow_challenge(bytes value):
     return single[1]
 
 
-cdef object _plain_challenge(const char *s, Py_ssize_t i, Py_ssize_t end):
+cdef object _plain_challenge(const char *s, Py_ssize_t i, Py_ssize_t end,
+                            Py_ssize_t *nonce_at, Py_ssize_t *nonce_end):
     """`Digest name=value, name="value"...` without escapes, as `_single_challenge`
-    reads it; None for anything it would not take (or would read otherwise)."""
+    reads it; None for anything it would not take (or would read otherwise). Where the
+    value taken as the nonce is goes to nonce_at, nonce_end."""
     if end - i < 7 or (s[i] | 32) != b'd' or s[i:i + 6].lower() != b"digest":
         return None
     i += 6
@@ -910,6 +992,9 @@ cdef object _plain_challenge(const char *s, Py_ssize_t i, Py_ssize_t end):
         key = s[n0:n1].decode("ascii").lower()
         if key not in params:
             params[key] = s[v0:v1].decode("ascii")
+            if key == "nonce":
+                nonce_at[0] = v0
+                nonce_end[0] = v1
         if i == end:
             return params
         if s[i] != b',':
@@ -917,3 +1002,13 @@ cdef object _plain_challenge(const char *s, Py_ssize_t i, Py_ssize_t end):
         i += 1
         if i >= end:
             return None
+
+
+def _read_challenge_of(RegisterWire wire, bytes data, int status):
+    """For the tests: what the wire reads in the 401/407 `data` (as a datagram would be
+    read, its last plain reading remembered): (shared challenge, nonce, stale) or None."""
+    cdef const char *s = PyBytes_AS_STRING(data)
+    cdef Py_ssize_t head_end = _find(s, 0, PyBytes_GET_SIZE(data), b"\r\n\r\n", 4)
+    if head_end < 0 or not wire._read_challenge(s, head_end, status):
+        return None
+    return wire._got_shared, wire._got_nonce, wire._got_stale
