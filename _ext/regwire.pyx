@@ -8,9 +8,10 @@ Via branch, status, CSeq method, the challenge's params, our Contact's expires) 
 branches drawn from a pool of random bytes, the Authorization line written here
 (`credentials`: HA1, the cnonce's keyed BLAKE2b, H(A2) and the response hashed with
 OpenSSL's libcrypto, which hashlib uses too, through contexts made once rather than one
-per hash) and the metrics counted straight into `gateway.metrics`' recorders, so a
-common exchange runs no Python frame per message and makes few objects beyond the
-datagram, the request and the strings the digest keeps.
+per hash), a challenge like the last one read but for its nonce taken from that
+reading, and the metrics counted in C and added into `gateway.metrics`' recorders when
+they are read, so a common exchange runs no Python frame per message and makes few
+objects beyond the datagram, the request and the strings the digest keeps.
 
 What it reads differently (exactly-spelled header names, one Via in the top Via line,
 a plain challenge) it hands to the same fallbacks as the twin: a value it does not take
@@ -44,41 +45,95 @@ from gateway.sip.regwire import _observe
 include "tracing.pxi"
 include "writer.pxi"
 
-# The recorders of `gateway.metrics`, incremented here as its recording functions do
-# (`values[key] += 1`, see `metrics.Tally`), without a Python frame per count.
-cdef dict _SENT = metrics.REGISTER_SENT.values
-cdef dict _RESULTS = metrics.REGISTER_RESULTS.values
-cdef dict _SIP_REQ = metrics._SIP_REQ
-cdef dict _SIP_RESP = metrics._SIP_RESP
-cdef list _RTT = metrics.REGISTER_RTT.series[()]
-cdef tuple _RTT_BOUNDS = metrics.REGISTER_RTT.bounds
-cdef tuple _OUT_REGISTER = ("out", "udp", "REGISTER")
-cdef tuple _IN_CLASS = tuple(("in", "udp", c) for c in metrics._STATUS_CLASS)
-cdef tuple _REGISTERED = ("registered",)
-cdef tuple _UNREGISTERED = ("unregistered",)
-cdef tuple _CHALLENGED = ("challenged",)
-cdef tuple _UNAUTHORIZED = ("unauthorized",)
+# The counts this module makes in `gateway.metrics`' recorders, as its recording
+# functions make them, kept in C and added into the recorders whenever one is read
+# (`metrics.on_read`: scrapes, /stats and tests see every count): no dict update, no
+# int or float object per count.
+cdef enum:
+    REGISTERED, UNREGISTERED, CHALLENGED, UNAUTHORIZED, OUTCOMES
+    MAX_BOUNDS = 62
+cdef tuple _OUTCOME_KEYS = (("registered",), ("unregistered",), ("challenged",),
+                            ("unauthorized",))
+cdef tuple _IN_CLASS = tuple(("in", "udp", c) for c in metrics._STATUS_CLASS)  # status // 100
+cdef long long _sent = 0            # register_sent_total
+cdef long long _sent_out = 0        # sip_requests_total out/udp/REGISTER
+cdef long long _received[10]        # sip_responses_total in/udp/class, by status // 100
+cdef long long _outcomes[OUTCOMES]  # register_results_total
+cdef long long _rtt_counts[MAX_BOUNDS + 1]  # register_rtt_seconds: per bucket, then the sum
+cdef double _rtt_sum = 0.0
+cdef double _rtt_bounds[MAX_BOUNDS]
+cdef Py_ssize_t _rtt_n = len(metrics.REGISTER_RTT.bounds)
+cdef bint _counted = False  # anything counted since the last add
+if _rtt_n > MAX_BOUNDS:
+    raise ImportError("register_rtt_seconds has too many buckets for the compiled wire")
+for _i, _bound in enumerate(metrics.REGISTER_RTT.bounds):
+    _rtt_bounds[_i] = _bound
+memset(_received, 0, sizeof(_received))
+memset(_outcomes, 0, sizeof(_outcomes))
+memset(_rtt_counts, 0, sizeof(_rtt_counts))
 
 
-cdef inline void _count(dict values, key) except *:
-    values[key] += 1
+def _add_counts():
+    """Add what was counted here since the last call into the recorders (their raw
+    dicts: reading them through `values` would call this again)."""
+    global _counted, _sent, _sent_out, _rtt_sum
+    if not _counted:
+        return
+    _counted = False
+    cdef int i
+    if _sent:
+        metrics.REGISTER_SENT._values[()] += _sent
+        _sent = 0
+    if _sent_out:
+        metrics._SIP_REQ[("out", "udp", "REGISTER")] += _sent_out
+        _sent_out = 0
+    for i in range(10):
+        if _received[i]:
+            metrics._SIP_RESP[_IN_CLASS[i]] += _received[i]
+            _received[i] = 0
+    results = metrics.REGISTER_RESULTS._values
+    for i in range(OUTCOMES):
+        if _outcomes[i]:
+            results[_OUTCOME_KEYS[i]] += _outcomes[i]
+            _outcomes[i] = 0
+    cdef list rtt = metrics.REGISTER_RTT._series[()]
+    for i in range(_rtt_n + 1):
+        if _rtt_counts[i]:
+            rtt[i] += _rtt_counts[i]
+            _rtt_counts[i] = 0
+    if _rtt_sum:
+        rtt[_rtt_n + 1] += _rtt_sum
+        _rtt_sum = 0.0
 
 
-cdef void _observe_rtt(double rtt) except *:
+metrics.on_read(_add_counts)
+
+
+cdef inline void _count(long long *counter):
+    global _counted
+    counter[0] += 1
+    _counted = True
+
+
+cdef void _observe_rtt(double rtt):
     """`metrics.REGISTER_RTT.observe(rtt)`."""
+    global _rtt_sum, _counted
     if not rtt >= 0.0:
         rtt = 0.0
-    cdef Py_ssize_t i = 0, n = len(_RTT_BOUNDS)
-    while i < n and <double>_RTT_BOUNDS[i] < rtt:
+    cdef Py_ssize_t i = 0
+    while i < _rtt_n and _rtt_bounds[i] < rtt:
         i += 1
-    _RTT[i] += 1
-    _RTT[len(_RTT) - 1] += rtt
+    _rtt_counts[i] += 1
+    _rtt_sum += rtt
+    _counted = True
 
 
-cdef void _result(tuple outcome, double rtt) except *:
+cdef void _result(int outcome, double rtt):
     """`metrics.registration_result(outcome, rtt)`."""
-    _count(_RESULTS, outcome)
+    _count(&_outcomes[outcome])
     _observe_rtt(rtt)
+
+
 cdef bytes _TAIL = b"Content-Length: 0\r\n\r\n"
 cdef bytes _HEX = b"0123456789abcdef"
 cdef Py_ssize_t _POOL_SIZE = 4096
@@ -265,7 +320,7 @@ cdef class RegisterWire:
         self.pending[branch] = ex
         ex.interval = self.t1
         ex.proceeding = False
-        _count(_SENT, ())
+        _count(&_sent)
         ex.sent = _now()
         wheel = self.wheel
         if ex.retransmit is None:
@@ -284,7 +339,7 @@ cdef class RegisterWire:
         if _tracing():
             trace.debug("send %s\n%s", flow, redact(ex.data))
         ex.sendto(ex.data, ex.remote)
-        _count(_SIP_REQ, _OUT_REGISTER)
+        _count(&_sent_out)
         flow.last_activity = _now()
         return True
 
@@ -348,7 +403,7 @@ cdef class RegisterWire:
         flow = ex.flow
         if _tracing():
             trace.debug("recv %s\n%s", flow, redact(data))
-        _count(_SIP_RESP, _IN_CLASS[status // 100 if status < 1000 else 0])
+        _count(&_received[status // 100])  # (three digits)
         flow.last_activity = _now()
         if _has_received(s, via, via_end):
             self._observe(s, via, b, e, via_end, flow)
@@ -361,7 +416,7 @@ cdef class RegisterWire:
             granted = ex.expires if ex.expires == 0 else \
                 _our_expires(s, head_end, ex.client._token or ex.client.token)
             if granted >= 0:
-                _result(_UNREGISTERED if ex.expires == 0 else _REGISTERED, rtt)
+                _result(UNREGISTERED if ex.expires == 0 else REGISTERED, rtt)
                 self._end(ex, granted)
                 return True
         elif ((status == 401 or status == 407) and ex.answered < ex.challenges_left
@@ -443,10 +498,10 @@ cdef class RegisterWire:
             _accept(ex.client.digest, status, self._got_shared, self._got_nonce,
                     self._got_stale)
         except Exception as exc:
-            _count(_RESULTS, _UNAUTHORIZED)
+            _count(&_outcomes[UNAUTHORIZED])
             self._end(ex, exc)
             return
-        _count(_RESULTS, _CHALLENGED)
+        _count(&_outcomes[CHALLENGED])
         ex.answered += 1
         self._send_request(ex)
 
@@ -456,7 +511,7 @@ cdef class RegisterWire:
         except Exception:
             return False
         if 200 <= status < 300:
-            _result(_UNREGISTERED if ex.expires == 0 else _REGISTERED, rtt)
+            _result(UNREGISTERED if ex.expires == 0 else REGISTERED, rtt)
         else:
             _observe_rtt(rtt)
         self._end(ex, (response, ex.answered))
