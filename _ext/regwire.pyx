@@ -197,12 +197,12 @@ cdef Py_ssize_t _find(const char *s, Py_ssize_t start, Py_ssize_t end, const cha
 
 cdef class _Exchange:
     cdef RegisterWire wire
-    cdef object client, flow, future, callback, uri, retransmit, timeout, sendto, remote
+    cdef object client, flow, future, callback, uri, timer, sendto, remote
     cdef bytes head, middle, tail, branch, data
     cdef long expires
     cdef int challenges_left, answered
-    cdef double interval, sent, started
-    cdef bint proceeding, finished
+    cdef double interval, sent, started, deadline
+    cdef bint proceeding, finished, timing_out
 
     def done(self):
         return self.finished
@@ -322,13 +322,12 @@ cdef class RegisterWire:
         ex.proceeding = False
         _count(&_sent)
         ex.sent = _now()
-        wheel = self.wheel
-        if ex.retransmit is None:
-            ex.retransmit = wheel.call_later(self.t1, _retransmit, ex)
-            ex.timeout = wheel.call_later(64 * self.t1, _timed_out, ex)
+        ex.deadline = ex.sent + 64 * self.t1
+        ex.timing_out = False
+        if ex.timer is None:
+            ex.timer = self.wheel.call_later(self.t1, _timer_fired, ex)
         else:
-            wheel.reschedule(ex.retransmit, self.t1)
-            wheel.reschedule(ex.timeout, 64 * self.t1)
+            self.wheel.reschedule(ex.timer, self.t1)
         self._send(ex)
 
     cdef bint _send(self, _Exchange ex) except -1:
@@ -346,10 +345,9 @@ cdef class RegisterWire:
     cdef _end(self, _Exchange ex, outcome, bint notify=True):
         if self.pending.get(ex.branch) is ex:
             del self.pending[ex.branch]
-        if ex.retransmit is not None:
-            ex.retransmit.cancel()
-            ex.timeout.cancel()
-        ex.retransmit = ex.timeout = None
+        if ex.timer is not None:
+            ex.timer.cancel()
+            ex.timer = None
         if ex.finished:
             return
         ex.finished = True
@@ -791,7 +789,14 @@ cdef _accept(digest, int status, shared, str nonce, bint stale):
     digest._nc = 0
 
 
-def _retransmit(_Exchange ex):
+def _timer_fired(_Exchange ex):
+    if ex.timing_out:
+        _timed_out(ex)
+    else:
+        _retransmit(ex)
+
+
+cdef _retransmit(_Exchange ex):
     cdef RegisterWire wire = ex.wire
     if ex.finished or (ex.future is not None and ex.future.done()):
         wire._end(ex, None, False)
@@ -799,10 +804,15 @@ def _retransmit(_Exchange ex):
     if not wire._send(ex):
         return
     ex.interval = wire.t2 if ex.proceeding else min(2 * ex.interval, wire.t2)
-    wire.wheel.reschedule(ex.retransmit, ex.interval)
+    cdef double left = ex.deadline - _now()
+    if left <= ex.interval:
+        ex.timing_out = True
+        wire.wheel.reschedule(ex.timer, left if left > 0.0 else 0.0)
+    else:
+        wire.wheel.reschedule(ex.timer, ex.interval)
 
 
-def _timed_out(_Exchange ex):
+cdef _timed_out(_Exchange ex):
     metrics.transaction_timeout("client", "REGISTER")
     ex.wire._end(ex, TransactionTimeout(
         f"REGISTER got no final response (timer F, {64 * ex.wire.t1:g}s)"))

@@ -30,7 +30,8 @@ answered before it. Timer F raises TransactionTimeout; a closed flow TransportEr
 a challenge the server refuses AuthError (from the digest client).
 
 Retransmissions (timer E, T1 doubling to T2, T2 once a provisional response came) and
-timer F run on the timer wheel. A final response arriving after its exchange ended is
+timer F run on the timer wheel, as one handle per exchange set for the next of the two
+(timer F due 64*T1 after the request was sent). A final response arriving after its exchange ended is
 not ours any more: the transport's general path drops it, as it drops a response to an
 ended transaction. Metrics are counted as the general path counts them.
 
@@ -69,7 +70,8 @@ class _Exchange:
 
     __slots__ = ("wire", "client", "flow", "future", "callback", "finished", "started",
                  "uri", "head", "middle", "tail", "expires", "challenges_left", "answered",
-                 "branch", "data", "interval", "proceeding", "retransmit", "timeout", "sent")
+                 "branch", "data", "interval", "proceeding", "timer", "timing_out", "sent",
+                 "deadline")
 
     def __init__(self, wire, client, flow, uri, head, middle, tail, expires,
                  challenges_left, callback=None):
@@ -93,9 +95,10 @@ class _Exchange:
         self.data = b""
         self.interval = 0.0
         self.proceeding = False
-        self.retransmit = None
-        self.timeout = None
+        self.timer = None  # timers E and F: one handle, due at the next of the two
+        self.timing_out = False  # which: F
         self.sent = 0.0
+        self.deadline = 0.0  # when timer F is due
 
     def done(self) -> bool:
         return self.finished
@@ -164,13 +167,12 @@ class RegisterWire:
         ex.proceeding = False
         metrics.registration_sent()
         ex.sent = time.monotonic()
-        wheel = self.wheel
-        if ex.retransmit is None:
-            ex.retransmit = wheel.call_later(self.t1, _retransmit, ex)
-            ex.timeout = wheel.call_later(64 * self.t1, _timed_out, ex)
+        ex.deadline = ex.sent + 64 * self.t1
+        ex.timing_out = False
+        if ex.timer is None:
+            ex.timer = self.wheel.call_later(self.t1, _timer_fired, ex)
         else:
-            wheel.reschedule(ex.retransmit, self.t1)
-            wheel.reschedule(ex.timeout, 64 * self.t1)
+            self.wheel.reschedule(ex.timer, self.t1)
         self._send(ex)
 
     def _send(self, ex: _Exchange) -> bool:
@@ -189,10 +191,9 @@ class RegisterWire:
         """The exchange is over: stop its timers, forget its branch, tell its owner."""
         if self.pending.get(ex.branch) is ex:
             del self.pending[ex.branch]
-        for handle in (ex.retransmit, ex.timeout):
-            if handle is not None:
-                handle.cancel()
-        ex.retransmit = ex.timeout = None
+        if ex.timer is not None:
+            ex.timer.cancel()
+            ex.timer = None
         if ex.finished:
             return
         ex.finished = True
@@ -292,8 +293,17 @@ def credentials(digest, uri: str) -> bytes:
     return b"" if found is None else f"{found[0]}: {found[1]}\r\n".encode()
 
 
+def _timer_fired(ex: _Exchange) -> None:
+    """The exchange's one timer handle: timer F, or else timer E."""
+    if ex.timing_out:
+        _timed_out(ex)
+    else:
+        _retransmit(ex)
+
+
 def _retransmit(ex: _Exchange) -> None:
-    """Timer E: the request again, doubling up to T2 (T2 flat once proceeding)."""
+    """Timer E: the request again, doubling up to T2 (T2 flat once proceeding); the
+    handle set for timer F instead when F comes first (or with it)."""
     wire = ex.wire
     if ex.finished or (ex.future is not None and ex.future.done()):
         wire._end(ex, None, notify=False)  # the registration gave up (cancelled): so do we
@@ -301,7 +311,12 @@ def _retransmit(ex: _Exchange) -> None:
     if not wire._send(ex):
         return
     ex.interval = wire.t2 if ex.proceeding else min(2 * ex.interval, wire.t2)
-    wire.wheel.reschedule(ex.retransmit, ex.interval)
+    left = ex.deadline - time.monotonic()
+    if left <= ex.interval:
+        ex.timing_out = True
+        wire.wheel.reschedule(ex.timer, max(left, 0.0))
+    else:
+        wire.wheel.reschedule(ex.timer, ex.interval)
 
 
 def _timed_out(ex: _Exchange) -> None:
