@@ -195,6 +195,7 @@ cdef Py_ssize_t _find(const char *s, Py_ssize_t start, Py_ssize_t end, const cha
     return -1
 
 
+@cython.freelist(64)  # (made and freed per exchange)
 cdef class _Exchange:
     cdef RegisterWire wire
     cdef object client, flow, future, callback, uri, timer, sendto, remote
@@ -597,7 +598,7 @@ cdef unsigned int _hash(const char *data, Py_ssize_t n, unsigned char *md, bint 
     return size
 
 
-cdef void _hash_into(_Writer out, _Writer text, bint sha) except *:
+cdef int _hash_into(_Writer out, _Writer text, bint sha) except -1:
     """H(text) in hex, added to `out`; `text` emptied."""
     cdef unsigned char md[32]
     cdef unsigned int n = _hash(text.data(), text.size, md, sha)
