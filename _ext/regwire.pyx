@@ -36,7 +36,7 @@ import os
 from gateway import metrics
 from gateway.errors import AuthError, TransactionTimeout, TransportError
 from gateway.sip import parsing
-from gateway.sip.digest import _BY_NAME, _CHALLENGES, _CNONCE_KEY, _Challenge
+from gateway.sip.digest import _BY_NAME, _CHALLENGES, _CNONCE_KEY, _Challenge, _quote
 from gateway.sip.fields import _single_challenge
 from gateway.sip.flow import redact, trace
 from gateway.sip.regwire import _observe
@@ -218,6 +218,7 @@ cdef class RegisterWire:
     """The REGISTER exchanges of one endpoint's UDP sockets; see the Python twin."""
 
     cdef readonly object transport, wheel
+    cdef object _call_later, _reschedule  # the wheel's, bound once
     cdef readonly double t1, t2
     cdef readonly dict pending
     # the top Via last read on a flow (branch aside), and what it told the flow
@@ -236,6 +237,8 @@ cdef class RegisterWire:
     def __init__(self, transport, wheel, double t1, double t2):
         self.transport = transport
         self.wheel = wheel
+        self._call_later = wheel.call_later
+        self._reschedule = wheel.reschedule
         self.t1 = t1
         self.t2 = t2
         self.pending = {}
@@ -326,9 +329,9 @@ cdef class RegisterWire:
         ex.deadline = ex.sent + 64 * self.t1
         ex.timing_out = False
         if ex.timer is None:
-            ex.timer = self.wheel.call_later(self.t1, _timer_fired, ex)
+            ex.timer = self._call_later(self.t1, _timer_fired, ex)
         else:
-            self.wheel.reschedule(ex.timer, self.t1)
+            self._reschedule(ex.timer, self.t1)
         self._send(ex)
 
     cdef bint _send(self, _Exchange ex) except -1:
@@ -640,16 +643,65 @@ cpdef bytes credentials(digest, str uri):
     return line
 
 
+@cython.final
+cdef class _Said:
+    """What the Authorization line needs of one shared `_Challenge`, read from it once
+    (its accounts answer it one after another): the hash, and the line's fixed parts."""
+    cdef object shared
+    cdef bint sha, sess
+    cdef bytes qop      # b"" without qop
+    cdef bytes opening  # `Authorization: Digest username=`
+    cdef bytes realm    # `, realm="R", nonce=`
+    cdef bytes closing  # `"` [`, algorithm=A`] [`, opaque="O"`] [`, qop=Q, nc=`]
+
+
+cdef _Said _last_said = None
+# H(REGISTER:uri) in hex, the last one written (the next request is most often for the
+# same registrar)
+cdef str _last_uri = None
+cdef bint _last_sha = False
+cdef bytes _last_ha2 = None
+
+
+cdef _Said _said(shared):
+    """`shared`'s `_Said` (made again only when another challenge is answered)."""
+    global _last_said
+    cdef _Said said = _last_said
+    if said is not None and said.shared is shared:
+        return said
+    said = _Said.__new__(_Said)
+    algorithm = shared.algorithm
+    qop = shared.qop
+    said.sha = algorithm.startswith("SHA-256")
+    said.sess = algorithm.endswith("-sess")
+    said.qop = qop.encode() if qop else b""
+    said.opening = f"{shared.header}: Digest username=".encode()
+    said.realm = f", realm={_quote(shared.realm)}, nonce=".encode()
+    closing = '"'
+    if shared.algorithm_given or algorithm != "MD5":
+        closing += f", algorithm={algorithm}"
+    if shared.opaque is not None:
+        closing += f", opaque={_quote(shared.opaque)}"
+    if qop:
+        closing += f", qop={qop}, nc="
+    said.closing = closing.encode()
+    said.shared = shared
+    _last_said = said
+    return said
+
+
 cdef Py_ssize_t _write_credentials(digest, str uri) except -2:
     """`credentials` written at the end of `_line`: where the line starts there (-1 and
     nothing written before any challenge)."""
+    global _last_uri, _last_sha, _last_ha2
     shared = digest._challenge
     if shared is None:
         return -1
+    cdef _Said said = _said(shared)
     cdef long count = digest._nc + 1
     digest._nc = count
-    cdef str nonce = digest._nonce, username = digest.username, algorithm = shared.algorithm
-    cdef bint sha = algorithm.startswith("SHA-256")
+    cdef str nonce = digest._nonce, username = digest.username
+    cdef bint sha = said.sha
     cdef _Writer text = _hashed, out = _line
     cdef unsigned char mac[8]
     cdef size_t maclen = 0
@@ -669,7 +721,7 @@ cdef Py_ssize_t _write_credentials(digest, str uri) except -2:
     # out holds, until the line is written: HA1 hex, cnonce hex, nc, H(A2) hex, response
     out.hexed(<const unsigned char *>PyBytes_AS_STRING(ha1), len(ha1))
     cdef Py_ssize_t ha1_at = 0
-    if algorithm.endswith("-sess"):
+    if said.sess:
         text.add(out.data(), out.size)
         text.add(b":", 1)
         text.text(nonce)
@@ -682,18 +734,23 @@ cdef Py_ssize_t _write_credentials(digest, str uri) except -2:
     cdef Py_ssize_t nc_at = out.size
     out.number(count, 16, 8)
     cdef Py_ssize_t ha2_at = out.size
-    key = (sha, uri)
-    cdef object ha2 = _HA2.get(key)
-    if ha2 is None:
-        text.add(b"REGISTER:", 9)
-        text.text(uri)
-        _hash_into(out, text, sha)
-        ha2 = PyBytes_FromStringAndSize(out.data() + ha2_at, hexlen)
-        if len(_HA2) < 1000:
-            _HA2[key] = ha2
+    cdef object ha2
+    if _last_ha2 is not None and sha == _last_sha and uri == _last_uri:
+        ha2 = _last_ha2
     else:
-        out.add(<bytes>ha2, hexlen)
-    qop = shared.qop
+        key = (sha, uri)
+        ha2 = _HA2.get(key)
+        if ha2 is None:
+            text.add(b"REGISTER:", 9)
+            text.text(uri)
+            _hash_into(out, text, sha)
+            ha2 = PyBytes_FromStringAndSize(out.data() + ha2_at, hexlen)
+            out.size = ha2_at
+            if len(_HA2) < 1000:
+                _HA2[key] = ha2
+        _last_uri, _last_sha, _last_ha2 = uri, sha, ha2
+    out.add(<bytes>ha2, hexlen)
+    cdef bytes qop = said.qop
     text.add(out.data() + ha1_at, hexlen)
     text.add(b":", 1)
     text.text(nonce)
@@ -703,35 +760,23 @@ cdef Py_ssize_t _write_credentials(digest, str uri) except -2:
         text.add(b":", 1)
         text.add(out.data() + cnonce_at, 16)
         text.add(b":", 1)
-        text.text(qop)
+        text.raw(qop)
         text.add(b":", 1)
     text.add(out.data() + ha2_at, hexlen)
     cdef Py_ssize_t response_at = out.size
     _hash_into(out, text, sha)
     # the line, written after what it is made of (then cut from the front)
     cdef Py_ssize_t line_at = out.size
-    out.text(shared.header)
-    out.add(b": Digest username=", 18)
+    out.raw(said.opening)
     out.quoted(username)
-    out.add(b", realm=", 8)
-    out.quoted(shared.realm)
-    out.add(b", nonce=", 8)
+    out.raw(said.realm)
     out.quoted(nonce)
     out.add(b", uri=", 6)
     out.quoted(uri)
     out.add(b', response="', 12)
     out.add(out.data() + response_at, hexlen)
-    out.add(b'"', 1)
-    if shared.algorithm_given or algorithm != "MD5":
-        out.add(b", algorithm=", 12)
-        out.text(algorithm)
-    if shared.opaque is not None:
-        out.add(b", opaque=", 9)
-        out.quoted(shared.opaque)
+    out.raw(said.closing)
     if qop:
-        out.add(b", qop=", 6)
-        out.text(qop)
-        out.add(b", nc=", 5)
         out.add(out.data() + nc_at, ha2_at - nc_at)
         out.add(b', cnonce="', 10)
         out.add(out.data() + cnonce_at, 16)
@@ -808,9 +853,9 @@ cdef _retransmit(_Exchange ex):
     cdef double left = ex.deadline - _now()
     if left <= ex.interval:
         ex.timing_out = True
-        wire.wheel.reschedule(ex.timer, left if left > 0.0 else 0.0)
+        wire._reschedule(ex.timer, left if left > 0.0 else 0.0)
     else:
-        wire.wheel.reschedule(ex.timer, ex.interval)
+        wire._reschedule(ex.timer, ex.interval)
 
 
 cdef _timed_out(_Exchange ex):

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from gateway.sip import regwire
 from gateway.sip.digest import _shared_challenge, usable
+from gateway.timers import TimerWheel
 
 compiled = pytest.importorskip("gateway._regwire")
 
@@ -44,7 +45,7 @@ def twin(data: bytes, status: int):
 
 
 def new_wire():
-    return compiled.RegisterWire(SimpleNamespace(datagram_hook=None), None, 0.5, 4.0)
+    return compiled.RegisterWire(SimpleNamespace(datagram_hook=None), TimerWheel(), 0.5, 4.0)
 
 
 def read(wire, data: bytes, status: int):

@@ -318,6 +318,26 @@ def test_credentials_are_what_the_digest_client_writes(wire, params):
 
 
 @pytest.mark.parametrize("wire", load_both("_regwire", "sip.regwire"))
+def test_credentials_for_accounts_answering_different_challenges_in_turn(wire):
+    """What the compiled wire keeps of the last challenge and URI answered is never
+    used for another (the same URI under another hash, another realm or opaque)."""
+    from gateway.sip.digest import DigestClient, usable
+
+    challenges = [{"realm": "r", "nonce": "n1", "qop": "auth"},
+                  {"realm": "r", "nonce": "n2", "algorithm": "SHA-256", "qop": "auth"},
+                  {"realm": "r2", "nonce": "n3", "opaque": "o"},
+                  {"realm": "r2", "nonce": "n4", "opaque": "p", "algorithm": "MD5"}]
+    for turn in range(3):
+        for n, params in enumerate(challenges):
+            uri = "sip:a" if (turn + n) % 3 else "sip:b"
+            ours, reference = (DigestClient(f"u{n}", lambda: "pw") for _ in range(2))
+            for digest in (ours, reference):
+                digest.accept(401, "Authorization", params, *usable(params))
+            name, value = reference.authorization("REGISTER", uri)
+            assert wire.credentials(ours, uri) == f"{name}: {value}\r\n".encode()
+
+
+@pytest.mark.parametrize("wire", load_both("_regwire", "sip.regwire"))
 @pytest.mark.parametrize("algorithm", ["MD5", "MD5-sess", "SHA-256"])
 def test_credentials_hash_strings_of_every_length(wire, algorithm):
     """The hashed strings cross the hash block boundaries (MD5: 55/56/64 bytes, the
