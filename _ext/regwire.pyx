@@ -219,6 +219,10 @@ cdef class RegisterWire:
 
     cdef readonly object transport, wheel
     cdef object _call_later, _reschedule  # the wheel's, bound once
+    # the flow whose last_activity was last written here (its address: no reference
+    # kept), and when
+    cdef const void *_active_flow
+    cdef double _active_at
     cdef readonly double t1, t2
     cdef readonly dict pending
     # the top Via last read on a flow (branch aside), and what it told the flow
@@ -343,8 +347,20 @@ cdef class RegisterWire:
             trace.debug("send %s\n%s", flow, redact(ex.data))
         ex.sendto(ex.data, ex.remote)
         _count(&_sent_out)
-        flow.last_activity = _now()
+        self._active(flow)
         return True
+
+    cdef int _active(self, flow) except -1:
+        """`flow.last_activity = now`, skipped when this wire wrote it less than a
+        millisecond ago (what the flow's idle check reads is then that much older at
+        most; a flow made since, at the same address, has its own, newer time)."""
+        cdef double now = _now()
+        if <const void *>flow == self._active_flow and now - self._active_at < 1e-3:
+            return 0
+        flow.last_activity = now
+        self._active_flow = <const void *>flow
+        self._active_at = now
+        return 0
 
     cdef _end(self, _Exchange ex, outcome, bint notify=True):
         if self.pending.get(ex.branch) is ex:
@@ -406,7 +422,7 @@ cdef class RegisterWire:
         if _tracing():
             trace.debug("recv %s\n%s", flow, redact(data))
         _count(&_received[status // 100])  # (three digits)
-        flow.last_activity = _now()
+        self._active(flow)
         if _has_received(s, via, via_end):
             self._observe(s, via, b, e, via_end, flow)
         if status < 200:
