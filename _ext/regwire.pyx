@@ -27,6 +27,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.dict cimport PyDict_GetItem
 from cpython.ref cimport PyObject
 from cpython.unicode cimport PyUnicode_DecodeASCII
+from gateway._digest cimport DigestClient as _Digest
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 import asyncio
@@ -710,18 +711,19 @@ cdef Py_ssize_t _write_credentials(digest, str uri) except -2:
     """`credentials` written at the end of `_line`: where the line starts there (-1 and
     nothing written before any challenge)."""
     global _last_uri, _last_sha, _last_ha2
-    shared = digest._challenge
+    cdef _Digest d = <_Digest?>digest  # (the compiled client: its fields read directly)
+    shared = d._challenge
     if shared is None:
         return -1
     cdef _Said said = _said(shared)
-    cdef long count = digest._nc + 1
-    digest._nc = count
-    cdef str nonce = digest._nonce, username = digest.username
+    d._nc += 1
+    cdef long count = d._nc
+    cdef str nonce = d._nonce, username = d.username
     cdef bint sha = said.sha
     cdef _Writer text = _hashed, out = _line
     cdef unsigned char mac[8]
     cdef size_t maclen = 0
-    cdef bytes ha1 = digest._ha1
+    cdef bytes ha1 = d._ha1
     cdef Py_ssize_t hexlen = 64 if sha else 32
     text.start()
     out.start()
@@ -834,21 +836,22 @@ cdef _accept(digest, int status, shared, str nonce, bint stale):
     """`DigestClient.accept` (see there), on the client's own fields: the same checks,
     the same shared challenge (read by `_read_challenge`), HA1 computed as `digest.ha1`
     computes it."""
-    previous = digest._challenge
-    cdef long nc = digest._nc
+    cdef _Digest d = <_Digest?>digest
+    previous = d._challenge
+    cdef long nc = d._nc
     if (previous is not None and nc > 0 and not stale
             and (previous is shared or previous.realm == shared.realm)
-            and (nc == 1 or digest._nonce == nonce)):
+            and (nc == 1 or d._nonce == nonce)):
         raise AuthError("credentials rejected", status=status)
     key = shared.ha1_key
-    if digest._ha1_key != key:
-        password = digest.password_source()
-        digest._ha1 = _ha1(digest.username, shared.realm, password, key[1] == "SHA-256")
-        digest._ha1_key = key
+    if d._ha1_key != key:
+        password = d.password_source()
+        d._ha1 = _ha1(d.username, shared.realm, password, key[1] == "SHA-256")
+        d._ha1_key = key
         del password
-    digest._challenge = shared
-    digest._nonce = nonce
-    digest._nc = 0
+    d._challenge = shared
+    d._nonce = nonce
+    d._nc = 0
 
 
 def _timer_fired(_Exchange ex):
