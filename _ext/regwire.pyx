@@ -220,6 +220,8 @@ cdef class RegisterWire:
 
     cdef readonly object transport, wheel
     cdef object _call_later, _reschedule  # the wheel's, bound once
+    # the flow of the last exchange started, its connection, sendto and peer
+    cdef object _send_flow, _send_connection, _sendto, _remote
     # the flow whose last_activity was last written here (its address: no reference
     # kept), and when
     cdef const void *_active_flow
@@ -292,8 +294,15 @@ cdef class RegisterWire:
         ex.challenges_left = challenges_left
         ex.answered = 0
         ex.branch = b""
-        ex.sendto = flow.connection.transport.sendto
-        ex.remote = flow.remote
+        connection = flow.connection
+        if flow is not self._send_flow or connection is not self._send_connection:
+            # (a flow's connection and peer stay; the clients of a registrar share one)
+            self._send_flow = flow
+            self._send_connection = connection
+            self._sendto = connection.transport.sendto
+            self._remote = flow.remote
+        ex.sendto = self._sendto
+        ex.remote = self._remote
         return ex
 
     # -- sending --------------------------------------------------------------------------
