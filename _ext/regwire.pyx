@@ -203,8 +203,8 @@ cdef class _Exchange:
     cdef bytes head, middle, tail, branch, data
     cdef long expires
     cdef int challenges_left, answered
-    cdef double interval, sent, started, deadline
-    cdef bint proceeding, finished, timing_out
+    cdef double interval, sent, started, due, deadline, armed
+    cdef bint proceeding, finished
 
     def done(self):
         return self.finished
@@ -227,6 +227,7 @@ cdef class RegisterWire:
     cdef const void *_active_flow
     cdef double _active_at
     cdef readonly double t1, t2
+    cdef double _slack  # a timer fires this much early, or later (the wheel's tick)
     cdef readonly dict pending
     # the top Via last read on a flow (branch aside), and what it told the flow
     cdef object _seen_flow, _seen_observed
@@ -248,6 +249,7 @@ cdef class RegisterWire:
         self._reschedule = wheel.reschedule
         self.t1 = t1
         self.t2 = t2
+        self._slack = wheel.resolution
         self.pending = {}
         self._seen_before = self._seen_after = b""
         self._ch_before = self._ch_after = b""
@@ -340,12 +342,14 @@ cdef class RegisterWire:
         ex.proceeding = False
         _count(&_sent)
         ex.sent = _now()
+        ex.due = ex.sent + self.t1
         ex.deadline = ex.sent + 64 * self.t1
-        ex.timing_out = False
         if ex.timer is None:
             ex.timer = self._call_later(self.t1, _timer_fired, ex)
-        else:
+            ex.armed = ex.due
+        elif ex.armed > ex.due:
             self._reschedule(ex.timer, self.t1)
+            ex.armed = ex.due
         self._send(ex)
 
     cdef bint _send(self, _Exchange ex) except -1:
@@ -864,26 +868,22 @@ cdef _accept(digest, int status, shared, str nonce, bint stale):
 
 
 def _timer_fired(_Exchange ex):
-    if ex.timing_out:
-        _timed_out(ex)
-    else:
-        _retransmit(ex)
-
-
-cdef _retransmit(_Exchange ex):
+    """The twin's `_timer_fired`."""
     cdef RegisterWire wire = ex.wire
     if ex.finished or (ex.future is not None and ex.future.done()):
         wire._end(ex, None, False)
         return
-    if not wire._send(ex):
+    cdef double now = _now()
+    if now >= ex.deadline - wire._slack:
+        _timed_out(ex)
         return
-    ex.interval = wire.t2 if ex.proceeding else min(2 * ex.interval, wire.t2)
-    cdef double left = ex.deadline - _now()
-    if left <= ex.interval:
-        ex.timing_out = True
-        wire._reschedule(ex.timer, left if left > 0.0 else 0.0)
-    else:
-        wire._reschedule(ex.timer, ex.interval)
+    if now >= ex.due - wire._slack:
+        if not wire._send(ex):
+            return
+        ex.interval = wire.t2 if ex.proceeding else min(2 * ex.interval, wire.t2)
+        ex.due = now + ex.interval
+    ex.armed = min(ex.due, ex.deadline)
+    wire._reschedule(ex.timer, max(ex.armed - now, 0.0))
 
 
 cdef _timed_out(_Exchange ex):

@@ -31,7 +31,8 @@ a challenge the server refuses AuthError (from the digest client).
 
 Retransmissions (timer E, T1 doubling to T2, T2 once a provisional response came) and
 timer F run on the timer wheel, as one handle per exchange set for the next of the two
-(timer F due 64*T1 after the request was sent). A final response arriving after its exchange ended is
+(timer F due 64*T1 after the request was sent), not moved when a new request of the
+exchange is sent later than it fires. A final response arriving after its exchange ended is
 not ours any more: the transport's general path drops it, as it drops a response to an
 ended transaction. Metrics are counted as the general path counts them.
 
@@ -70,8 +71,8 @@ class _Exchange:
 
     __slots__ = ("wire", "client", "flow", "future", "callback", "finished", "started",
                  "uri", "head", "middle", "tail", "expires", "challenges_left", "answered",
-                 "branch", "data", "interval", "proceeding", "timer", "timing_out", "sent",
-                 "deadline")
+                 "branch", "data", "interval", "proceeding", "timer", "sent", "due", "deadline",
+                 "armed")
 
     def __init__(self, wire, client, flow, uri, head, middle, tail, expires,
                  challenges_left, callback=None):
@@ -95,10 +96,11 @@ class _Exchange:
         self.data = b""
         self.interval = 0.0
         self.proceeding = False
-        self.timer = None  # timers E and F: one handle, due at the next of the two
-        self.timing_out = False  # which: F
+        self.timer = None  # timers E and F: one handle (see `_timer_fired`)
         self.sent = 0.0
+        self.due = 0.0  # when timer E is due
         self.deadline = 0.0  # when timer F is due
+        self.armed = 0.0  # when the handle fires
 
     def done(self) -> bool:
         return self.finished
@@ -117,6 +119,7 @@ class RegisterWire:
         self.wheel = wheel
         self.t1 = t1
         self.t2 = t2
+        self.slack = wheel.resolution  # a timer fires this much early, or later
         self.pending: dict[bytes, _Exchange] = {}  # branch -> exchange
         transport.datagram_hook = self.datagram
 
@@ -167,12 +170,16 @@ class RegisterWire:
         ex.proceeding = False
         metrics.registration_sent()
         ex.sent = time.monotonic()
+        ex.due = ex.sent + self.t1
         ex.deadline = ex.sent + 64 * self.t1
-        ex.timing_out = False
         if ex.timer is None:
             ex.timer = self.wheel.call_later(self.t1, _timer_fired, ex)
-        else:
+            ex.armed = ex.due
+        elif ex.armed > ex.due:
             self.wheel.reschedule(ex.timer, self.t1)
+            ex.armed = ex.due
+        # else it fires first, and is set then for what is due (after a challenge: the
+        # exchange most often ends before, and the handle is never moved)
         self._send(ex)
 
     def _send(self, ex: _Exchange) -> bool:
@@ -294,29 +301,24 @@ def credentials(digest, uri: str) -> bytes:
 
 
 def _timer_fired(ex: _Exchange) -> None:
-    """The exchange's one timer handle: timer F, or else timer E."""
-    if ex.timing_out:
-        _timed_out(ex)
-    else:
-        _retransmit(ex)
-
-
-def _retransmit(ex: _Exchange) -> None:
-    """Timer E: the request again, doubling up to T2 (T2 flat once proceeding); the
-    handle set for timer F instead when F comes first (or with it)."""
+    """The exchange's one timer handle: timer F when due, else timer E when due (the
+    request again, doubling up to T2, T2 flat once proceeding); then set for the next
+    of the two."""
     wire = ex.wire
     if ex.finished or (ex.future is not None and ex.future.done()):
         wire._end(ex, None, notify=False)  # the registration gave up (cancelled): so do we
         return
-    if not wire._send(ex):
+    now = time.monotonic()
+    if now >= ex.deadline - wire.slack:
+        _timed_out(ex)
         return
-    ex.interval = wire.t2 if ex.proceeding else min(2 * ex.interval, wire.t2)
-    left = ex.deadline - time.monotonic()
-    if left <= ex.interval:
-        ex.timing_out = True
-        wire.wheel.reschedule(ex.timer, max(left, 0.0))
-    else:
-        wire.wheel.reschedule(ex.timer, ex.interval)
+    if now >= ex.due - wire.slack:
+        if not wire._send(ex):
+            return
+        ex.interval = wire.t2 if ex.proceeding else min(2 * ex.interval, wire.t2)
+        ex.due = now + ex.interval
+    ex.armed = min(ex.due, ex.deadline)
+    wire.wheel.reschedule(ex.timer, max(ex.armed - now, 0.0))
 
 
 def _timed_out(ex: _Exchange) -> None:
