@@ -110,13 +110,13 @@ def _add_counts():
 metrics.on_read(_add_counts)
 
 
-cdef inline void _count(long long *counter):
+cdef inline void _count(long long *counter) noexcept:
     global _counted
     counter[0] += 1
     _counted = True
 
 
-cdef void _observe_rtt(double rtt):
+cdef void _observe_rtt(double rtt) noexcept:
     """`metrics.REGISTER_RTT.observe(rtt)`."""
     global _rtt_sum, _counted
     if not rtt >= 0.0:
@@ -129,7 +129,7 @@ cdef void _observe_rtt(double rtt):
     _counted = True
 
 
-cdef void _result(int outcome, double rtt):
+cdef void _result(int outcome, double rtt) noexcept:
     """`metrics.registration_result(outcome, rtt)`."""
     _count(&_outcomes[outcome])
     _observe_rtt(rtt)
@@ -171,14 +171,14 @@ cdef bytes _new_branch():
     return PyBytes_FromStringAndSize(buf, 27)
 
 
-cdef inline double _now():
+cdef inline double _now() noexcept:
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return ts.tv_sec + ts.tv_nsec * 1e-9
 
 
 cdef Py_ssize_t _find(const char *s, Py_ssize_t start, Py_ssize_t end, const char *needle,
-                      Py_ssize_t m):
+                      Py_ssize_t m) noexcept:
     """The offset of `needle` in s[start:end], or -1. Its first byte found with memchr,
     the rest compared: the needles are short (a header name, CRLF) and the texts a few
     hundred bytes, where memmem's set-up costs more than the search."""
@@ -892,7 +892,7 @@ cdef _timed_out(_Exchange ex):
         f"REGISTER got no final response (timer F, {64 * ex.wire.t1:g}s)"))
 
 
-cdef bint _has_received(const char *s, Py_ssize_t start, Py_ssize_t end):
+cdef bint _has_received(const char *s, Py_ssize_t start, Py_ssize_t end) noexcept:
     """`received` in any letter case within s[start:end] (the twin lower-cases the Via)."""
     cdef Py_ssize_t i, j
     cdef const char *word = b"received"
@@ -905,7 +905,7 @@ cdef bint _has_received(const char *s, Py_ssize_t start, Py_ssize_t end):
     return False
 
 
-cdef int _status(const char *s, Py_ssize_t n):
+cdef int _status(const char *s, Py_ssize_t n) noexcept:
     """The status code of `SIP/2.0 NNN ...`, or -1."""
     cdef int i, code = 0
     for i in range(8, 11):
@@ -917,11 +917,11 @@ cdef int _status(const char *s, Py_ssize_t n):
     return code
 
 
-cdef inline bint _ws(char c):
+cdef inline bint _ws(char c) noexcept:
     return c == b' ' or c == b'\t' or c == b'\r' or c == b'\n' or c == b'\x0b' or c == b'\x0c'
 
 
-cdef bint _cseq_is_register(const char *s, Py_ssize_t head_end):
+cdef bint _cseq_is_register(const char *s, Py_ssize_t head_end) noexcept:
     """The first `CSeq:` line holds `<digits> REGISTER` (the twin's split() rule)."""
     cdef Py_ssize_t start = _find(s, 0, head_end + 2, b"\r\nCSeq:", 7)
     if start < 0:
@@ -982,7 +982,7 @@ cdef long _our_expires(const char *s, Py_ssize_t head_end, str token) except -2:
     return -1
 
 
-cdef long _expires_param(const char *s, Py_ssize_t i, Py_ssize_t end):
+cdef long _expires_param(const char *s, Py_ssize_t i, Py_ssize_t end) noexcept:
     """The first `;[ws]expires[ws]=[ws]DIGITS[ws](;|end)` in s[i:end] (any case), as the
     twin's regular expression finds it; -1 when there is none."""
     cdef Py_ssize_t j, k, digits
@@ -1022,13 +1022,13 @@ cdef long _expires_param(const char *s, Py_ssize_t i, Py_ssize_t end):
     return -1
 
 
-cdef inline bint _token_char(unsigned char c):
+cdef inline bint _token_char(unsigned char c) noexcept:
     return (b'a' <= c <= b'z' or b'A' <= c <= b'Z' or b'0' <= c <= b'9'
             or c in b"-.!%*_+`'~")
 
 
 cdef bint _challenge_line(const char *s, Py_ssize_t head_end, bytes header,
-                          Py_ssize_t *found_start, Py_ssize_t *found_end):
+                          Py_ssize_t *found_start, Py_ssize_t *found_end) noexcept:
     """Where the value of the one `header` line is (stripped), as the twin's
     `_one_digest_challenge` finds it; False when there is none, several, or a folded
     line anywhere (the general path)."""

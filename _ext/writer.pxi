@@ -26,10 +26,10 @@ cdef class _Writer:
         self.capacity = len(self.buf)
         self.size = 0
 
-    cdef inline void start(self):
+    cdef inline void start(self) noexcept:
         self.size = 0
 
-    cdef inline char *data(self):
+    cdef inline char *data(self) noexcept:
         return self.base
 
     cdef inline int add(self, const char *data, Py_ssize_t n) except -1:
