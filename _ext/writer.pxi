@@ -2,51 +2,67 @@
 # and PyBytes_FromStringAndSize first: a buffer that requests and header lines are
 # written into from C, taken as one bytes object.
 
+cimport cython
+
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object text, Py_ssize_t *size) except NULL
 
 cdef const char *_HEXDIGITS = b"0123456789abcdef"
 
 
+@cython.final
 cdef class _Writer:
     """Bytes written into a buffer, taken as one bytes object (grows as needed). One
     per module, reused: nothing written runs Python code that could write too, and
     `start()` forgets what a text that could not be encoded left."""
     cdef bytearray buf
+    cdef char *base            # buf's bytes, and how many: kept, as every write needs
+    cdef Py_ssize_t capacity   # them (buf only moves when it grows)
     cdef Py_ssize_t size
 
     def __cinit__(self):
         self.buf = bytearray(512)
+        self.base = <char *>self.buf
+        self.capacity = len(self.buf)
         self.size = 0
 
-    cdef inline void start(self):
+    cdef inline void start(self) noexcept:
         self.size = 0
 
-    cdef inline char *data(self):
-        return <char *>self.buf
+    cdef inline char *data(self) noexcept:
+        return self.base
 
-    cdef void add(self, const char *data, Py_ssize_t n) except *:
-        cdef char *base = <char *>self.buf
-        cdef Py_ssize_t capacity = len(self.buf), offset
-        if self.size + n > capacity:
-            # (growing moves the buffer: what is copied may be in it)
-            offset = data - base if base <= data < base + capacity else -1
-            self.buf.extend(bytes(self.size + n + 256 - capacity))
-            if offset >= 0:
-                data = <char *>self.buf + offset
-        memcpy(<char *>self.buf + self.size, data, n)
+    cdef inline int add(self, const char *data, Py_ssize_t n) except -1:
+        if self.size + n > self.capacity:
+            self._grow(data, n)
+        else:
+            memcpy(self.base + self.size, data, n)
+            self.size += n
+
+    cdef int _grow(self, const char *data, Py_ssize_t n) except -1:
+        """`add`, when the buffer must grow first (which moves it: what is copied may
+        be in it)."""
+        cdef char *base = self.base
+        cdef Py_ssize_t capacity = self.capacity
+        cdef Py_ssize_t offset = data - base if base <= data < base + capacity else -1
+        self.buf.extend(bytes(self.size + n + 256 - capacity))
+        self.base = <char *>self.buf
+        self.capacity = len(self.buf)
+        if offset >= 0:
+            data = self.base + offset
+        memcpy(self.base + self.size, data, n)
         self.size += n
 
-    cdef inline void raw(self, bytes data) except *:
+    cdef inline int raw(self, bytes data) except -1:
         self.add(<const char *>data, len(data))
 
-    cdef void text(self, str value) except *:
+    cdef int text(self, str value) except -1:
         """`value` as UTF-8 (UnicodeEncodeError as `str.encode` raises it)."""
         cdef Py_ssize_t n
         cdef const char *data = PyUnicode_AsUTF8AndSize(value, &n)
         self.add(data, n)
 
-    cdef void quoted(self, str value) except *:
+    cdef int quoted(self, str value) except -1:
         """`"value"` with backslashes and double quotes escaped (`digest._quote`)."""
         cdef Py_ssize_t n, i, run = 0
         cdef const char *data = PyUnicode_AsUTF8AndSize(value, &n)
@@ -59,7 +75,7 @@ cdef class _Writer:
         self.add(data + run, n - run)
         self.add(b'"', 1)
 
-    cdef void hexed(self, const unsigned char *data, Py_ssize_t n) except *:
+    cdef int hexed(self, const unsigned char *data, Py_ssize_t n) except -1:
         """`data` as lower-case hex digits."""
         cdef char out[128]
         cdef Py_ssize_t i
@@ -72,7 +88,7 @@ cdef class _Writer:
             out[2 * i + 1] = _HEXDIGITS[data[i] & 15]
         self.add(out, 2 * n)
 
-    cdef void number(self, long value, int base=10, int least=1) except *:
+    cdef int number(self, long value, int base=10, int least=1) except -1:
         """`value` in decimal (or hex with base 16), at least `least` digits."""
         cdef char out[72]
         cdef int i = 72
@@ -90,6 +106,6 @@ cdef class _Writer:
         self.add(out + i, 72 - i)
 
     cdef bytes take(self):
-        cdef bytes out = PyBytes_FromStringAndSize(<char *>self.buf, self.size)
+        cdef bytes out = PyBytes_FromStringAndSize(self.base, self.size)
         self.size = 0
         return out

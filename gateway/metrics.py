@@ -42,7 +42,7 @@ import asyncio
 import bisect
 import itertools
 import platform
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
@@ -90,6 +90,22 @@ DISK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
 
 RECORDERS: list[Tally | Timing] = []
 
+#: what adds counts kept elsewhere into the recorders before they are read (the compiled
+#: REGISTER wire counts in C and adds its counts here): see `on_read`
+_ON_READ: list[Callable[[], None]] = []
+
+
+def on_read(add_counts: Callable[[], None]) -> None:
+    """Have `add_counts()` called whenever a recorder is read (`values`, `series`, and
+    what reads them: scrapes, totals, /stats): it adds the counts a hot path kept
+    on its own since the last call (and forgets them), so readers see every count."""
+    _ON_READ.append(add_counts)
+
+
+def _gather() -> None:
+    for add_counts in _ON_READ:
+        add_counts()
+
 
 def _series(name: str, labelnames: Sequence[str], choices: Sequence[Sequence[str]]) -> list[tuple]:
     if len(labelnames) != len(choices):
@@ -99,22 +115,27 @@ def _series(name: str, labelnames: Sequence[str], choices: Sequence[Sequence[str
 
 class Tally:
     """A counter over a fixed set of label values (every series exists from the start, at 0).
-    `values[key] += 1` is what the recording functions do; `key` is the tuple of label
-    values (() without labels)."""
+    `_values[key] += 1` is what the recording functions do; `key` is the tuple of label
+    values (() without labels). Read `values` (counts kept elsewhere added first)."""
 
-    __slots__ = ("name", "doc", "labelnames", "values")
+    __slots__ = ("name", "doc", "labelnames", "_values")
 
     def __init__(self, name: str, doc: str, labelnames: Sequence[str] = (),
                  choices: Sequence[Sequence[str]] = ()):
         self.name = PREFIX + name
         self.doc = doc
         self.labelnames = tuple(labelnames)
-        self.values = dict.fromkeys(_series(name, labelnames, choices), 0)
+        self._values = dict.fromkeys(_series(name, labelnames, choices), 0)
         RECORDERS.append(self)
+
+    @property
+    def values(self) -> dict[tuple, int]:
+        _gather()
+        return self._values
 
     def inc(self, key: tuple = (), amount: int = 1) -> None:
         try:
-            self.values[key] += amount
+            self._values[key] += amount
         except KeyError:
             raise ValueError(f"{self.name}: {key!r} is not among its label values") from None
 
@@ -132,9 +153,10 @@ class Tally:
 
 class Timing:
     """A histogram over a fixed set of label values. Each series is a list: one count per
-    bucket (the last one for values above every bound), then the sum."""
+    bucket (the last one for values above every bound), then the sum. `_series` is
+    written, `series` read (counts kept elsewhere added first)."""
 
-    __slots__ = ("name", "doc", "labelnames", "bounds", "series")
+    __slots__ = ("name", "doc", "labelnames", "bounds", "_series")
 
     def __init__(self, name: str, doc: str, bounds: Sequence[float],
                  labelnames: Sequence[str] = (), choices: Sequence[Sequence[str]] = ()):
@@ -145,12 +167,17 @@ class Timing:
         self.bounds = tuple(float(b) for b in bounds)
         self.labelnames = tuple(labelnames)
         size = len(self.bounds) + 2
-        self.series = {key: [0] * (size - 1) + [0.0] for key in _series(name, labelnames, choices)}
+        self._series = {key: [0] * (size - 1) + [0.0] for key in _series(name, labelnames, choices)}
         RECORDERS.append(self)
+
+    @property
+    def series(self) -> dict[tuple, list]:
+        _gather()
+        return self._series
 
     def observe(self, value: float, key: tuple = ()) -> None:
         try:
-            counts = self.series[key]
+            counts = self._series[key]
         except KeyError:
             raise ValueError(f"{self.name}: {key!r} is not among its label values") from None
         if not value >= 0.0:  # negative (a clock step) or NaN: it took no time we can tell
@@ -223,8 +250,8 @@ _METHOD = {m: m for m in METHODS}
 _METHOD_BYTES = {m.encode(): m for m in METHODS if m != "other"}
 _STATUS_CLASS = ("other",) + STATUS_CLASSES[:6] + ("other",) * 3
 _STATUS_CLASS_BYTES = {str(i).encode(): STATUS_CLASSES[i - 1] for i in range(1, 7)}
-_SIP_REQ = SIP_REQUESTS.values
-_SIP_RESP = SIP_RESPONSES.values
+_SIP_REQ = SIP_REQUESTS._values
+_SIP_RESP = SIP_RESPONSES._values
 
 
 # --- the recording functions ---------------------------------------------------------------
@@ -273,7 +300,7 @@ def keepalive_failed(transport: str) -> None:
 
 
 def registration_sent() -> None:
-    REGISTER_SENT.values[()] += 1
+    REGISTER_SENT._values[()] += 1
 
 
 def registration_result(outcome: str, rtt_seconds: float | None = None) -> None:
@@ -311,7 +338,7 @@ def invite_to_push(seconds: float) -> None:
 
 
 def call_received() -> None:
-    CALLS_RECEIVED.values[()] += 1
+    CALLS_RECEIVED._values[()] += 1
 
 
 def call_ended(outcome: str) -> None:
@@ -319,7 +346,7 @@ def call_ended(outcome: str) -> None:
 
 
 def message_stored() -> None:
-    MESSAGES_STORED.values[()] += 1
+    MESSAGES_STORED._values[()] += 1
 
 
 def message_fetched(count: int = 1) -> None:

@@ -23,8 +23,9 @@ One `DigestClient` per account. It answers 401 (WWW-Authenticate -> Authorizatio
   shared object; the nonce stays per account (another account's nonce is not ours to
   use: a registrar may bind it to the client, and its nc to one counter).
 
-Depends on `gateway.errors` and the message model's
-`Challenge` only (duck-typed responses with `.status`, `.www_authenticate`,
+`DigestClient` is the compiled twin (`_ext/digest.pyx`) when it is built, picked at the
+end of this module through `gateway._accel`. Depends on `gateway.errors` and the message
+model's `Challenge` only (duck-typed responses with `.status`, `.www_authenticate`,
 `.proxy_authenticate`); nothing above.
 """
 
@@ -34,6 +35,7 @@ import hashlib
 import os
 from collections.abc import Callable
 
+from gateway import _accel
 from gateway.errors import AuthError
 
 #: supported algorithms, strongest first
@@ -248,3 +250,10 @@ class DigestClient:
         if shared.qop:
             parts += [f"qop={shared.qop}", f"nc={nc}", f"cnonce={_quote(cnonce)}"]
         return shared.header, ", ".join(parts)
+
+
+#: the Python twin, by its own name: `DigestClient` is the compiled one (`_ext/digest.pyx`,
+#: the same fields and these methods, made without a Python frame and read directly by
+#: the compiled REGISTER wire) when it is built
+PythonDigestClient = DigestClient
+DigestClient = _accel.load("_digest", "sip.digest").DigestClient  # type: ignore[misc]

@@ -30,7 +30,9 @@ answered before it. Timer F raises TransactionTimeout; a closed flow TransportEr
 a challenge the server refuses AuthError (from the digest client).
 
 Retransmissions (timer E, T1 doubling to T2, T2 once a provisional response came) and
-timer F run on the timer wheel. A final response arriving after its exchange ended is
+timer F run on the timer wheel, as one handle per exchange set for the next of the two
+(timer F due 64*T1 after the request was sent), not moved when a new request of the
+exchange is sent later than it fires. A final response arriving after its exchange ended is
 not ours any more: the transport's general path drops it, as it drops a response to an
 ended transaction. Metrics are counted as the general path counts them.
 
@@ -69,7 +71,8 @@ class _Exchange:
 
     __slots__ = ("wire", "client", "flow", "future", "callback", "finished", "started",
                  "uri", "head", "middle", "tail", "expires", "challenges_left", "answered",
-                 "branch", "data", "interval", "proceeding", "retransmit", "timeout", "sent")
+                 "branch", "data", "interval", "proceeding", "timer", "sent", "due", "deadline",
+                 "armed")
 
     def __init__(self, wire, client, flow, uri, head, middle, tail, expires,
                  challenges_left, callback=None):
@@ -93,9 +96,11 @@ class _Exchange:
         self.data = b""
         self.interval = 0.0
         self.proceeding = False
-        self.retransmit = None
-        self.timeout = None
+        self.timer = None  # timers E and F: one handle (see `_timer_fired`)
         self.sent = 0.0
+        self.due = 0.0  # when timer E is due
+        self.deadline = 0.0  # when timer F is due
+        self.armed = 0.0  # when the handle fires
 
     def done(self) -> bool:
         return self.finished
@@ -114,6 +119,7 @@ class RegisterWire:
         self.wheel = wheel
         self.t1 = t1
         self.t2 = t2
+        self.slack = wheel.resolution  # a timer fires this much early, or later
         self.pending: dict[bytes, _Exchange] = {}  # branch -> exchange
         transport.datagram_hook = self.datagram
 
@@ -164,13 +170,16 @@ class RegisterWire:
         ex.proceeding = False
         metrics.registration_sent()
         ex.sent = time.monotonic()
-        wheel = self.wheel
-        if ex.retransmit is None:
-            ex.retransmit = wheel.call_later(self.t1, _retransmit, ex)
-            ex.timeout = wheel.call_later(64 * self.t1, _timed_out, ex)
-        else:
-            wheel.reschedule(ex.retransmit, self.t1)
-            wheel.reschedule(ex.timeout, 64 * self.t1)
+        ex.due = ex.sent + self.t1
+        ex.deadline = ex.sent + 64 * self.t1
+        if ex.timer is None:
+            ex.timer = self.wheel.call_later(self.t1, _timer_fired, ex)
+            ex.armed = ex.due
+        elif ex.armed > ex.due:
+            self.wheel.reschedule(ex.timer, self.t1)
+            ex.armed = ex.due
+        # else it fires first, and is set then for what is due (after a challenge: the
+        # exchange most often ends before, and the handle is never moved)
         self._send(ex)
 
     def _send(self, ex: _Exchange) -> bool:
@@ -189,10 +198,9 @@ class RegisterWire:
         """The exchange is over: stop its timers, forget its branch, tell its owner."""
         if self.pending.get(ex.branch) is ex:
             del self.pending[ex.branch]
-        for handle in (ex.retransmit, ex.timeout):
-            if handle is not None:
-                handle.cancel()
-        ex.retransmit = ex.timeout = None
+        if ex.timer is not None:
+            ex.timer.cancel()
+            ex.timer = None
         if ex.finished:
             return
         ex.finished = True
@@ -292,16 +300,25 @@ def credentials(digest, uri: str) -> bytes:
     return b"" if found is None else f"{found[0]}: {found[1]}\r\n".encode()
 
 
-def _retransmit(ex: _Exchange) -> None:
-    """Timer E: the request again, doubling up to T2 (T2 flat once proceeding)."""
+def _timer_fired(ex: _Exchange) -> None:
+    """The exchange's one timer handle: timer F when due, else timer E when due (the
+    request again, doubling up to T2, T2 flat once proceeding); then set for the next
+    of the two."""
     wire = ex.wire
     if ex.finished or (ex.future is not None and ex.future.done()):
         wire._end(ex, None, notify=False)  # the registration gave up (cancelled): so do we
         return
-    if not wire._send(ex):
+    now = time.monotonic()
+    if now >= ex.deadline - wire.slack:
+        _timed_out(ex)
         return
-    ex.interval = wire.t2 if ex.proceeding else min(2 * ex.interval, wire.t2)
-    wire.wheel.reschedule(ex.retransmit, ex.interval)
+    if now >= ex.due - wire.slack:
+        if not wire._send(ex):
+            return
+        ex.interval = wire.t2 if ex.proceeding else min(2 * ex.interval, wire.t2)
+        ex.due = now + ex.interval
+    ex.armed = min(ex.due, ex.deadline)
+    wire.wheel.reschedule(ex.timer, max(ex.armed - now, 0.0))
 
 
 def _timed_out(ex: _Exchange) -> None:

@@ -55,6 +55,38 @@ def test_tally_and_timing():
         metrics.Timing("test_bad_seconds", "bad", (1.0, 0.5))
 
 
+def test_counts_kept_elsewhere_are_added_before_any_read(monkeypatch):
+    """A hot path may count on its own (the compiled REGISTER wire does) and add its
+    counts when the recorders are read: every way of reading sees them."""
+    tally = metrics.Tally("test_kept_total", "kept", ("kind",), (("a", "b"),))
+    timing = metrics.Timing("test_kept_seconds", "kept", (0.1, 1.0))
+    metrics.RECORDERS.remove(tally)
+    metrics.RECORDERS.remove(timing)
+    kept = {"a": 0, "waits": []}
+
+    def add_counts():
+        tally.inc(("a",), kept["a"])
+        for wait in kept["waits"]:
+            timing.observe(wait)
+        kept["a"], kept["waits"] = 0, []
+
+    monkeypatch.setattr(metrics, "_ON_READ", [])
+    metrics.on_read(add_counts)
+    kept["a"] = 2
+    assert tally.values[("a",)] == 2
+    kept["a"] = 3
+    assert tally.total(kind="a") == 5
+    kept["a"] = 1
+    assert {s.labels["kind"]: s.value for s in tally.family().samples} == {"a": 6, "b": 0}
+    kept["waits"] = [0.5]
+    assert timing.count() == 1
+    kept["waits"] = [2.0]
+    assert timing.series[()] == [0, 1, 1, 2.5]
+    kept["waits"] = [0.05]
+    family = timing.family()
+    assert [s.value for s in family.samples if s.name.endswith("_count")] == [3]
+
+
 def test_network_values_fold_into_the_fixed_sets():
     req, resp = metrics.SIP_REQUESTS.values, metrics.SIP_RESPONSES.values
     before = dict(req), dict(resp)

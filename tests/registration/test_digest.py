@@ -1,15 +1,29 @@
 """Digest answers (RFC 7616 / 8760, RFC 3261 22) against RFC vectors and the 401s real
 registrars sent (tests/sip/corpus/shared): algorithm choice, qop, nc, stale nonces,
-rejected credentials, and challenges nobody can answer."""
+rejected credentials, and challenges nobody can answer. Every test runs on both twins
+of `DigestClient` (the Python class and the compiled `gateway._digest` one)."""
 
 from pathlib import Path
 
 import pytest
 
 from gateway.errors import AuthError
-from gateway.sip.digest import DigestClient, ha1, pick, response_value
+from gateway.sip.digest import ha1, pick, response_value
 from gateway.sip.fields import Challenge
 from gateway.sip.parsing import parse_message
+from tests.twins import load_both
+
+# the Python twin is `PythonDigestClient` (the module's `DigestClient` is the compiled one
+# when built)
+TWINS = [pytest.param(getattr(p.values[0], "PythonDigestClient", p.values[0].DigestClient), id=p.id)
+         for p in load_both("_digest", "sip.digest")]
+DigestClient = None  # each test's twin (`twin` below)
+
+
+@pytest.fixture(autouse=True, params=TWINS)
+def twin(request, monkeypatch):
+    monkeypatch.setitem(globals(), "DigestClient", request.param)
+    return request.param
 
 CORPUS = Path(__file__).parents[1] / "sip" / "corpus" / "shared"
 
@@ -153,3 +167,19 @@ def test_username_and_uri_are_quoted():
     digest.challenged(challenge('Digest realm="r", nonce="n"'))
     _, value = digest.authorization("REGISTER", "sip:r")
     assert params(value)["username"] == 'we"ird\\user'
+
+
+def test_both_twins_keep_the_same_fields_in_the_same_room():
+    import sys
+
+    from gateway.sip import digest
+
+    clients = [cls("alice", lambda: "pw") for cls in (digest.PythonDigestClient, DigestClient)]
+    for client in clients:
+        client.accept(401, "Authorization", {"realm": "r", "nonce": "n", "qop": "auth"},
+                      "MD5", "auth")
+        client.authorization("REGISTER", "sip:r")
+    fields = ("username", "_ha1", "_ha1_key", "_challenge", "_nonce", "_nc")
+    assert [getattr(clients[0], f) for f in fields] == [getattr(clients[1], f) for f in fields]
+    assert sys.getsizeof(clients[1]) <= sys.getsizeof(clients[0])
+    assert not hasattr(clients[1], "__dict__")

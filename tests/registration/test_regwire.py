@@ -6,6 +6,7 @@ the general path (parser, transactions) does. Over UDP on loopback."""
 
 import asyncio
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -249,6 +250,66 @@ async def test_provisional_received_and_retransmission(make_stack, mode):
         transport.close()
 
 
+class _Timed(_Answering):
+    """`_Answering` with each request's arrival time, answering the request numbered
+    n (from 0) with `make(request, n)` after `delays.get(n, 0)` seconds."""
+
+    def __init__(self, make, delays):
+        super().__init__(make)
+        self.delays = delays
+        self.times = []
+
+    def datagram_received(self, data, addr):
+        if not data.strip():
+            return
+        request = parse_message(data)
+        n = len(self.requests)
+        self.requests.append(request)
+        self.times.append(time.monotonic())
+        answers = self.make(request, n)
+        asyncio.get_running_loop().call_later(self.delays.get(n, 0.0), self._send, answers, addr)
+
+    def _send(self, answers, addr):
+        for datagram in answers:
+            self.transport.sendto(datagram, addr)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_lost_answer_to_a_challenge_is_sent_again_by_timer_e(make_stack, mode):
+    """The credentials' REGISTER is a new transaction: lost, it is sent again (its own
+    branch) T1 after it was sent, not when the first request's timer E was due. A
+    refresh (on the wire from its first request) is challenged 30 ms after it is sent,
+    and the answer to that challenge is lost."""
+    ctx = await make_stack(mode)
+
+    def make(request, n):
+        ok = answer(request, 200, "OK", extra=f"Contact: {request.get('Contact')};expires=70\r\n")
+        # the first registration, then the refresh (later requests: retransmissions)
+        return {0: [challenge_of(request, "n1")], 1: [ok],
+                2: [challenge_of(request, "n2")], 3: []}.get(n, [ok])
+
+    def challenge_of(request, nonce):
+        return answer(request, 401, "Unauthorized",
+                      extra=f'WWW-Authenticate: Digest realm="r", nonce="{nonce}", stale=true\r\n')
+
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_datagram_endpoint(
+        lambda: _Timed(make, {2: 0.03}), local_addr=("127.0.0.1", 0))
+    try:
+        c = udp_client(ctx, transport.get_extra_info("sockname")[1])
+        assert await c._exchange(600) == 70
+        assert await c._exchange(600) == 70
+        refresh, lost, again, *late = proto.requests[2:]
+        assert 'nonce="n1"' in refresh.get("Authorization") and 'nonce="n2"' in lost.get("Authorization")
+        assert again.branch == lost.branch != refresh.branch
+        assert all(r.branch == lost.branch for r in late)  # (timers late on a loaded machine)
+        # T1 = 50 ms after the lost one (the wheel's 10 ms tick aside), not 20 ms after
+        assert proto.times[4] - proto.times[3] >= 0.035
+        c.close()
+    finally:
+        transport.close()
+
+
 @pytest.mark.parametrize("mode", MODES)
 async def test_no_answer_is_timer_f_then_error(make_stack, mode):
     ctx = await make_stack(mode)
@@ -315,6 +376,26 @@ def test_credentials_are_what_the_digest_client_writes(wire, params):
         name, value = reference.authorization("REGISTER", "sip:example.com;transport=udp")
         assert wire.credentials(ours, "sip:example.com;transport=udp") == \
             f"{name}: {value}\r\n".encode()
+
+
+@pytest.mark.parametrize("wire", load_both("_regwire", "sip.regwire"))
+def test_credentials_for_accounts_answering_different_challenges_in_turn(wire):
+    """What the compiled wire keeps of the last challenge and URI answered is never
+    used for another (the same URI under another hash, another realm or opaque)."""
+    from gateway.sip.digest import DigestClient, usable
+
+    challenges = [{"realm": "r", "nonce": "n1", "qop": "auth"},
+                  {"realm": "r", "nonce": "n2", "algorithm": "SHA-256", "qop": "auth"},
+                  {"realm": "r2", "nonce": "n3", "opaque": "o"},
+                  {"realm": "r2", "nonce": "n4", "opaque": "p", "algorithm": "MD5"}]
+    for turn in range(3):
+        for n, params in enumerate(challenges):
+            uri = "sip:a" if (turn + n) % 3 else "sip:b"
+            ours, reference = (DigestClient(f"u{n}", lambda: "pw") for _ in range(2))
+            for digest in (ours, reference):
+                digest.accept(401, "Authorization", params, *usable(params))
+            name, value = reference.authorization("REGISTER", uri)
+            assert wire.credentials(ours, uri) == f"{name}: {value}\r\n".encode()
 
 
 @pytest.mark.parametrize("wire", load_both("_regwire", "sip.regwire"))
