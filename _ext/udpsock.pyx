@@ -174,8 +174,8 @@ cdef class BatchedDatagramSocket:
         handled (see the Python twin)."""
         self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self._stamping = True
-        self._rused = NBATCH
-        self._reset_headers()
+        self._rused = NBATCH  # (every header gets its control room before the next read;
+        # not now: a handler may ask while the batch's headers are still being read)
 
     def is_closing(self):
         return self._closed
