@@ -25,7 +25,8 @@ def extensions():
     directives = {"language_level": "3", "boundscheck": debug, "wraparound": debug}
     if debug:
         directives["linetrace"] = True
-    return cythonize(modules, compiler_directives=directives, quiet=True)
+    # (include_path: `gateway/*.pxd`, the C layouts one module cimports from another)
+    return cythonize(modules, compiler_directives=directives, quiet=True, include_path=["."])
 
 
 setup(ext_modules=extensions())

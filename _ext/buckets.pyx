@@ -8,7 +8,8 @@ same behaviour); here the numbers are C doubles and longs, and a bucket on
 pacer (`Pacer.try_acquire`, two buckets) and the slots (`Slots.try_take`, `release`)
 once, from the compiled registration cycle.
 
-Depends only on asyncio and a timer wheel passed in (`call_later(delay, cb, arg)`).
+Its fields and C methods are declared in `gateway/_buckets.pxd` (the registration
+cycle cimports them). Depends only on asyncio and a timer wheel passed in (`call_later(delay, cb, arg)`).
 """
 
 import asyncio
@@ -22,9 +23,6 @@ cdef object _monotonic = time.monotonic
 
 cdef class RateLimit:
     """The twin's `RateLimit`: `rate` per second, at most `burst` at once."""
-
-    cdef public double rate, burst, _tokens, _stamp
-    cdef public object wheel, clock, _waiters, _timer
 
     def __init__(self, rate, burst, wheel, clock=_monotonic):
         if rate <= 0 or burst < 1:
@@ -118,10 +116,6 @@ def _release(RateLimit limit):
 cdef class Pacer:
     """The twin's `Pacer`: a global rate limit and one per key."""
 
-    cdef public object wheel, per_key_rate, per_key_burst
-    cdef public RateLimit overall
-    cdef public dict _keys
-
     def __init__(self, wheel, rate, burst, per_key_rate, per_key_burst):
         self.wheel = wheel
         self.overall = RateLimit(rate, burst, wheel)
@@ -163,9 +157,6 @@ cdef class Pacer:
 
 cdef class Slots:
     """The twin's `Slots`: at most `count` holders at once, waiters in arrival order."""
-
-    cdef public long free
-    cdef public object _waiters
 
     def __init__(self, long count):
         if count < 1:

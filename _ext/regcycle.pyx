@@ -9,7 +9,8 @@ out in C on the same attributes (the context's and the ramp's are this module's
 `ContextState` and `RampState` fields), and calls those methods whenever it meets
 anything else (a flow not at hand, a client bound elsewhere, parts not kept for the
 flow). The pacer's `try_acquire` and the slots' `try_take` and `release` are called as
-the twin calls them (compiled: `gateway._buckets`, one C call each). So a common registration enters Python only for the state report and
+the twin calls them: as C functions when they are `gateway._buckets`' (cimported through
+`gateway/_buckets.pxd`), by name otherwise. So a common registration enters Python only for the state report and
 the metrics hook (when one is set). The REGISTER's per-client parts (From tag, To, Call-ID, Contact,
 Expires) are written into two byte strings here, as `_template` writes them.
 
@@ -23,6 +24,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.dict cimport PyDict_GetItem
 from cpython.ref cimport PyObject
 from libc.string cimport memcpy
+from gateway._buckets cimport Pacer, Slots
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC, CLOCK_REALTIME
 
 import asyncio
@@ -84,31 +86,108 @@ cdef class ClientState:
 
     def __init__(self, ctx, *, key, token=None, instance_urn=None, aor, username,
                  password_source, registrar, outbound_proxy=None, expires=3600):
-        if _registration is None:
-            _late_imports()
-        self.ctx = ctx
-        self.key = key
-        self._token = token
-        self.instance_urn = instance_urn
-        self.aor = aor
-        self.target = _registrar_uri(registrar)
-        self.outbound_proxy = _registration._shared_uri(outbound_proxy, False) \
-            if outbound_proxy else None
-        self.expires = expires
-        # (its slots set one by one from here cost as much as its constructor's frame,
-        # whose slot stores 3.11 specialises: 0.34-0.42 against 0.33-0.38 us, 2026-11-29)
-        self.digest = DigestClient(username, password_source)
-        self._ids = _new_ids()
-        self.cseq = 0
-        self.state = "idle"
-        self.last_error = None
-        self.flow = None
-        self.failures = 0
-        self.granted = None
-        self.active = False
-        self.bound_maybe = False
-        self._timer = None
-        self._task = None
+        _init(self, ctx, key, token, instance_urn, aor, username, password_source,
+              registrar, outbound_proxy, expires)
+
+
+cdef _init(ClientState self, ctx, key, token, instance_urn, aor, username,
+           password_source, registrar, outbound_proxy, expires):
+    if _registration is None:
+        _late_imports()
+    self.ctx = ctx
+    self.key = key
+    self._token = token
+    self.instance_urn = instance_urn
+    self.aor = aor
+    self.target = _registrar_uri(registrar)
+    self.outbound_proxy = _registration._shared_uri(outbound_proxy, False) \
+        if outbound_proxy else None
+    self.expires = expires
+    # (its slots set one by one from here cost as much as its constructor's frame,
+    # whose slot stores 3.11 specialises: 0.34-0.42 against 0.33-0.38 us, 2026-11-29)
+    self.digest = DigestClient(username, password_source)
+    self._ids = _new_ids()
+    self.cseq = 0
+    self.state = "idle"
+    self.last_error = None
+    self.flow = None
+    self.failures = 0
+    self.granted = None
+    self.active = False
+    self.bound_maybe = False
+    self._timer = None
+    self._task = None
+
+
+# -- building a client without a keyword dict ------------------------------------------
+
+# `RegistrationClient(ctx, key=..., ...)` goes through `type.__call__`, which packs the
+# keywords into a dict that `__init__` then takes apart (a dict built, hashed, walked: a
+# third of the construction). A class given to `construct_fast` is called through this
+# vectorcall instead (CPython calls a type through its `tp_vectorcall` when one is set,
+# and subclasses do not inherit it): the keywords are read off the call's own array.
+# Anything but a plain call of that class with known keywords goes the ordinary way.
+
+cdef extern from *:
+    """
+    #define REGCYCLE_NARGS(n) ((Py_ssize_t)((n) & ~PY_VECTORCALL_ARGUMENTS_OFFSET))
+    #define REGCYCLE_SET_VECTORCALL(type, f) (((PyTypeObject *)(type))->tp_vectorcall = (vectorcallfunc)(f))
+    #define REGCYCLE_SAME_INIT(a, b) (((PyTypeObject *)(a))->tp_init == ((PyTypeObject *)(b))->tp_init \
+                                      && ((PyTypeObject *)(a))->tp_new == ((PyTypeObject *)(b))->tp_new)
+    """
+    Py_ssize_t REGCYCLE_NARGS(size_t nargsf)
+    void REGCYCLE_SET_VECTORCALL(object type, void *f)
+    bint REGCYCLE_SAME_INIT(object a, object b)
+
+cdef object _type_call = type.__call__
+cdef tuple _NAMES = ("key", "token", "instance_urn", "aor", "username", "password_source",
+                     "registrar", "outbound_proxy", "expires")
+
+
+def construct_fast(cls):
+    """Calls of `cls` (a subclass of ClientState adding no `__init__`/`__new__`) read
+    their keywords without a dict; the twin's does nothing."""
+    if not (isinstance(cls, type) and issubclass(cls, ClientState)):
+        raise TypeError("construct_fast takes a subclass of ClientState")
+    REGCYCLE_SET_VECTORCALL(cls, <void *>_construct)
+
+
+cdef object _construct(object cls, PyObject **args, size_t nargsf, PyObject *kwnames):
+    cdef Py_ssize_t nargs = REGCYCLE_NARGS(nargsf)
+    cdef Py_ssize_t count, i, j
+    cdef PyObject *values[9]
+    if nargs == 1 and kwnames != NULL and REGCYCLE_SAME_INIT(cls, ClientState):
+        count = len(<tuple>kwnames)
+        for j in range(9):
+            values[j] = NULL
+        for i in range(count):
+            name = (<tuple>kwnames)[i]
+            for j in range(9):
+                if name is _NAMES[j]:  # (a call's keywords are interned, as these are)
+                    break
+            else:
+                break  # (another spelling, or not ours: the ordinary call says so)
+            values[j] = args[1 + i]
+        else:
+            if (values[0] != NULL and values[3] != NULL and values[4] != NULL
+                    and values[5] != NULL and values[6] != NULL):
+                client = ClientState.__new__(cls)
+                _init(client, <object>args[0], <object>values[0], _given(values[1], None),
+                      _given(values[2], None), <object>values[3], <object>values[4],
+                      <object>values[5], <object>values[6], _given(values[7], None),
+                      _given(values[8], 3600))
+                return client
+    # the ordinary way (other arguments, an error to report...)
+    positional = tuple([<object>args[i] for i in range(nargs)])
+    keywords = {}
+    if kwnames != NULL:
+        for i in range(len(<tuple>kwnames)):
+            keywords[(<tuple>kwnames)[i]] = <object>args[nargs + i]
+    return _type_call(cls, *positional, **keywords)
+
+
+cdef inline object _given(PyObject *value, default):
+    return <object>value if value != NULL else default
 
 
 # the registrar text last asked for and its shared URI: the clients of a registrar are
@@ -237,24 +316,44 @@ cdef bint _run(ClientState client) except -1:
     cdef long expires
     if flow is not None and flow.transport == "udp" and not _tracing():
         in_flight = ctx.in_flight
-        if in_flight.try_take():
-            if ctx.pacer.try_acquire(_pacing_key(hop)):
+        if _try_take(in_flight):
+            if _try_acquire(ctx.pacer, _pacing_key(hop)):
                 expires = client.expires
                 if expires > 0:
                     client.bound_maybe = True
                 try:
                     handle = _start(client, ctx, wire, flow, expires)
                 except Exception:
-                    in_flight.release()
+                    _release(in_flight)
                     client._in_task(True)
                     return False
                 if not handle.done():
                     client._task = handle
                     return True
                 return False
-            in_flight.release()
+            _release(in_flight)
     client._in_task(False)
     return False
+
+
+# the slots and the pacer: C calls for the compiled ones (a type check, then no look-up)
+cdef inline bint _try_take(slots) except -1:
+    if type(slots) is Slots:
+        return (<Slots>slots).try_take()
+    return slots.try_take()
+
+
+cdef inline _release(slots):
+    if type(slots) is Slots:
+        (<Slots>slots).release()
+    else:
+        slots.release()
+
+
+cdef inline bint _try_acquire(pacer, key) except -1:
+    if type(pacer) is Pacer:
+        return (<Pacer>pacer).try_acquire(key)
+    return pacer.try_acquire(key)
 
 
 cdef _start(ClientState client, ContextState ctx, wire, flow, long expires):
@@ -319,7 +418,7 @@ def done(ClientState client, flow, outcome, double started):
     """The twin's `done`."""
     client._task = None
     cdef ContextState ctx = <ContextState?>client.ctx
-    ctx.in_flight.release()
+    _release(ctx.in_flight)
     if type(outcome) is not int:
         client._task = asyncio.ensure_future(
             client._register(paced=True, resumed=(outcome, flow, started)))

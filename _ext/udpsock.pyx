@@ -5,8 +5,10 @@ Built as `gateway._udpsock`, picked through `gateway._accel`. The design is desc
 the Python twin's docstring; here each wake-up of the loop reads up to `BATCH` datagrams
 with one recvmmsg(2), and what the handlers send while the batch is handled goes out with
 one sendmmsg(2) at its end. The source address of the last datagram is kept with its
-Python tuple, and the sockaddr of each destination with its tuple, so the common case
-(one registrar, a handful of peers) converts no address.
+Python tuple, and the sockaddr of each destination with its tuple (the last one at hand),
+so the common case (one registrar, a handful of peers) converts no address. A datagram
+waiting for the end of the batch is two list entries (its bytes, its sockaddr), no
+tuple; the read headers are set up once, and only the fields the kernel wrote are reset.
 
 May depend on nothing of the gateway but its twin (it sits below the transport layer).
 """
@@ -109,8 +111,12 @@ cdef class BatchedDatagramSocket:
     cdef int fd
     cdef readonly double received_at
     cdef bint _batching, _writing, _flushing, _closed, _stamping
-    cdef list _queue  # [(data, sockaddr bytes, addr)] waiting for the end of the batch
+    # waiting for the end of the batch: the datagrams and their sockaddrs, in order
+    cdef list _queue, _queue_raw
     cdef dict _names  # addr tuple -> sockaddr bytes
+    cdef object _send_addr  # the last destination (as given) and its sockaddr
+    cdef bytes _send_raw
+    cdef int _rused  # read headers the last recvmmsg wrote (to reset before the next)
     cdef bytes _last_raw
     cdef object _last_addr
     cdef char *_buffers
@@ -135,8 +141,11 @@ cdef class BatchedDatagramSocket:
         self.receive = receive
         self.error = error
         self._queue = []
+        self._queue_raw = []
         self._names = {}
         self._last_raw = b""
+        self._send_addr = None
+        self._send_raw = b""
         sock.setblocking(False)
         self._buffers = <char *>PyMem_Malloc(NBATCH * BUFSIZE)
         if self._buffers == NULL:
@@ -144,6 +153,8 @@ cdef class BatchedDatagramSocket:
         for i in range(NBATCH):
             self._riov[i].iov_base = self._buffers + i * BUFSIZE
             self._riov[i].iov_len = BUFSIZE
+        self._rused = NBATCH
+        self._reset_headers()
         loop.add_reader(self.fd, self._readable)
 
     def __dealloc__(self):
@@ -163,6 +174,8 @@ cdef class BatchedDatagramSocket:
         handled (see the Python twin)."""
         self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self._stamping = True
+        self._rused = NBATCH  # (every header gets its control room before the next read;
+        # not now: a handler may ask while the batch's headers are still being read)
 
     def is_closing(self):
         return self._closed
@@ -176,6 +189,7 @@ cdef class BatchedDatagramSocket:
         if self._writing:
             self.loop.remove_writer(self.fd)
         self._queue = []
+        self._queue_raw = []
         self.sock.close()
 
     # -- reading ----------------------------------------------------------------------
@@ -187,16 +201,9 @@ cdef class BatchedDatagramSocket:
         self._batching = True
         try:
             while not self._closed:
-                for i in range(NBATCH):
-                    memset(&self._rmsgs[i], 0, sizeof(mmsghdr))
-                    self._rmsgs[i].msg_hdr.msg_name = &self._rnames[i]
-                    self._rmsgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
-                    self._rmsgs[i].msg_hdr.msg_iov = &self._riov[i]
-                    self._rmsgs[i].msg_hdr.msg_iovlen = 1
-                    if self._stamping:
-                        self._rmsgs[i].msg_hdr.msg_control = self._rstamps[i]
-                        self._rmsgs[i].msg_hdr.msg_controllen = STAMP_SPACE
+                self._reset_headers()
                 n = recvmmsg(self.fd, self._rmsgs, NBATCH, MSG_DONTWAIT, NULL)
+                self._rused = n if n > 0 else 0
                 if n < 0:
                     if errno == EAGAIN or errno == EWOULDBLOCK:
                         break
@@ -214,6 +221,21 @@ cdef class BatchedDatagramSocket:
             self._batching = False
             if self._queue:
                 self._flush()
+
+    cdef void _reset_headers(self):
+        """The read headers as recvmmsg wants them, for those it wrote last (the kernel
+        writes a header's name and control lengths, flags and datagram length)."""
+        cdef int i
+        for i in range(self._rused):
+            memset(&self._rmsgs[i], 0, sizeof(mmsghdr))
+            self._rmsgs[i].msg_hdr.msg_name = &self._rnames[i]
+            self._rmsgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
+            self._rmsgs[i].msg_hdr.msg_iov = &self._riov[i]
+            self._rmsgs[i].msg_hdr.msg_iovlen = 1
+            if self._stamping:
+                self._rmsgs[i].msg_hdr.msg_control = self._rstamps[i]
+                self._rmsgs[i].msg_hdr.msg_controllen = STAMP_SPACE
+        self._rused = 0
 
     cdef _deliver(self, int i):
         cdef unsigned int size = self._rmsgs[i].msg_len
@@ -274,10 +296,16 @@ cdef class BatchedDatagramSocket:
         others of the batch being handled, or once the socket is writable again."""
         if self._closed:
             return
-        raw = self._names.get(addr)
-        if raw is None:
-            raw = self._sockaddr(addr)
-        self._queue.append((bytes(data), raw, addr))
+        cdef bytes raw
+        if addr is self._send_addr:  # (the same tuple object as the last time: its sockaddr)
+            raw = self._send_raw
+        else:
+            raw = self._names.get(addr)
+            if raw is None:
+                raw = self._sockaddr(addr)
+            self._send_addr, self._send_raw = addr, raw
+        self._queue.append(data if type(data) is bytes else bytes(data))
+        self._queue_raw.append(raw)
         if not (self._batching or self._writing or self._flushing):
             self._flush()
 
@@ -309,13 +337,14 @@ cdef class BatchedDatagramSocket:
             self._flushing = False
 
     cdef _send_queued(self):
-        cdef list queue = self._queue
+        cdef list queue = self._queue, raws = self._queue_raw
         cdef int i, count, sent
         cdef bytes data, raw
         while queue:
             count = min(len(queue), NBATCH)
             for i in range(count):
-                data, raw, _ = queue[i]
+                data = queue[i]
+                raw = raws[i]
                 memset(&self._smsgs[i], 0, sizeof(mmsghdr))
                 self._siov[i].iov_base = PyBytes_AS_STRING(data)
                 self._siov[i].iov_len = PyBytes_GET_SIZE(data)
@@ -336,9 +365,11 @@ cdef class BatchedDatagramSocket:
                 # dropped, the others go on
                 exc = OSError(errno, os.strerror(errno))
                 del queue[0]
+                del raws[0]
                 self.error(exc)
                 continue
             del queue[:sent]
+            del raws[:sent]
         if self._writing:
             self._writing = False
             self.loop.remove_writer(self.fd)

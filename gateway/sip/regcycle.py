@@ -8,6 +8,7 @@ and the restart ramp's next start.
     class RegistrationContext(regcycle.ContextState), class _Ramp(regcycle.RampState)
     client._ids = regcycle.new_ids()              # a client's Call-ID and From tag
     class RegistrationClient(regcycle.ClientState)  # a client's state, built here
+    regcycle.construct_fast(RegistrationClient)   # built without a keyword dict
 
 A common registration is: the ramp (or a timer) starts a client; with a flow at hand, a
 free slot and the pacer's tokens, its exchange goes on the wire path with no task
@@ -40,6 +41,13 @@ from gateway.sip.ids import random_hex
 
 #: a client's Call-ID (12 bytes) and From tag (6 bytes), drawn as one number
 IDS_BYTES = 18
+
+
+def construct_fast(cls) -> None:
+    """Compiled: calls of `cls` (a subclass of `ClientState` adding no `__init__` or
+    `__new__`) read their keywords off the call without a dict. Nothing to do here."""
+    if not (isinstance(cls, type) and issubclass(cls, ClientState)):
+        raise TypeError("construct_fast takes a subclass of ClientState")
 
 
 def new_ids() -> int:

@@ -690,6 +690,10 @@ class RegistrationClient(_cycle.ClientState):
         return uri, head, middle.encode("utf-8"), tail.encode("utf-8")
 
 
+# (compiled: `RegistrationClient(ctx, key=..., ...)` reads its keywords without a dict)
+_cycle.construct_fast(RegistrationClient)
+
+
 def _target_failed(flow, exc: Exception):
     """The one target of a ready flow failed: raised as `send_with_failover` would."""
     log.info("target %s:%s/%s failed: %s", flow.remote[0], flow.remote[1], flow.transport, exc)

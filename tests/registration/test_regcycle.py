@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from gateway.errors import ParseError
 from gateway.sip import registration
 from gateway.sip.registration import RegistrationClient, contact_token, instance_urn
 from tests.support.scripted_registrar import ScriptedRegistrar
@@ -209,3 +210,65 @@ async def test_the_metrics_hook_hears_each_common_registration_and_the_default_o
         c.close()
     finally:
         registrar.close()
+
+
+@pytest.mark.parametrize("module", CYCLES)
+def test_a_client_class_given_to_construct_fast_is_built_as_the_ordinary_call_builds_it(
+        module):
+    class Client(module.ClientState):
+        __slots__ = ("__weakref__",)
+
+    module.construct_fast(Client)
+    registrar = "sip:127.0.0.1:5999;transport=udp"
+    password = lambda: "pw"  # noqa: E731
+    common = dict(aor="sip:k@example.com", username="k", password_source=password,
+                  registrar=registrar)
+
+    plain = Client(None, key="k", **common)
+    assert (plain.ctx, plain.key, plain._token, plain.instance_urn, plain.aor,
+            plain.outbound_proxy, plain.expires, plain.state, plain.cseq, plain.flow,
+            plain.active) == (None, "k", None, None, "sip:k@example.com", None, 3600,
+                              "idle", 0, None, False)
+    assert plain.target is registration._shared_uri(registrar, True)
+    assert plain.digest.username == "k"
+    full = Client("ctx", key="k", token="t", instance_urn="urn:x", outbound_proxy=
+                  "sip:proxy.example.com", expires=60, **common)
+    assert (full.ctx, full._token, full.instance_urn, full.expires) == ("ctx", "t",
+                                                                       "urn:x", 60)
+    assert full.outbound_proxy is registration._shared_uri("sip:proxy.example.com", False)
+    assert plain._ids != full._ids
+    # keywords spelled at run time (not interned), in any order
+    spelled = Client(None, **{"".join(["ke", "y"]): "k2"}, **dict(reversed(common.items())))
+    assert (spelled.key, spelled.aor) == ("k2", "sip:k@example.com")
+
+    # what the ordinary call refuses is refused the same way
+    with pytest.raises(TypeError, match="key"):
+        Client(None, **common)
+    with pytest.raises(TypeError, match="bogus"):
+        Client(None, key="k", bogus=1, **common)
+    with pytest.raises(TypeError):
+        Client(None, None, key="k", **common)
+    with pytest.raises(TypeError):
+        Client(key="k", **common)
+    with pytest.raises(ParseError):
+        Client(None, key="k", **{**common, "registrar": "nonsense"})
+    with pytest.raises(TypeError):
+        module.construct_fast(object)
+
+    # a subclass with its own constructor, or one given later, has it run
+    class Own(Client):
+        __slots__ = ()
+
+        def __init__(self, ctx, **kwargs):
+            super().__init__(ctx, **kwargs)
+            self.state = "own"
+
+    assert Own(None, key="k", **common).state == "own"
+    ordinary = Client.__init__
+
+    def patched(self, ctx, **kwargs):
+        ordinary(self, ctx, **kwargs)
+        self.state = "patched"
+
+    Client.__init__ = patched
+    assert Client(None, key="k", **common).state == "patched"

@@ -218,3 +218,29 @@ async def test_each_datagram_of_a_batch_has_its_own_arrival_stamp(mod):
     assert (first, second) == (b"first", b"second")
     assert before - 0.01 <= at1 < at2 <= handled1
     assert at2 - at1 >= 0.04
+
+
+@pytest.mark.parametrize("mod", TWINS)
+async def test_stamping_asked_for_in_the_middle_of_a_batch_leaves_the_batch_whole(mod):
+    """A handler turning arrival stamps on while a batch is being handled: the rest of
+    the batch still arrives whole, from its source, and later datagrams as well."""
+    loop = asyncio.get_running_loop()
+    rec = Recorder()
+    sock = mod.BatchedDatagramSocket(bound(), rec.receive, rec.error, loop)
+    sock.hook = lambda data, addr: data == b"0 " * 100 and sock.stamp_arrivals()
+    peer = bound()
+    peer.setblocking(False)
+    try:
+        target = sock.get_extra_info("sockname")
+        for n in range(40):  # read in one batch (the loop does not run meanwhile)
+            peer.sendto(b"%d " % n * 100, target)
+        assert await until(lambda: len(rec.got) == 40)
+        for n in range(40, 80):
+            peer.sendto(b"%d " % n * 100, target)
+        assert await until(lambda: len(rec.got) == 80)
+        assert [d for d, _ in rec.got] == [b"%d " % n * 100 for n in range(80)]
+        assert {a for _, a in rec.got} == {peer.getsockname()}
+        assert not rec.errors
+    finally:
+        sock.close()
+        peer.close()
