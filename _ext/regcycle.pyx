@@ -54,6 +54,9 @@ cdef object _ignore_result = None
 
 cdef dict _URIS = None
 
+cdef enum:
+    IDS_BYTES = 18  # a client's Call-ID (12 bytes) and From tag (6), as the twin's
+
 
 cdef _late_imports():
     global _registration, _random, _URIS, _ignore_result
@@ -81,8 +84,25 @@ cdef class ClientState:
     cdef public str key, _token, instance_urn, aor, state, last_error
     cdef public long expires, cseq, failures
     cdef public bint active, bound_maybe
-    cdef public object ctx, target, outbound_proxy, digest, _ids, flow, granted, _timer
+    cdef public object ctx, target, outbound_proxy, digest, flow, granted, _timer
     cdef public object _task
+    # the twin's `_ids` (an int: 96 bits of Call-ID, then 48 of From tag) kept as its
+    # 18 big-endian bytes in the struct: no int object beside it (48 bytes and a
+    # pointer) to be read, turned into bytes, for every REGISTER
+    cdef unsigned char ids[IDS_BYTES]
+
+    @property
+    def _ids(self):
+        return _PyLong_FromByteArray(self.ids, IDS_BYTES, 0, 0)
+
+    @_ids.setter
+    def _ids(self, value):
+        if not isinstance(value, int):
+            raise TypeError(f"_ids must be an int, got {type(value).__name__}")
+        cdef unsigned char ids[IDS_BYTES]
+        # (more than 144 bits, or negative: OverflowError, the struct left as it was)
+        _PyLong_AsByteArray(<PyLongObject *>value, ids, IDS_BYTES, 0, 0)
+        memcpy(self.ids, ids, IDS_BYTES)
 
     def __init__(self, ctx, *, key, token=None, instance_urn=None, aor, username,
                  password_source, registrar, outbound_proxy=None, expires=3600):
@@ -106,7 +126,7 @@ cdef _init(ClientState self, ctx, key, token, instance_urn, aor, username,
     # (its slots set one by one from here cost as much as its constructor's frame,
     # whose slot stores 3.11 specialises: 0.34-0.42 against 0.33-0.38 us, 2026-11-29)
     self.digest = DigestClient(username, password_source)
-    self._ids = _new_ids()
+    _draw_ids(self.ids)
     self.cseq = 0
     self.state = "idle"
     self.last_error = None
@@ -248,7 +268,6 @@ cdef class RampState:
 # `gateway.sip.ids.random_hex` does, which the twin uses); a forked child draws its own
 cdef bytes _pool = b""
 cdef Py_ssize_t _pos = 0
-cdef Py_ssize_t IDS_BYTES = 18
 
 
 def _forget_pool():
@@ -261,10 +280,12 @@ os.register_at_fork(after_in_child=_forget_pool)
 
 def new_ids():
     """The twin's `new_ids`."""
-    return _new_ids()
+    cdef unsigned char ids[IDS_BYTES]
+    _draw_ids(ids)
+    return _PyLong_FromByteArray(ids, IDS_BYTES, 0, 0)
 
 
-cdef _new_ids():
+cdef int _draw_ids(unsigned char *out) except -1:
     global _pool, _pos
     cdef Py_ssize_t start = _pos
     if start + IDS_BYTES > len(_pool):
@@ -272,8 +293,8 @@ cdef _new_ids():
         _pool = pool
         start = 0
     _pos = start + IDS_BYTES
-    return _PyLong_FromByteArray(<const unsigned char *>PyBytes_AS_STRING(_pool) + start,
-                                 IDS_BYTES, 0, 0)
+    memcpy(out, PyBytes_AS_STRING(_pool) + start, IDS_BYTES)
+    return 0
 
 
 # the pacing key of the last hop asked (`client.pacing_key`): the clients of a registrar
@@ -369,15 +390,19 @@ cdef _start(ClientState client, ContextState ctx, wire, flow, long expires):
     uri, head, route, contact_end, user_agent = parts
     if _registration is None:
         _late_imports()
-    token = client._token or _registration.contact_token(client.key)
-    urn = client.instance_urn or _registration.instance_urn(client.key)
+    # (typed: an empty text tested by its length, not through PyObject_IsTrue)
+    cdef str token = client._token
+    if not token:
+        token = _registration.contact_token(client.key)
+    cdef str urn = client.instance_urn
+    if not urn:
+        urn = _registration.instance_urn(client.key)
     # 96 bits of Call-ID, then 48 of From tag (`_ids`)
-    cdef unsigned char ids[18]
-    cdef char hexed[36]
+    cdef char hexed[2 * IDS_BYTES]
     cdef int i
     cdef const char *digits = _HEXDIGITS
-    _PyLong_AsByteArray(<PyLongObject *>client._ids, ids, 18, 0, 0)
-    for i in range(18):
+    cdef const unsigned char *ids = client.ids
+    for i in range(IDS_BYTES):
         hexed[2 * i] = digits[ids[i] >> 4]
         hexed[2 * i + 1] = digits[ids[i] & 15]
     cdef _Writer w = _writer  # (nothing here runs Python code that could write too)
