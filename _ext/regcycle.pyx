@@ -25,6 +25,7 @@ from cpython.dict cimport PyDict_GetItem
 from cpython.ref cimport PyObject
 from libc.string cimport memcpy
 from gateway._buckets cimport Pacer, Slots
+from gateway._timerwheel cimport TimerHandle, TimerWheel
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC, CLOCK_REALTIME
 
 import asyncio
@@ -500,23 +501,40 @@ cdef double _refresh_delay(granted, double spread) except? -1.0:
 
 
 cdef _schedule(ClientState client, ContextState ctx, double delay):
-    """`RegistrationClient._schedule(delay)`."""
+    """`RegistrationClient._schedule(delay)`: C calls into the compiled wheel."""
     timer = client._timer
     if delay <= 0:
         if timer is not None:
-            timer.cancel()
+            _cancel(timer)
             client._timer = None
         _run(client)
-    elif timer is not None and not timer.cancelled():
-        ctx.wheel.reschedule(timer, delay)
+        return
+    wheel = ctx.wheel
+    if type(wheel) is not TimerWheel or (timer is not None and type(timer) is not TimerHandle):
+        if timer is not None and not timer.cancelled():
+            wheel.reschedule(timer, delay)
+        else:
+            client._timer = wheel.call_later(delay, timer_fired, client)
+    elif timer is not None and (<TimerHandle>timer)._callback is not None:  # (not cancelled)
+        (<TimerWheel>wheel).c_reschedule(timer, delay)
     else:
-        client._timer = ctx.wheel.call_later(delay, timer_fired, client)
+        client._timer = (<TimerWheel>wheel).c_call_later(delay, _timer_fired, client)
+
+
+cdef inline int _cancel(timer) except -1:
+    if type(timer) is TimerHandle:
+        return (<TimerHandle>timer).c_cancel()
+    timer.cancel()
+    return 0
 
 
 def timer_fired(ClientState client):
     """The twin's `timer_fired`."""
     if client.active:
         _run(client)
+
+
+cdef object _timer_fired = timer_fired  # (passed to the wheel without a global look-up)
 
 
 # -- the ramp ------------------------------------------------------------------------------
@@ -558,7 +576,7 @@ cdef _pump(RampState ramp):
             client.active = True
             timer = client._timer
             if timer is not None:
-                timer.cancel()
+                _cancel(timer)
                 client._timer = None
             if _run(client):
                 continue  # (its exchange under way on the wire)
