@@ -46,6 +46,19 @@ cdef extern from "Python.h":
 include "tracing.pxi"
 include "writer.pxi"
 
+cdef extern from "Python.h":
+    bint PyUnicode_IS_COMPACT_ASCII(object text)
+    void *PyUnicode_DATA(object text)
+    Py_ssize_t PyUnicode_GET_LENGTH(object text)
+
+
+cdef inline int _text(_Writer w, str value) except -1:
+    """`w.text(value)`; an ASCII text (every one of a REGISTER, nearly always) copied
+    straight from the string's own bytes, which are its UTF-8."""
+    if value is not None and PyUnicode_IS_COMPACT_ASCII(value):
+        return w.add(<const char *>PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value))
+    return w.text(value)
+
 
 # from gateway.sip.registration, at first use (it imports this module)
 cdef object _registration = None
@@ -155,14 +168,22 @@ cdef extern from *:
     #define REGCYCLE_SET_VECTORCALL(type, f) (((PyTypeObject *)(type))->tp_vectorcall = (vectorcallfunc)(f))
     #define REGCYCLE_SAME_INIT(a, b) (((PyTypeObject *)(a))->tp_init == ((PyTypeObject *)(b))->tp_init \
                                       && ((PyTypeObject *)(a))->tp_new == ((PyTypeObject *)(b))->tp_new)
+    #define REGCYCLE_NEW(type, args) (((PyTypeObject *)(type))->tp_new((PyTypeObject *)(type), (args), NULL))
     """
     Py_ssize_t REGCYCLE_NARGS(size_t nargsf)
     void REGCYCLE_SET_VECTORCALL(object type, void *f)
     bint REGCYCLE_SAME_INIT(object a, object b)
+    # `ClientState.__new__(cls)` without looking `__new__` up and calling it with a tuple:
+    # cls's own tp_new, which REGCYCLE_SAME_INIT found to be ClientState's
+    object REGCYCLE_NEW(object type, object args)
 
 cdef object _type_call = type.__call__
 cdef tuple _NAMES = ("key", "token", "instance_urn", "aor", "username", "password_source",
                      "registrar", "outbound_proxy", "expires")
+cdef PyObject *_names[9]  # _NAMES' items (it keeps them), compared without a tuple read
+for _i in range(9):
+    _names[_i] = <PyObject *>_NAMES[_i]
+cdef tuple _NO_ARGS = ()
 
 
 def construct_fast(cls):
@@ -175,24 +196,30 @@ def construct_fast(cls):
 
 cdef object _construct(object cls, PyObject **args, size_t nargsf, PyObject *kwnames):
     cdef Py_ssize_t nargs = REGCYCLE_NARGS(nargsf)
-    cdef Py_ssize_t count, i, j
+    cdef Py_ssize_t count, i, j, k, at = 0
     cdef PyObject *values[9]
+    cdef PyObject *name
     if nargs == 1 and kwnames != NULL and REGCYCLE_SAME_INIT(cls, ClientState):
         count = len(<tuple>kwnames)
         for j in range(9):
             values[j] = NULL
         for i in range(count):
-            name = (<tuple>kwnames)[i]
-            for j in range(9):
-                if name is _NAMES[j]:  # (a call's keywords are interned, as these are)
+            name = <PyObject *>(<tuple>kwnames)[i]
+            # from the name after the last one found: keywords mostly come in order
+            for k in range(9):
+                j = at + k
+                if j >= 9:
+                    j -= 9
+                if name == _names[j]:  # (a call's keywords are interned, as these are)
                     break
             else:
                 break  # (another spelling, or not ours: the ordinary call says so)
             values[j] = args[1 + i]
+            at = j + 1
         else:
             if (values[0] != NULL and values[3] != NULL and values[4] != NULL
                     and values[5] != NULL and values[6] != NULL):
-                client = ClientState.__new__(cls)
+                client = REGCYCLE_NEW(cls, _NO_ARGS)
                 _init(client, <object>args[0], <object>values[0], _given(values[1], None),
                       _given(values[2], None), <object>values[3], <object>values[4],
                       <object>values[5], <object>values[6], _given(values[7], None),
@@ -240,6 +267,7 @@ cdef class ContextState:
     cdef public object wire, last_ready, _last_parts, _last_hostport
     cdef public dict _ramping
     cdef object _settings, _max_challenges, _refresh_jitter
+    cdef object _udp_flow  # the flow last found to be UDP (`_is_udp`)
 
     @property
     def settings(self):
@@ -336,7 +364,7 @@ cdef bint _run(ClientState client) except -1:
         else:
             flow = client._ready_flow()
     cdef long expires
-    if flow is not None and flow.transport == "udp" and not _tracing():
+    if flow is not None and (flow is ctx._udp_flow or _is_udp(ctx, flow)) and not _tracing():
         in_flight = ctx.in_flight
         if _try_take(in_flight):
             if _try_acquire(ctx.pacer, _pacing_key(hop)):
@@ -355,6 +383,15 @@ cdef bint _run(ClientState client) except -1:
                 return False
             _release(in_flight)
     client._in_task(False)
+    return False
+
+
+cdef inline bint _is_udp(ContextState ctx, flow) except -1:
+    """`flow.transport == "udp"`, the flow kept when it is: the clients of a registrar
+    share one flow, and a flow's transport never changes."""
+    if flow.transport == "udp":
+        ctx._udp_flow = flow
+        return True
     return False
 
 
@@ -409,27 +446,27 @@ cdef _start(ClientState client, ContextState ctx, wire, flow, long expires):
     cdef _Writer w = _writer  # (nothing here runs Python code that could write too)
     w.start()
     w.add(b";rport\r\nMax-Forwards: 70\r\n", 26)
-    w.text(route)
+    _text(w, route)
     w.add(b"From: <", 7)
-    w.text(client.aor)
+    _text(w, client.aor)
     w.add(b">;tag=", 6)
     w.add(hexed + 24, 12)
     w.add(b"\r\nTo: <", 7)
-    w.text(client.aor)
+    _text(w, client.aor)
     w.add(b">\r\nCall-ID: ", 12)
     w.add(hexed, 24)
     w.add(b"\r\nCSeq: ", 8)
     middle = w.take()
     w.add(b" REGISTER\r\nContact: <sip:", 25)
-    w.text(token)
+    _text(w, token)
     w.add(b"@", 1)
-    w.text(contact_end)
+    _text(w, contact_end)
     w.add(b'+sip.instance="<', 16)
-    w.text(urn)
+    _text(w, urn)
     w.add(b'>"\r\nExpires: ', 13)
     w.number(expires)
     w.add(b"\r\n", 2)
-    w.text(user_agent)
+    _text(w, user_agent)
     tail = w.take()
     return wire.start(client, flow, uri, head, middle, tail, expires, ctx._max_challenges,
                       done)
