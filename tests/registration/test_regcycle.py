@@ -316,3 +316,40 @@ def test_compiled_ids_refuse_what_does_not_fit_in_144_bits_and_keep_theirs(modul
     with pytest.raises(TypeError):
         client._ids = "1"
     assert client._ids == before
+
+
+@pytest.mark.parametrize("module", CYCLES)
+async def test_a_ready_flow_that_is_not_udp_goes_to_the_general_path_after_udp_ones(
+        make_stack, use_cycle, module):
+    # (compiled, the flow last found to be UDP is kept: another flow is asked again)
+    use_cycle(module)
+    ctx = await make_stack(registration._wire)
+    registrar = await ScriptedRegistrar(SCRIPTS["kamailio-like"] * 2).start()
+    try:
+        warm = udp_client(ctx, registrar.port)  # (learns the hop's address: general code)
+        warm.start()
+        assert await settled(warm, 5.0) == "registered"
+        on_wire = udp_client(ctx, registrar.port, expires=300)
+        on_wire.start()
+        assert not isinstance(on_wire.exchange_task, asyncio.Task)  # the UDP flow, kept
+        assert await settled(on_wire, 5.0) == "registered"
+        hop, flow = ctx.last_ready
+        assert flow.transport == "udp"
+
+        class NotUdp:
+            closed = False
+            transport = "tcp"
+
+        ctx.last_ready = (hop, NotUdp())
+        other = udp_client(ctx, registrar.port, expires=300)
+        other.start()
+        assert isinstance(other.exchange_task, asyncio.Task)
+        other.close()
+        ctx.last_ready = (hop, flow)  # the UDP flow again: the wire path again
+        again = udp_client(ctx, registrar.port, expires=300)
+        again.start()
+        assert not isinstance(again.exchange_task, asyncio.Task)
+        for c in (warm, on_wire, again):
+            c.close()
+    finally:
+        registrar.close()
