@@ -435,14 +435,12 @@ cdef _start(ClientState client, ContextState ctx, wire, flow, long expires):
     cdef str urn = client.instance_urn
     if not urn:
         urn = _registration.instance_urn(client.key)
-    # 96 bits of Call-ID, then 48 of From tag (`_ids`)
+    # 96 bits of Call-ID, then 48 of From tag (`_ids`), two digits per byte
     cdef char hexed[2 * IDS_BYTES]
     cdef int i
-    cdef const char *digits = _HEXDIGITS
     cdef const unsigned char *ids = client.ids
     for i in range(IDS_BYTES):
-        hexed[2 * i] = digits[ids[i] >> 4]
-        hexed[2 * i + 1] = digits[ids[i] & 15]
+        memcpy(hexed + 2 * i, _HEX_PAIRS + 2 * ids[i], 2)
     cdef _Writer w = _writer  # (nothing here runs Python code that could write too)
     w.start()
     w.add(b";rport\r\nMax-Forwards: 70\r\n", 26)
@@ -473,6 +471,12 @@ cdef _start(ClientState client, ContextState ctx, wire, flow, long expires):
 
 
 cdef _Writer _writer = _Writer()
+
+# "000102...ff": a byte's two hex digits at twice its value
+cdef char _HEX_PAIRS[512]
+for _i in range(256):
+    _HEX_PAIRS[2 * _i] = _HEXDIGITS[_i >> 4]
+    _HEX_PAIRS[2 * _i + 1] = _HEXDIGITS[_i & 15]
 
 
 # -- the end -------------------------------------------------------------------------------
