@@ -16,9 +16,18 @@ import asyncio
 import time
 from collections import deque
 
+from cpython.object cimport Py_SIZE
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 cdef object _monotonic = time.monotonic
+cdef object _deque = deque
+
+
+cdef inline bint _queued(waiters) except -1:
+    """`bool(waiters)`: a deque's length is its size field (no call to ask it)."""
+    if type(waiters) is _deque:
+        return Py_SIZE(waiters) > 0
+    return bool(waiters)
 
 
 cdef class RateLimit:
@@ -58,7 +67,7 @@ cdef class RateLimit:
 
     cpdef bint try_acquire(self) except -1:
         """Take a token if one is there and nobody is queued before us."""
-        if self._waiters:
+        if _queued(self._waiters):
             return False
         self._fill()
         if self._tokens >= 1.0:
@@ -122,6 +131,8 @@ cdef class Pacer:
         self.per_key_rate = per_key_rate
         self.per_key_burst = per_key_burst
         self._keys = {}
+        self._last_key = None
+        self._last_limit = None
 
     cpdef RateLimit limit_for(self, key):
         limit = self._keys.get(key)
@@ -136,8 +147,16 @@ cdef class Pacer:
 
     cpdef bint try_acquire(self, key) except -1:
         """Both tokens at once, or neither (nothing taken when either would wait)."""
-        limit = self._keys.get(key)
-        cdef RateLimit found = limit if limit is not None else self.limit_for(key)
+        cdef RateLimit found
+        if key is self._last_key and key is not None:
+            # the bucket found for this very key object last time (the callers of a
+            # registrar ask with one shared key): `_keys` maps a key to its bucket for
+            # good (only `limit_for` adds, nothing replaces or removes), so it still is
+            found = self._last_limit
+        else:
+            limit = self._keys.get(key)
+            found = limit if limit is not None else self.limit_for(key)
+            self._last_key, self._last_limit = key, found
         if not found.try_acquire():
             return False
         if self.overall.try_acquire():
@@ -165,7 +184,7 @@ cdef class Slots:
         self._waiters = deque()
 
     cpdef bint try_take(self) except -1:
-        if self.free > 0 and not self._waiters:
+        if self.free > 0 and not _queued(self._waiters):
             self.free -= 1
             return True
         return False

@@ -25,6 +25,7 @@ from cpython.dict cimport PyDict_GetItem
 from cpython.ref cimport PyObject
 from libc.string cimport memcpy
 from gateway._buckets cimport Pacer, Slots
+from gateway._timerwheel cimport TimerHandle, TimerWheel
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC, CLOCK_REALTIME
 
 import asyncio
@@ -45,6 +46,19 @@ cdef extern from "Python.h":
 include "tracing.pxi"
 include "writer.pxi"
 
+cdef extern from "Python.h":
+    bint PyUnicode_IS_COMPACT_ASCII(object text)
+    void *PyUnicode_DATA(object text)
+    Py_ssize_t PyUnicode_GET_LENGTH(object text)
+
+
+cdef inline int _text(_Writer w, str value) except -1:
+    """`w.text(value)`; an ASCII text (every one of a REGISTER, nearly always) copied
+    straight from the string's own bytes, which are its UTF-8."""
+    if value is not None and PyUnicode_IS_COMPACT_ASCII(value):
+        return w.add(<const char *>PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value))
+    return w.text(value)
+
 
 # from gateway.sip.registration, at first use (it imports this module)
 cdef object _registration = None
@@ -53,6 +67,9 @@ cdef object _ignore_result = None
 
 
 cdef dict _URIS = None
+
+cdef enum:
+    IDS_BYTES = 18  # a client's Call-ID (12 bytes) and From tag (6), as the twin's
 
 
 cdef _late_imports():
@@ -81,8 +98,25 @@ cdef class ClientState:
     cdef public str key, _token, instance_urn, aor, state, last_error
     cdef public long expires, cseq, failures
     cdef public bint active, bound_maybe
-    cdef public object ctx, target, outbound_proxy, digest, _ids, flow, granted, _timer
+    cdef public object ctx, target, outbound_proxy, digest, flow, granted, _timer
     cdef public object _task
+    # the twin's `_ids` (an int: 96 bits of Call-ID, then 48 of From tag) kept as its
+    # 18 big-endian bytes in the struct: no int object beside it (48 bytes and a
+    # pointer) to be read, turned into bytes, for every REGISTER
+    cdef unsigned char ids[IDS_BYTES]
+
+    @property
+    def _ids(self):
+        return _PyLong_FromByteArray(self.ids, IDS_BYTES, 0, 0)
+
+    @_ids.setter
+    def _ids(self, value):
+        if not isinstance(value, int):
+            raise TypeError(f"_ids must be an int, got {type(value).__name__}")
+        cdef unsigned char ids[IDS_BYTES]
+        # (more than 144 bits, or negative: OverflowError, the struct left as it was)
+        _PyLong_AsByteArray(<PyLongObject *>value, ids, IDS_BYTES, 0, 0)
+        memcpy(self.ids, ids, IDS_BYTES)
 
     def __init__(self, ctx, *, key, token=None, instance_urn=None, aor, username,
                  password_source, registrar, outbound_proxy=None, expires=3600):
@@ -106,7 +140,7 @@ cdef _init(ClientState self, ctx, key, token, instance_urn, aor, username,
     # (its slots set one by one from here cost as much as its constructor's frame,
     # whose slot stores 3.11 specialises: 0.34-0.42 against 0.33-0.38 us, 2026-11-29)
     self.digest = DigestClient(username, password_source)
-    self._ids = _new_ids()
+    _draw_ids(self.ids)
     self.cseq = 0
     self.state = "idle"
     self.last_error = None
@@ -134,14 +168,22 @@ cdef extern from *:
     #define REGCYCLE_SET_VECTORCALL(type, f) (((PyTypeObject *)(type))->tp_vectorcall = (vectorcallfunc)(f))
     #define REGCYCLE_SAME_INIT(a, b) (((PyTypeObject *)(a))->tp_init == ((PyTypeObject *)(b))->tp_init \
                                       && ((PyTypeObject *)(a))->tp_new == ((PyTypeObject *)(b))->tp_new)
+    #define REGCYCLE_NEW(type, args) (((PyTypeObject *)(type))->tp_new((PyTypeObject *)(type), (args), NULL))
     """
     Py_ssize_t REGCYCLE_NARGS(size_t nargsf)
     void REGCYCLE_SET_VECTORCALL(object type, void *f)
     bint REGCYCLE_SAME_INIT(object a, object b)
+    # `ClientState.__new__(cls)` without looking `__new__` up and calling it with a tuple:
+    # cls's own tp_new, which REGCYCLE_SAME_INIT found to be ClientState's
+    object REGCYCLE_NEW(object type, object args)
 
 cdef object _type_call = type.__call__
 cdef tuple _NAMES = ("key", "token", "instance_urn", "aor", "username", "password_source",
                      "registrar", "outbound_proxy", "expires")
+cdef PyObject *_names[9]  # _NAMES' items (it keeps them), compared without a tuple read
+for _i in range(9):
+    _names[_i] = <PyObject *>_NAMES[_i]
+cdef tuple _NO_ARGS = ()
 
 
 def construct_fast(cls):
@@ -154,24 +196,30 @@ def construct_fast(cls):
 
 cdef object _construct(object cls, PyObject **args, size_t nargsf, PyObject *kwnames):
     cdef Py_ssize_t nargs = REGCYCLE_NARGS(nargsf)
-    cdef Py_ssize_t count, i, j
+    cdef Py_ssize_t count, i, j, k, at = 0
     cdef PyObject *values[9]
+    cdef PyObject *name
     if nargs == 1 and kwnames != NULL and REGCYCLE_SAME_INIT(cls, ClientState):
         count = len(<tuple>kwnames)
         for j in range(9):
             values[j] = NULL
         for i in range(count):
-            name = (<tuple>kwnames)[i]
-            for j in range(9):
-                if name is _NAMES[j]:  # (a call's keywords are interned, as these are)
+            name = <PyObject *>(<tuple>kwnames)[i]
+            # from the name after the last one found: keywords mostly come in order
+            for k in range(9):
+                j = at + k
+                if j >= 9:
+                    j -= 9
+                if name == _names[j]:  # (a call's keywords are interned, as these are)
                     break
             else:
                 break  # (another spelling, or not ours: the ordinary call says so)
             values[j] = args[1 + i]
+            at = j + 1
         else:
             if (values[0] != NULL and values[3] != NULL and values[4] != NULL
                     and values[5] != NULL and values[6] != NULL):
-                client = ClientState.__new__(cls)
+                client = REGCYCLE_NEW(cls, _NO_ARGS)
                 _init(client, <object>args[0], <object>values[0], _given(values[1], None),
                       _given(values[2], None), <object>values[3], <object>values[4],
                       <object>values[5], <object>values[6], _given(values[7], None),
@@ -219,6 +267,7 @@ cdef class ContextState:
     cdef public object wire, last_ready, _last_parts, _last_hostport
     cdef public dict _ramping
     cdef object _settings, _max_challenges, _refresh_jitter
+    cdef object _udp_flow  # the flow last found to be UDP (`_is_udp`)
 
     @property
     def settings(self):
@@ -248,7 +297,6 @@ cdef class RampState:
 # `gateway.sip.ids.random_hex` does, which the twin uses); a forked child draws its own
 cdef bytes _pool = b""
 cdef Py_ssize_t _pos = 0
-cdef Py_ssize_t IDS_BYTES = 18
 
 
 def _forget_pool():
@@ -261,10 +309,12 @@ os.register_at_fork(after_in_child=_forget_pool)
 
 def new_ids():
     """The twin's `new_ids`."""
-    return _new_ids()
+    cdef unsigned char ids[IDS_BYTES]
+    _draw_ids(ids)
+    return _PyLong_FromByteArray(ids, IDS_BYTES, 0, 0)
 
 
-cdef _new_ids():
+cdef int _draw_ids(unsigned char *out) except -1:
     global _pool, _pos
     cdef Py_ssize_t start = _pos
     if start + IDS_BYTES > len(_pool):
@@ -272,8 +322,8 @@ cdef _new_ids():
         _pool = pool
         start = 0
     _pos = start + IDS_BYTES
-    return _PyLong_FromByteArray(<const unsigned char *>PyBytes_AS_STRING(_pool) + start,
-                                 IDS_BYTES, 0, 0)
+    memcpy(out, PyBytes_AS_STRING(_pool) + start, IDS_BYTES)
+    return 0
 
 
 # the pacing key of the last hop asked (`client.pacing_key`): the clients of a registrar
@@ -314,7 +364,7 @@ cdef bint _run(ClientState client) except -1:
         else:
             flow = client._ready_flow()
     cdef long expires
-    if flow is not None and flow.transport == "udp" and not _tracing():
+    if flow is not None and (flow is ctx._udp_flow or _is_udp(ctx, flow)) and not _tracing():
         in_flight = ctx.in_flight
         if _try_take(in_flight):
             if _try_acquire(ctx.pacer, _pacing_key(hop)):
@@ -333,6 +383,15 @@ cdef bint _run(ClientState client) except -1:
                 return False
             _release(in_flight)
     client._in_task(False)
+    return False
+
+
+cdef inline bint _is_udp(ContextState ctx, flow) except -1:
+    """`flow.transport == "udp"`, the flow kept when it is: the clients of a registrar
+    share one flow, and a flow's transport never changes."""
+    if flow.transport == "udp":
+        ctx._udp_flow = flow
+        return True
     return False
 
 
@@ -369,47 +428,55 @@ cdef _start(ClientState client, ContextState ctx, wire, flow, long expires):
     uri, head, route, contact_end, user_agent = parts
     if _registration is None:
         _late_imports()
-    token = client._token or _registration.contact_token(client.key)
-    urn = client.instance_urn or _registration.instance_urn(client.key)
-    # 96 bits of Call-ID, then 48 of From tag (`_ids`)
-    cdef unsigned char ids[18]
-    cdef char hexed[36]
+    # (typed: an empty text tested by its length, not through PyObject_IsTrue)
+    cdef str token = client._token
+    if not token:
+        token = _registration.contact_token(client.key)
+    cdef str urn = client.instance_urn
+    if not urn:
+        urn = _registration.instance_urn(client.key)
+    # 96 bits of Call-ID, then 48 of From tag (`_ids`), two digits per byte
+    cdef char hexed[2 * IDS_BYTES]
     cdef int i
-    cdef const char *digits = _HEXDIGITS
-    _PyLong_AsByteArray(<PyLongObject *>client._ids, ids, 18, 0, 0)
-    for i in range(18):
-        hexed[2 * i] = digits[ids[i] >> 4]
-        hexed[2 * i + 1] = digits[ids[i] & 15]
+    cdef const unsigned char *ids = client.ids
+    for i in range(IDS_BYTES):
+        memcpy(hexed + 2 * i, _HEX_PAIRS + 2 * ids[i], 2)
     cdef _Writer w = _writer  # (nothing here runs Python code that could write too)
     w.start()
     w.add(b";rport\r\nMax-Forwards: 70\r\n", 26)
-    w.text(route)
+    _text(w, route)
     w.add(b"From: <", 7)
-    w.text(client.aor)
+    _text(w, client.aor)
     w.add(b">;tag=", 6)
     w.add(hexed + 24, 12)
     w.add(b"\r\nTo: <", 7)
-    w.text(client.aor)
+    _text(w, client.aor)
     w.add(b">\r\nCall-ID: ", 12)
     w.add(hexed, 24)
     w.add(b"\r\nCSeq: ", 8)
     middle = w.take()
     w.add(b" REGISTER\r\nContact: <sip:", 25)
-    w.text(token)
+    _text(w, token)
     w.add(b"@", 1)
-    w.text(contact_end)
+    _text(w, contact_end)
     w.add(b'+sip.instance="<', 16)
-    w.text(urn)
+    _text(w, urn)
     w.add(b'>"\r\nExpires: ', 13)
     w.number(expires)
     w.add(b"\r\n", 2)
-    w.text(user_agent)
+    _text(w, user_agent)
     tail = w.take()
     return wire.start(client, flow, uri, head, middle, tail, expires, ctx._max_challenges,
                       done)
 
 
 cdef _Writer _writer = _Writer()
+
+# "000102...ff": a byte's two hex digits at twice its value
+cdef char _HEX_PAIRS[512]
+for _i in range(256):
+    _HEX_PAIRS[2 * _i] = _HEXDIGITS[_i >> 4]
+    _HEX_PAIRS[2 * _i + 1] = _HEXDIGITS[_i & 15]
 
 
 # -- the end -------------------------------------------------------------------------------
@@ -475,23 +542,40 @@ cdef double _refresh_delay(granted, double spread) except? -1.0:
 
 
 cdef _schedule(ClientState client, ContextState ctx, double delay):
-    """`RegistrationClient._schedule(delay)`."""
+    """`RegistrationClient._schedule(delay)`: C calls into the compiled wheel."""
     timer = client._timer
     if delay <= 0:
         if timer is not None:
-            timer.cancel()
+            _cancel(timer)
             client._timer = None
         _run(client)
-    elif timer is not None and not timer.cancelled():
-        ctx.wheel.reschedule(timer, delay)
+        return
+    wheel = ctx.wheel
+    if type(wheel) is not TimerWheel or (timer is not None and type(timer) is not TimerHandle):
+        if timer is not None and not timer.cancelled():
+            wheel.reschedule(timer, delay)
+        else:
+            client._timer = wheel.call_later(delay, timer_fired, client)
+    elif timer is not None and (<TimerHandle>timer)._callback is not None:  # (not cancelled)
+        (<TimerWheel>wheel).c_reschedule(timer, delay)
     else:
-        client._timer = ctx.wheel.call_later(delay, timer_fired, client)
+        client._timer = (<TimerWheel>wheel).c_call_later(delay, _timer_fired, client)
+
+
+cdef inline int _cancel(timer) except -1:
+    if type(timer) is TimerHandle:
+        return (<TimerHandle>timer).c_cancel()
+    timer.cancel()
+    return 0
 
 
 def timer_fired(ClientState client):
     """The twin's `timer_fired`."""
     if client.active:
         _run(client)
+
+
+cdef object _timer_fired = timer_fired  # (passed to the wheel without a global look-up)
 
 
 # -- the ramp ------------------------------------------------------------------------------
@@ -533,7 +617,7 @@ cdef _pump(RampState ramp):
             client.active = True
             timer = client._timer
             if timer is not None:
-                timer.cancel()
+                _cancel(timer)
                 client._timer = None
             if _run(client):
                 continue  # (its exchange under way on the wire)

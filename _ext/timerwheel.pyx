@@ -16,6 +16,8 @@ logging), never on the rest of the gateway.
 cimport cython
 from libc.math cimport ceil, floor
 from libc.stdint cimport int64_t, uint64_t
+# (the fields and C methods are declared in gateway/_timerwheel.pxd, for other compiled
+# modules to cimport: `c_call_later`, `c_reschedule`, `c_cancel`)
 
 import asyncio
 
@@ -32,34 +34,16 @@ cdef extern from "Python.h":
     int PyObject_GC_IsTracked(object)
 
 
-cdef enum:
-    LEVEL_BITS = 6
-    SLOTS = 64
-    MASK = 63
-    LEVELS = 6
-    OVERFLOW = 384  # LEVELS * SLOTS
-
 cdef int64_t MAX_TICK = (<int64_t>1) << 61
 cdef double MAX_TICK_D = <double>((<int64_t>1) << 61)
 cdef int64_t NOT_ARMED = MAX_TICK * 2  # above any tick, even one clamped past MAX_TICK
 cdef double MAX_ARM_DELAY = 86400.0
 
 
-cdef class TimerWheel
-
-
 @cython.freelist(256)
-@cython.final
 cdef class TimerHandle:
     """One scheduled timer. Pending while linked in a slot; cancelled once its callback
     is dropped; fired otherwise (a fired handle can be rescheduled)."""
-
-    cdef object _callback
-    cdef object _arg
-    cdef TimerWheel _wheel
-    cdef TimerHandle _prev
-    cdef TimerHandle _next
-    cdef double _when
 
     def __init__(self):
         raise TypeError("timer handles come from TimerWheel.call_later() or call_at()")
@@ -78,6 +62,9 @@ cdef class TimerHandle:
 
     def cancel(self):
         """Cancel the timer; idempotent, also on a fired or closed wheel's handle."""
+        self.c_cancel()
+
+    cdef int c_cancel(self) except -1:
         if self._prev is not None:
             _unlink(self)
             _track(self)
@@ -87,6 +74,7 @@ cdef class TimerHandle:
         # drop the references at once: a cancelled timer must not keep its owner alive
         self._callback = None
         self._arg = None
+        return 0
 
     def __repr__(self):
         if self._prev is not None:
@@ -154,6 +142,16 @@ cdef inline int64_t _clamp_tick(double q, bint up):
     return <int64_t>(ceil(q) if up else floor(q))
 
 
+cdef inline int64_t _tick_ceil(TimerWheel wheel, double when):
+    """The tick a timer due at `when` belongs to (rounded up: never early)."""
+    return _clamp_tick(when / wheel._resolution, True)
+
+
+cdef inline int64_t _tick_floor(TimerWheel wheel, double now):
+    """The last tick fully reached at time `now`."""
+    return _clamp_tick(now / wheel._resolution, False)
+
+
 cdef class TimerWheel:
     """Hierarchical timing wheel driven by one `loop.call_at`, or by hand.
 
@@ -162,22 +160,6 @@ cdef class TimerWheel:
     loop at first use) for time and wakes itself with one `loop.call_at` for the next
     event.
     """
-
-    cdef double _resolution
-    cdef object _loop
-    cdef object _clock
-    cdef object _time  # the clock, or the loop's bound time(): one lookup less per timer
-    cdef object _armed
-    cdef list _heads
-    cdef TimerHandle _firing
-    cdef int64_t _min[OVERFLOW + 1]
-    cdef uint64_t _bits[LEVELS]
-    cdef Py_ssize_t _count
-    cdef int64_t _current
-    cdef int64_t _armed_tick
-    cdef bint _closed
-    cdef bint _advancing
-    cdef Py_ssize_t _wakeups
 
     def __init__(self, loop=None, resolution=0.01, *, clock=None):
         if not isinstance(resolution, (int, float)) or not 0 < resolution < 3600 or (
@@ -208,14 +190,17 @@ cdef class TimerWheel:
         self._armed_tick = -1 if clock is not None else NOT_ARMED
         self._wakeups = 0
         if clock is not None:
-            self._current = self._tick_floor(_check_time(clock()))
+            self._current = _tick_floor(self, _check_time(clock()))
         elif loop is not None:
-            self._current = self._tick_floor(loop.time())
+            self._current = _tick_floor(self, loop.time())
 
     # --- public API ------------------------------------------------------------------
 
     def call_later(self, double delay, callback, arg=None):
         """Call `callback(arg)` after `delay` seconds."""
+        return self.c_call_later(delay, callback, arg)
+
+    cdef TimerHandle c_call_later(self, double delay, callback, arg):
         return self._call_at(self._now() + _check_time(delay), callback, arg)
 
     def call_at(self, double when, callback, arg=None):
@@ -242,7 +227,10 @@ cdef class TimerWheel:
     def reschedule(self, handle, double delay):
         """Move a pending or fired timer to `delay` seconds from now, in O(1). Works from
         inside callbacks, also on the handle being fired."""
-        self._reschedule_at(handle, self._now() + _check_time(delay))
+        self.c_reschedule(handle, delay)
+
+    cdef int c_reschedule(self, handle, double delay) except -1:
+        return self._reschedule_at(handle, self._now() + _check_time(delay))
 
     def reschedule_at(self, handle, double when):
         self._reschedule_at(handle, when)
@@ -266,7 +254,7 @@ cdef class TimerWheel:
         """Fire every timer due at `now` (default: the clock's or loop's time), in due
         order; returns how many fired."""
         cdef double t = self._now() if now is None else _check_time(now)
-        cdef int64_t target = self._tick_floor(t)
+        cdef int64_t target = _tick_floor(self, t)
         if self._current < 0:
             self._current = target
         try:
@@ -342,21 +330,13 @@ cdef class TimerWheel:
         self._loop = loop
         self._time = loop.time
         if self._current < 0:
-            self._current = self._tick_floor(loop.time())
+            self._current = _tick_floor(self, loop.time())
         return loop
-
-    cdef inline int64_t _tick_ceil(self, double when):
-        """The tick a timer due at `when` belongs to (rounded up: never early)."""
-        return _clamp_tick(when / self._resolution, True)
-
-    cdef inline int64_t _tick_floor(self, double now):
-        """The last tick fully reached at time `now`."""
-        return _clamp_tick(now / self._resolution, False)
 
     # --- the wheel -------------------------------------------------------------------
 
     cdef int _schedule(self, TimerHandle handle, double when) except -1:
-        cdef int64_t tick = self._tick_ceil(when)
+        cdef int64_t tick = _tick_ceil(self, when)
         if tick <= self._current:  # that tick is already processed: the next one
             tick = self._current + 1
         self._link(handle, tick)
@@ -481,7 +461,7 @@ cdef class TimerWheel:
         # current tick's, so a timer lands at a lower level (or at `tick` when due)
         while node is not head:
             nxt = node._next
-            due = self._tick_ceil(node._when)
+            due = _tick_ceil(self, node._when)
             self._link(node, due if due > tick else tick)
             node = nxt
 
@@ -534,7 +514,7 @@ cdef class TimerWheel:
         cdef double at = tick * self._resolution
         cdef double limit = loop.time() + MAX_ARM_DELAY
         if at > limit:
-            tick = self._tick_floor(limit)
+            tick = _tick_floor(self, limit)
             at = tick * self._resolution
         self._armed_tick = tick
         self._armed = loop.call_at(at, self._wake)
@@ -565,7 +545,7 @@ cdef class TimerWheel:
         self._armed_tick = NOT_ARMED
         # the loop may wake us a hair before the tick (its clock has ms steps): the tick
         # it was armed for is due all the same
-        cdef int64_t target = self._tick_floor(self._loop.time())
+        cdef int64_t target = _tick_floor(self, self._loop.time())
         if woke > target:
             target = woke
         try:

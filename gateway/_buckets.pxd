@@ -16,6 +16,8 @@ cdef class Pacer:
     cdef public object wheel, per_key_rate, per_key_burst
     cdef public RateLimit overall
     cdef public dict _keys
+    cdef object _last_key  # the key last asked for, and its bucket (`try_acquire`)
+    cdef RateLimit _last_limit
     cpdef RateLimit limit_for(self, key)
     cpdef bint try_acquire(self, key) except -1
 

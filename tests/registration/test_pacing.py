@@ -146,3 +146,40 @@ def test_a_bucket_reads_the_clock_it_is_given(buckets, wheel):
     now[0] += 10.0  # never more than the burst
     assert [limit.try_acquire() for _ in range(3)] == [True, True, False]
     assert limit.waiting == 0 and limit._tokens < 1.0
+
+
+async def test_pacer_try_acquire_takes_from_each_keys_own_bucket_whatever_was_asked_last(
+        buckets, wheel):
+    # (compiled, the bucket of the key object asked last is kept: it must never answer
+    # for another key, an equal key that is another object, or a bucket with waiters)
+    pacer = buckets.Pacer(wheel, 1000.0, 100, 0.001, 2)  # per key: 2 now, then ~never
+    a, b = "registrar-a.example", "registrar-b.example"
+    assert [pacer.try_acquire(a), pacer.try_acquire(a), pacer.try_acquire(a)] == [True, True, False]
+    assert [pacer.try_acquire(b), pacer.try_acquire(a), pacer.try_acquire(b)] == [True, False, True]
+    assert pacer.try_acquire(b) is False
+    same_as_a = "".join(["registrar-a", ".example"])  # equal, not the same object
+    assert same_as_a is not a and pacer.try_acquire(same_as_a) is False
+    c = "registrar-c.example"
+    assert pacer.try_acquire(c) is True
+    assert pacer.limit_for(c)._tokens < 1.5 and pacer.limit_for(a)._tokens < 1.0
+    assert pacer.limit_for(c).try_acquire() is True  # (c's last token, not through the pacer)
+    # a waiter queued on the bucket asked last: nobody jumps it
+    waiter = asyncio.ensure_future(pacer.limit_for(c).acquire())
+    await asyncio.sleep(0)
+    assert pacer.limit_for(c).waiting == 1 and pacer.try_acquire(c) is False
+    waiter.cancel()
+    pacer.close()
+
+
+async def test_slots_try_take_sees_waiters_in_any_queue(buckets):
+    slots = buckets.Slots(1)
+    assert slots.try_take() is True
+    waiter = asyncio.ensure_future(slots.take())
+    await asyncio.sleep(0)
+    slots.free += 1  # (a slot free while someone waits: still theirs, not ours)
+    assert slots.try_take() is False
+    slots._waiters = list(slots._waiters)  # (not a deque: asked as any sequence)
+    assert slots.try_take() is False
+    slots._waiters = []
+    assert slots.try_take() is True
+    waiter.cancel()

@@ -272,3 +272,84 @@ def test_a_client_class_given_to_construct_fast_is_built_as_the_ordinary_call_bu
 
     Client.__init__ = patched
     assert Client(None, key="k", **common).state == "patched"
+
+
+@pytest.mark.parametrize("module", CYCLES)
+async def test_the_ids_a_client_is_given_are_the_ones_its_requests_carry(
+        make_stack, use_cycle, module):
+    # (compiled, `_ids` is kept as 18 bytes in the client's struct and read from there
+    # when a REGISTER is written: set, read back and written out, it stays the same)
+    use_cycle(module)
+    ctx = await make_stack(registration._wire)
+    registrar = await ScriptedRegistrar(SCRIPTS["kamailio-like"] * 2).start()
+    try:
+        warm = udp_client(ctx, registrar.port)  # (learns the hop's address: general code)
+        warm.start()
+        assert await settled(warm, 5.0) == "registered"
+        c = udp_client(ctx, registrar.port, expires=300)
+        value = int("0123456789abcdef0011223344556677889a", 16)  # (144 bits)
+        c._ids = value
+        assert c._ids == value and type(c._ids) is int
+        assert (c.call_id, c.from_tag) == (f"{value >> 48:024x}", f"{value & 0xFFFFFFFFFFFF:012x}")
+        c.start()
+        assert c.exchange_task is not None and not isinstance(c.exchange_task, asyncio.Task)
+        assert await settled(c, 5.0) == "registered"
+        mine = [r for r in registrar.requests if r.call_id == c.call_id]
+        assert len(mine) == 2 and {r.from_tag for r in mine} == {c.from_tag}
+        c._ids = 0  # (the smallest: written with its leading zeros)
+        assert (c.call_id, c.from_tag) == ("0" * 24, "0" * 12)
+        warm.close()
+        c.close()
+    finally:
+        registrar.close()
+
+
+@pytest.mark.parametrize("module", CYCLES[1:])  # (the twin keeps whatever it is given)
+def test_compiled_ids_refuse_what_does_not_fit_in_144_bits_and_keep_theirs(module):
+    client = module.ClientState(None, key="k", aor="sip:k@example.com", username="k",
+                                  password_source=lambda: "pw",
+                                  registrar="sip:127.0.0.1:5999;transport=udp")
+    before = client._ids
+    for wrong in (1 << 144, -1):
+        with pytest.raises(OverflowError):
+            client._ids = wrong
+    with pytest.raises(TypeError):
+        client._ids = "1"
+    assert client._ids == before
+
+
+@pytest.mark.parametrize("module", CYCLES)
+async def test_a_ready_flow_that_is_not_udp_goes_to_the_general_path_after_udp_ones(
+        make_stack, use_cycle, module):
+    # (compiled, the flow last found to be UDP is kept: another flow is asked again)
+    use_cycle(module)
+    ctx = await make_stack(registration._wire)
+    registrar = await ScriptedRegistrar(SCRIPTS["kamailio-like"] * 2).start()
+    try:
+        warm = udp_client(ctx, registrar.port)  # (learns the hop's address: general code)
+        warm.start()
+        assert await settled(warm, 5.0) == "registered"
+        on_wire = udp_client(ctx, registrar.port, expires=300)
+        on_wire.start()
+        assert not isinstance(on_wire.exchange_task, asyncio.Task)  # the UDP flow, kept
+        assert await settled(on_wire, 5.0) == "registered"
+        hop, flow = ctx.last_ready
+        assert flow.transport == "udp"
+
+        class NotUdp:
+            closed = False
+            transport = "tcp"
+
+        ctx.last_ready = (hop, NotUdp())
+        other = udp_client(ctx, registrar.port, expires=300)
+        other.start()
+        assert isinstance(other.exchange_task, asyncio.Task)
+        other.close()
+        ctx.last_ready = (hop, flow)  # the UDP flow again: the wire path again
+        again = udp_client(ctx, registrar.port, expires=300)
+        again.start()
+        assert not isinstance(again.exchange_task, asyncio.Task)
+        for c in (warm, on_wire, again):
+            c.close()
+    finally:
+        registrar.close()
