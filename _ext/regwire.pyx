@@ -196,6 +196,72 @@ cdef Py_ssize_t _find(const char *s, Py_ssize_t start, Py_ssize_t end, const cha
     return -1
 
 
+cdef inline Py_ssize_t _crlf(const char *s, Py_ssize_t i, Py_ssize_t n) noexcept:
+    """The offset of the first CRLF in s[i:n], or -1."""
+    cdef const char *at
+    while i < n - 1:
+        at = <const char *>memchr(s + i, b'\r', n - 1 - i)
+        if at == NULL:
+            return -1
+        if at[1] == b'\n':
+            return at - s
+        i = at - s + 1
+    return -1
+
+
+cdef struct _Head:
+    # what a response's head holds for the wire, found in one pass over its lines:
+    Py_ssize_t head_end          # where the first CRLF CRLF is
+    Py_ssize_t via, via_end      # the first `Via:` line's value (-1: none)
+    Py_ssize_t cseq, cseq_end    # the first `CSeq:` line's value (-1: none)
+    Py_ssize_t contact           # the CRLF before the first `Contact:` line (-1: none)
+    Py_ssize_t challenge, challenge_end  # the last challenge line's value (401, 407)
+    int challenges               # how many challenge lines
+    bint folded                  # a line starting with a space or tab (a folded one)
+
+
+cdef bint _scan(const char *s, Py_ssize_t n, int status, _Head *h) noexcept:
+    """The lines of the head of s[:n] read once into `h` (their names spelled exactly,
+    as the twin finds them), the challenge lines as `status` calls them; False when the
+    head has no end."""
+    cdef const char *name = NULL
+    cdef Py_ssize_t nlen = 0, pos, line, end
+    cdef char c
+    if status == 401:
+        name, nlen = b"WWW-Authenticate:", 17
+    elif status == 407:
+        name, nlen = b"Proxy-Authenticate:", 19
+    h.via = h.cseq = h.contact = h.challenge = -1
+    h.via_end = h.cseq_end = h.challenge_end = -1
+    h.challenges = 0
+    h.folded = False
+    pos = _crlf(s, 0, n)
+    while pos >= 0:
+        line = pos + 2
+        end = _crlf(s, line, n)
+        if end == line:
+            h.head_end = pos
+            return True
+        if end < 0:
+            return False
+        c = s[line]
+        if c == b'V':
+            if h.via < 0 and end - line >= 4 and memcmp(s + line, b"Via:", 4) == 0:
+                h.via, h.via_end = line + 4, end
+        elif c == b'C':
+            if h.cseq < 0 and end - line >= 5 and memcmp(s + line, b"CSeq:", 5) == 0:
+                h.cseq, h.cseq_end = line + 5, end
+            elif h.contact < 0 and end - line >= 8 and memcmp(s + line, b"Contact:", 8) == 0:
+                h.contact = pos
+        elif c == b' ' or c == b'\t':
+            h.folded = True
+        if nlen and c == name[0] and end - line >= nlen and memcmp(s + line, name, nlen) == 0:
+            h.challenges += 1
+            h.challenge, h.challenge_end = line + nlen, end
+        pos = end
+    return False
+
+
 @cython.freelist(64)  # (made and freed per exchange)
 cdef class _Exchange:
     cdef RegisterWire wire
@@ -232,6 +298,7 @@ cdef class RegisterWire:
     # the top Via last read on a flow (branch aside), and what it told the flow
     cdef object _seen_flow, _seen_observed
     cdef bytes _seen_before, _seen_after
+    cdef bint _seen_received  # whether that Via holds `received`
     # the challenge line last read plainly (the nonce cut out: what is before and after
     # it), for which status, and its reading (`_read_challenge`)
     cdef int _ch_status
@@ -407,16 +474,13 @@ cdef class RegisterWire:
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
         if n < 12 or memcmp(s, b"SIP/2.0 ", 8) != 0:
             return False
-        cdef Py_ssize_t head_end = _find(s, 0, n, b"\r\n\r\n", 4)
-        if head_end < 0:
+        cdef int status = _status(s, n)
+        cdef _Head h
+        if status < 0 or not _scan(s, n, status, &h) or h.via < 0:
             return False
         # the top Via: the first `Via:` line, one Via in it
-        cdef Py_ssize_t via = _find(s, 0, head_end + 2, b"\r\nVia:", 6)
-        if via < 0:
-            return False
-        via += 6
-        cdef Py_ssize_t via_end = _find(s, via, n, b"\r\n", 2)
-        if _find(s, via, via_end, b",", 1) >= 0:
+        cdef Py_ssize_t via = h.via, via_end = h.via_end
+        if memchr(s + via, b',', via_end - via) != NULL:
             return False
         cdef Py_ssize_t b = _find(s, via, via_end, b";branch=", 8)
         if b < 0:
@@ -429,16 +493,14 @@ cdef class RegisterWire:
         if found == NULL:
             return False
         cdef _Exchange ex = <_Exchange>found
-        cdef int status = _status(s, n)
-        if status < 0 or not _cseq_is_register(s, head_end):
+        if not _cseq_is_register(s, h.cseq, h.cseq_end):
             return False
         flow = ex.flow
         if _tracing():
             trace.debug("recv %s\n%s", flow, redact(data))
         _count(&_received[status // 100])  # (three digits)
         self._active(flow)
-        if _has_received(s, via, via_end):
-            self._observe(s, via, b, e, via_end, flow)
+        self._observe(s, via, b, e, via_end, flow)
         if status < 200:
             ex.proceeding = True
             return True
@@ -446,13 +508,13 @@ cdef class RegisterWire:
         cdef long granted
         if status < 300:
             granted = ex.expires if ex.expires == 0 else \
-                _our_expires(s, head_end, ex.client._token or ex.client.token)
+                _our_expires(s, h.head_end, h.contact, ex.client._token or ex.client.token)
             if granted >= 0:
                 _result(UNREGISTERED if ex.expires == 0 else REGISTERED, rtt)
                 self._end(ex, granted)
                 return True
         elif ((status == 401 or status == 407) and ex.answered < ex.challenges_left
-                and self._read_challenge(s, head_end, status)):
+                and self._read_challenge(s, &h, status)):
             _observe_rtt(rtt)
             self._challenged(ex, status)
             return True
@@ -460,21 +522,29 @@ cdef class RegisterWire:
 
     cdef _observe(self, const char *s, Py_ssize_t via, Py_ssize_t b, Py_ssize_t e,
                   Py_ssize_t via_end, flow):
-        """The twin's `_observe`, skipped when the top Via (its branch aside) is the one
-        last seen on this flow and the flow still has what that one gave."""
+        """The twin's `_observe`. The clients of a registrar hear the same top Via but
+        for its branch: whether it holds `received` is remembered with the last one
+        (what is before and after the branch), and the noting is skipped when it is the
+        one last noted on this flow and the flow still has what that one gave."""
         cdef bytes before = self._seen_before, after = self._seen_after
-        if (flow is self._seen_flow and flow.observed is self._seen_observed
-                and len(before) == b - via and len(after) == via_end - e
-                and memcmp(s + via, <const char *>before, b - via) == 0
-                and memcmp(s + e, <const char *>after, via_end - e) == 0):
-            return
+        if (PyBytes_GET_SIZE(before) == b - via and PyBytes_GET_SIZE(after) == via_end - e
+                and memcmp(s + via, PyBytes_AS_STRING(before), b - via) == 0
+                and memcmp(s + e, PyBytes_AS_STRING(after), via_end - e) == 0):
+            if not self._seen_received or (flow is self._seen_flow
+                                           and flow.observed is self._seen_observed):
+                return
+        else:
+            self._seen_before = s[via:b]
+            self._seen_after = s[e:via_end]
+            self._seen_received = _has_received(s, via, via_end)
+            self._seen_flow = None
+            if not self._seen_received:
+                return
         _observe(s[via:via_end], flow)
         self._seen_flow = flow
         self._seen_observed = flow.observed
-        self._seen_before = s[via:b]
-        self._seen_after = s[e:via_end]
 
-    cdef bint _read_challenge(self, const char *s, Py_ssize_t head_end, int status) except -1:
+    cdef bint _read_challenge(self, const char *s, _Head *h, int status) except -1:
         """Whether the 401/407 holds one usable Digest challenge, read as the twin reads
         it (`_one_digest_challenge`, `usable`, the shared challenge `accept` takes); if
         so, left in `_got_shared`, `_got_nonce`, `_got_stale`.
@@ -487,9 +557,13 @@ cdef class RegisterWire:
         cdef bytes before = self._ch_before, after = self._ch_after
         cdef Py_ssize_t nb, na
         cdef unsigned char c
-        if not _challenge_line(s, head_end, b"WWW-Authenticate" if status == 401
-                               else b"Proxy-Authenticate", &start, &end):
-            return False
+        if h.challenges != 1 or h.folded:
+            return False  # none, several, or a folded line somewhere: the general path
+        start, end = h.challenge, h.challenge_end
+        while start < end and _ws(s[start]):
+            start += 1
+        while end > start and _ws(s[end - 1]):
+            end -= 1
         if status == self._ch_status:
             nb = PyBytes_GET_SIZE(before)
             na = PyBytes_GET_SIZE(after)
@@ -931,13 +1005,11 @@ cdef inline bint _ws(char c) noexcept:
     return c == b' ' or c == b'\t' or c == b'\r' or c == b'\n' or c == b'\x0b' or c == b'\x0c'
 
 
-cdef bint _cseq_is_register(const char *s, Py_ssize_t head_end) noexcept:
-    """The first `CSeq:` line holds `<digits> REGISTER` (the twin's split() rule)."""
-    cdef Py_ssize_t start = _find(s, 0, head_end + 2, b"\r\nCSeq:", 7)
-    if start < 0:
+cdef bint _cseq_is_register(const char *s, Py_ssize_t i, Py_ssize_t end) noexcept:
+    """The first `CSeq:` line (its value s[i:end], i < 0 for none) holds
+    `<digits> REGISTER` (the twin's split() rule)."""
+    if i < 0:
         return False
-    cdef Py_ssize_t i = start + 7
-    cdef Py_ssize_t end = _find(s, i, head_end + 2, b"\r\n", 2)
     while i < end and _ws(s[i]):
         i += 1
     cdef Py_ssize_t digits = i
@@ -955,8 +1027,9 @@ cdef bint _cseq_is_register(const char *s, Py_ssize_t head_end) noexcept:
     return i == end
 
 
-cdef long _our_expires(const char *s, Py_ssize_t head_end, str token) except -2:
-    """The twin's `_our_expires`: -1 where it gives None."""
+cdef long _our_expires(const char *s, Py_ssize_t head_end, Py_ssize_t pos, str token) except -2:
+    """The twin's `_our_expires`: -1 where it gives None. `pos`: where the first
+    `\\r\\nContact:` is (-1: none)."""
     cdef char buf[256]
     cdef Py_ssize_t n
     cdef const char *text = PyUnicode_AsUTF8AndSize(token, &n)
@@ -970,7 +1043,6 @@ cdef long _our_expires(const char *s, Py_ssize_t head_end, str token) except -2:
     else:
         marker = b"<sip:" + token.encode() + b"@"
         m = marker
-    cdef Py_ssize_t pos = _find(s, 0, head_end + 2, b"\r\nContact:", 10)
     cdef Py_ssize_t start, end, at, close, stop, i
     cdef long value
     while 0 <= pos < head_end:
@@ -1035,35 +1107,6 @@ cdef long _expires_param(const char *s, Py_ssize_t i, Py_ssize_t end) noexcept:
 cdef inline bint _token_char(unsigned char c) noexcept:
     return (b'a' <= c <= b'z' or b'A' <= c <= b'Z' or b'0' <= c <= b'9'
             or c in b"-.!%*_+`'~")
-
-
-cdef bint _challenge_line(const char *s, Py_ssize_t head_end, bytes header,
-                          Py_ssize_t *found_start, Py_ssize_t *found_end) noexcept:
-    """Where the value of the one `header` line is (stripped), as the twin's
-    `_one_digest_challenge` finds it; False when there is none, several, or a folded
-    line anywhere (the general path)."""
-    cdef const char *name = header
-    cdef Py_ssize_t nlen = len(header)
-    cdef Py_ssize_t start = -1, pos, end, count = 0
-    pos = _find(s, 0, head_end + 2, b"\r\n", 2)
-    while 0 <= pos < head_end:
-        if head_end - pos - 2 > nlen and memcmp(s + pos + 2, name, nlen) == 0 \
-                and s[pos + 2 + nlen] == b':':
-            count += 1
-            start = pos + 3 + nlen
-        if s[pos + 2] == b' ' or s[pos + 2] == b'\t':
-            return False  # a folded line somewhere: the general path
-        pos = _find(s, pos + 2, head_end + 2, b"\r\n", 2)
-    if count != 1:
-        return False
-    end = _find(s, start, head_end + 2, b"\r\n", 2)
-    while start < end and _ws(s[start]):
-        start += 1
-    while end > start and _ws(s[end - 1]):
-        end -= 1
-    found_start[0] = start
-    found_end[0] = end
-    return True
 
 
 cdef object _challenge_params(const char *s, Py_ssize_t start, Py_ssize_t end,
@@ -1157,7 +1200,7 @@ def _read_challenge_of(RegisterWire wire, bytes data, int status):
     """For the tests: what the wire reads in the 401/407 `data` (as a datagram would be
     read, its last plain reading remembered): (shared challenge, nonce, stale) or None."""
     cdef const char *s = PyBytes_AS_STRING(data)
-    cdef Py_ssize_t head_end = _find(s, 0, PyBytes_GET_SIZE(data), b"\r\n\r\n", 4)
-    if head_end < 0 or not wire._read_challenge(s, head_end, status):
+    cdef _Head h
+    if not _scan(s, PyBytes_GET_SIZE(data), status, &h) or not wire._read_challenge(s, &h, status):
         return None
     return wire._got_shared, wire._got_nonce, wire._got_stale

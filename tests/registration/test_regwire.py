@@ -250,6 +250,38 @@ async def test_provisional_received_and_retransmission(make_stack, mode):
         transport.close()
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_each_top_via_is_noted_as_the_general_path_notes_it(make_stack, mode):
+    """The flow's observed address follows every response's top Via. (The compiled wire
+    remembers the last Via it read, branch aside, and what it noted from it: a Via
+    that differs is read again, and a flow whose observed address changed since is
+    noted again.)"""
+    ctx = await make_stack(mode)
+    extras = iter([";received=192.0.2.7;rport=5099", ";rport=5099",
+                   ";rport=5099;ReceiveD=192.0.2.8", ";rport=5099;ReceiveD=192.0.2.8",
+                   ";received=192.0.2.7;rport=5099", ";received=192.0.2.7;rport=5099"])
+
+    def make(request):
+        return [answer(request, 200, "OK", next(extras),
+                       f"Contact: {request.get('Contact')};expires=90\r\n")]
+
+    transport, proto, port = await answering(make)
+    try:
+        c = udp_client(ctx, port)
+        seen = []
+        for step in range(6):
+            if step in (3, 5):
+                c.flow.observed = ("198.51.100.1", 1)  # changed elsewhere meanwhile
+            assert await c._exchange(600) == 90
+            seen.append(c.flow.observed)
+        assert seen == [("192.0.2.7", 5099), ("192.0.2.7", 5099), ("192.0.2.8", 5099),
+                        ("192.0.2.8", 5099), ("192.0.2.7", 5099), ("192.0.2.7", 5099)]
+        assert len({r.branch for r in proto.requests}) == 6
+        c.close()
+    finally:
+        transport.close()
+
+
 class _Timed(_Answering):
     """`_Answering` with each request's arrival time, answering the request numbered
     n (from 0) with `make(request, n)` after `delays.get(n, 0)` seconds."""
