@@ -39,12 +39,56 @@ from gateway.errors import AuthError, TransactionTimeout, TransportError
 from gateway.sip import parsing
 from gateway.sip.digest import _BY_NAME, _CHALLENGES, _CNONCE_KEY, _Challenge, _quote
 from gateway.sip.fields import _single_challenge
-from gateway.sip.flow import redact, trace
+from gateway.sip.flow import Flow, redact, trace
 from gateway.sip.regwire import _observe
 
 
 include "tracing.pxi"
 include "writer.pxi"
+
+
+# A `Flow`'s slots read where the instance keeps them, as its member descriptors do,
+# rather than through the generic attribute look-up (several per registration); only
+# for the Flow class itself (anything else, e.g. a test's stand-in, is asked by name).
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDef:
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef *d_member
+
+cdef type _FLOW = Flow
+
+
+cdef Py_ssize_t _slot_offset(type cls, str name) except -1:
+    descr = cls.__dict__[name]
+    if type(descr).__name__ != "member_descriptor":
+        raise ImportError(f"{cls.__name__}.{name} is not a slot: the pure-Python twin is used")
+    return (<PyMemberDescrObject *><PyObject *>descr).d_member.offset
+
+
+cdef Py_ssize_t _CLOSED = _slot_offset(_FLOW, "closed")
+cdef Py_ssize_t _CONNECTION = _slot_offset(_FLOW, "connection")
+
+
+cdef inline PyObject *_slot(flow, Py_ssize_t offset) noexcept:
+    """The slot's value (borrowed), NULL when `flow` is no Flow or the slot is unset."""
+    if type(flow) is not _FLOW:
+        return NULL
+    return (<PyObject **>(<char *><PyObject *>flow + offset))[0]
+
+
+cdef inline bint _closed(flow) except -1:
+    """`flow.closed`."""
+    cdef PyObject *value = _slot(flow, _CLOSED)
+    if value == NULL:
+        return bool(flow.closed)
+    return value == <PyObject *>True or (value != <PyObject *>False and bool(<object>value))
+
+
+cdef inline object _connection(flow):
+    """`flow.connection`."""
+    cdef PyObject *value = _slot(flow, _CONNECTION)
+    return flow.connection if value == NULL else <object>value
 
 # The counts this module makes in `gateway.metrics`' recorders, as its recording
 # functions make them, kept in C and added into the recorders whenever one is read
@@ -363,7 +407,7 @@ cdef class RegisterWire:
         ex.challenges_left = challenges_left
         ex.answered = 0
         ex.branch = b""
-        connection = flow.connection
+        connection = _connection(flow)
         if flow is not self._send_flow or connection is not self._send_connection:
             # (a flow's connection and peer stay; the clients of a registrar share one)
             self._send_flow = flow
@@ -421,7 +465,7 @@ cdef class RegisterWire:
 
     cdef bint _send(self, _Exchange ex) except -1:
         flow = ex.flow
-        if flow.closed:
+        if _closed(flow):
             self._end(ex, TransportError(f"{flow!r} is closed"))
             return False
         if _tracing():
@@ -763,6 +807,7 @@ cdef class _Said:
     (its accounts answer it one after another): the hash, and the line's fixed parts."""
     cdef object shared
     cdef bint sha, sess
+    cdef object realm_text, ha1_key  # shared.realm, shared.ha1_key
     cdef bytes qop      # b"" without qop
     cdef bytes opening  # `Authorization: Digest username=`
     cdef bytes realm    # `, realm="R", nonce=`
@@ -786,6 +831,8 @@ cdef _Said _said(shared):
     said = _Said.__new__(_Said)
     algorithm = shared.algorithm
     qop = shared.qop
+    said.realm_text = shared.realm
+    said.ha1_key = shared.ha1_key
     said.sha = algorithm.startswith("SHA-256")
     said.sess = algorithm.endswith("-sess")
     said.qop = qop.encode() if qop else b""
@@ -934,16 +981,17 @@ cdef _accept(digest, int status, shared, str nonce, bint stale):
     the same shared challenge (read by `_read_challenge`), HA1 computed as `digest.ha1`
     computes it."""
     cdef _Digest d = <_Digest?>digest
+    cdef _Said said = _said(shared)
     previous = d._challenge
     cdef long nc = d._nc
     if (previous is not None and nc > 0 and not stale
-            and (previous is shared or previous.realm == shared.realm)
+            and (previous is shared or previous.realm == said.realm_text)
             and (nc == 1 or d._nonce == nonce)):
         raise AuthError("credentials rejected", status=status)
-    key = shared.ha1_key
-    if d._ha1_key != key:
+    key = said.ha1_key
+    if d._ha1_key is not key and (d._ha1_key is None or d._ha1_key != key):
         password = d.password_source()
-        d._ha1 = _ha1(d.username, shared.realm, password, key[1] == "SHA-256")
+        d._ha1 = _ha1(d.username, said.realm_text, password, key[1] == "SHA-256")
         d._ha1_key = key
         del password
     d._challenge = shared

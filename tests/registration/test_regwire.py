@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway import metrics
+from gateway.errors import TransportError
 from gateway.sip.dns import Target
 from gateway.sip.parsing import parse_message
 from gateway.sip.registration import RegistrationClient
@@ -186,6 +187,30 @@ async def test_closing_a_client_drops_its_wire_exchange_and_slot(make_stack, wir
         assert ctx.in_flight.free == 200 and not ctx.wire.pending
         await asyncio.sleep(0.12)  # past timer E: nothing is sent again
         assert len(proto.requests) == 1 and c.state == "registering"  # no outcome came
+    finally:
+        transport.close()
+
+
+@pytest.mark.parametrize("wire", load_both("_regwire", "sip.regwire"))
+async def test_a_flow_closed_under_an_exchange_ends_it_at_the_next_send(make_stack, wire):
+    """Timer E finds the flow closed (read as it is then, not as it was when the
+    exchange started): TransportError, nothing sent, nothing left pending."""
+    ctx = await make_stack(wire)
+    transport, proto, port = await answering(lambda request: [], silent=0)  # never answers
+    try:
+        c = udp_client(ctx, port)
+        flow = await ctx.endpoint.transport.connect(Target("127.0.0.1", port, "udp", "127.0.0.1"))
+        ctx.last_ready = (c.target, flow)
+        exchange = asyncio.ensure_future(c._exchange(600))
+        while not proto.requests:
+            await asyncio.sleep(0.005)
+        assert len(ctx.wire.pending) == 1 and not flow.closed
+        flow.close()
+        with pytest.raises(TransportError, match="SIP targets failed") as caught:
+            await asyncio.wait_for(exchange, 2.0)
+        assert "is closed" in str(caught.value.__cause__)
+        assert len(proto.requests) == 1 and not ctx.wire.pending
+        c.close()
     finally:
         transport.close()
 
