@@ -28,6 +28,7 @@ from cpython.dict cimport PyDict_GetItem
 from cpython.ref cimport PyObject
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from gateway._digest cimport DigestClient as _Digest
+from gateway._udpsock cimport DatagramSender, DatagramTaker
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 import asyncio
@@ -310,6 +311,7 @@ cdef bint _scan(const char *s, Py_ssize_t n, int status, _Head *h) noexcept:
 cdef class _Exchange:
     cdef RegisterWire wire
     cdef object client, flow, future, callback, uri, timer, sendto, remote
+    cdef DatagramSender sender  # sendto's socket, when it sends from C
     cdef bytes head, middle, tail, branch, data
     cdef long expires
     cdef int challenges_left, answered
@@ -325,13 +327,15 @@ cdef class _Exchange:
             self.wire._end(self, None, False)
 
 
-cdef class RegisterWire:
-    """The REGISTER exchanges of one endpoint's UDP sockets; see the Python twin."""
+cdef class RegisterWire(DatagramTaker):
+    """The REGISTER exchanges of one endpoint's UDP sockets; see the Python twin. (Its
+    `datagram` is the sockets' hook; the compiled socket calls it as `take`.)"""
 
     cdef readonly object transport, wheel
     cdef object _call_later, _reschedule  # the wheel's, bound once
     # the flow of the last exchange started, its connection, sendto and peer
     cdef object _send_flow, _send_connection, _sendto, _remote
+    cdef DatagramSender _sender
     # the flow whose last_activity was last written here (its address: no reference
     # kept), and when
     cdef const void *_active_flow
@@ -412,9 +416,12 @@ cdef class RegisterWire:
             # (a flow's connection and peer stay; the clients of a registrar share one)
             self._send_flow = flow
             self._send_connection = connection
-            self._sendto = connection.transport.sendto
+            sender = connection.transport
+            self._sendto = sender.sendto
+            self._sender = sender if isinstance(sender, DatagramSender) else None
             self._remote = flow.remote
         ex.sendto = self._sendto
+        ex.sender = self._sender
         ex.remote = self._remote
         return ex
 
@@ -470,7 +477,10 @@ cdef class RegisterWire:
             return False
         if _tracing():
             trace.debug("send %s\n%s", flow, redact(ex.data))
-        ex.sendto(ex.data, ex.remote)
+        if ex.sender is not None:
+            ex.sender.send(ex.data, ex.remote)
+        else:
+            ex.sendto(ex.data, ex.remote)
         _count(&_sent_out)
         self._active(flow)
         return True
@@ -512,6 +522,9 @@ cdef class RegisterWire:
 
     def datagram(self, bytes data, remote):
         """The transport's hook (see the twin)."""
+        return self.take(data, remote)
+
+    cdef bint take(self, bytes data, object remote) except -1:
         if not self.pending:
             return False
         cdef const char *s = PyBytes_AS_STRING(data)
