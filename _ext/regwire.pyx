@@ -197,10 +197,17 @@ def _forget_pool():
 os.register_at_fork(after_in_child=_forget_pool)
 
 
-cdef bytes _new_branch():
-    """z9hG4bK + 20 hex digits."""
+cdef enum:
+    BRANCH = 33        # z9hG4bK, 20 random hex digits, the slot in 6 hex digits
+    SLOT_DIGITS = 6
+    MAX_SLOTS = 1 << 24
+
+
+cdef bytes _new_branch(Py_ssize_t slot):
+    """z9hG4bK + 20 random hex digits + `slot` in 6 hex digits (where the exchange is
+    in its wire's table: a response finds it without a hash)."""
     global _pool, _pos
-    cdef char buf[27]
+    cdef char buf[BRANCH]
     cdef const unsigned char *src
     cdef const char *hexd = _HEX
     cdef int i
@@ -213,7 +220,26 @@ cdef bytes _new_branch():
     for i in range(10):
         buf[7 + 2 * i] = hexd[src[i] >> 4]
         buf[8 + 2 * i] = hexd[src[i] & 15]
-    return PyBytes_FromStringAndSize(buf, 27)
+    for i in range(SLOT_DIGITS):
+        buf[BRANCH - 1 - i] = hexd[(slot >> (4 * i)) & 15]
+    return PyBytes_FromStringAndSize(buf, BRANCH)
+
+
+cdef Py_ssize_t _slot_of(const char *s, Py_ssize_t b, Py_ssize_t e) noexcept:
+    """The slot a branch of ours (s[b:e]) names, or -1."""
+    cdef Py_ssize_t slot = 0, i
+    cdef char c
+    if e - b != BRANCH:
+        return -1
+    for i in range(e - SLOT_DIGITS, e):
+        c = s[i]
+        if b'0' <= c <= b'9':
+            slot = slot * 16 + (c - 48)
+        elif b'a' <= c <= b'f':
+            slot = slot * 16 + (c - 87)
+        else:
+            return -1
+    return slot
 
 
 cdef inline double _now() noexcept:
@@ -313,6 +339,7 @@ cdef class _Exchange:
     cdef object client, flow, future, callback, uri, timer, sendto, remote
     cdef DatagramSender sender  # sendto's socket, when it sends from C
     cdef bytes head, middle, tail, branch, data
+    cdef Py_ssize_t slot  # in its wire's table (-1: not there)
     cdef long expires
     cdef int challenges_left, answered
     cdef double interval, sent, started, due, deadline, armed
@@ -342,7 +369,10 @@ cdef class RegisterWire(DatagramTaker):
     cdef double _active_at
     cdef readonly double t1, t2
     cdef double _slack  # a timer fires this much early, or later (the wheel's tick)
-    cdef readonly dict pending
+    # the exchanges under way, each in the slot its branches name (`_new_branch`), and
+    # the slots free; how many are under way
+    cdef list _table, _free
+    cdef Py_ssize_t _live
     # the top Via last read on a flow (branch aside), and what it told the flow
     cdef object _seen_flow, _seen_observed
     cdef bytes _seen_before, _seen_after
@@ -365,10 +395,22 @@ cdef class RegisterWire(DatagramTaker):
         self.t1 = t1
         self.t2 = t2
         self._slack = wheel.resolution
-        self.pending = {}
+        self._table = []
+        self._free = []
         self._seen_before = self._seen_after = b""
         self._ch_before = self._ch_after = b""
         transport.datagram_hook = self.datagram
+
+    @property
+    def pending(self):
+        """The exchanges under way by their branch (as the twin's dict)."""
+        cdef _Exchange ex
+        cdef dict found = {}
+        for item in self._table:
+            if item is not None:
+                ex = item
+                found[ex.branch] = ex
+        return found
 
     @classmethod
     def of(cls, endpoint):
@@ -411,6 +453,7 @@ cdef class RegisterWire(DatagramTaker):
         ex.challenges_left = challenges_left
         ex.answered = 0
         ex.branch = b""
+        ex.slot = -1
         connection = _connection(flow)
         if flow is not self._send_flow or connection is not self._send_connection:
             # (a flow's connection and peer stay; the clients of a registrar share one)
@@ -438,7 +481,9 @@ cdef class RegisterWire(DatagramTaker):
         client = ex.client
         cseq = client.cseq + 1
         client.cseq = cseq
-        cdef bytes branch = _new_branch()
+        if ex.slot < 0:
+            self._hold(ex)
+        cdef bytes branch = _new_branch(ex.slot)
         cdef _Writer w = _request
         w.start()
         w.raw(ex.head)
@@ -452,10 +497,7 @@ cdef class RegisterWire(DatagramTaker):
             _line.start()
         w.raw(_TAIL)
         ex.data = w.take()
-        if ex.branch:
-            del self.pending[ex.branch]
         ex.branch = branch
-        self.pending[branch] = ex
         ex.interval = self.t1
         ex.proceeding = False
         _count(&_sent)
@@ -497,9 +539,26 @@ cdef class RegisterWire(DatagramTaker):
         self._active_at = now
         return 0
 
+    cdef int _hold(self, _Exchange ex) except -1:
+        """A slot of the table for `ex`."""
+        cdef Py_ssize_t slot
+        if self._free:
+            slot = self._free.pop()
+            self._table[slot] = ex
+        else:
+            slot = len(self._table)
+            if slot >= MAX_SLOTS:
+                raise OverflowError("too many REGISTER exchanges under way")
+            self._table.append(ex)
+        ex.slot = slot
+        self._live += 1
+
     cdef _end(self, _Exchange ex, outcome, bint notify=True):
-        if self.pending.get(ex.branch) is ex:
-            del self.pending[ex.branch]
+        if ex.slot >= 0:  # its branch is not ours any more
+            self._table[ex.slot] = None
+            self._free.append(ex.slot)
+            ex.slot = -1
+            self._live -= 1
         if ex.timer is not None:
             ex.timer.cancel()
             ex.timer = None
@@ -525,7 +584,7 @@ cdef class RegisterWire(DatagramTaker):
         return self.take(data, remote)
 
     cdef bint take(self, bytes data, object remote) except -1:
-        if not self.pending:
+        if not self._live:
             return False
         cdef const char *s = PyBytes_AS_STRING(data)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
@@ -546,10 +605,16 @@ cdef class RegisterWire(DatagramTaker):
         cdef Py_ssize_t e = b
         while e < via_end and s[e] != b';' and s[e] != b' ' and s[e] != b'\t':
             e += 1
-        cdef PyObject *found = PyDict_GetItem(self.pending, s[b:e])
-        if found == NULL:
+        cdef Py_ssize_t slot = _slot_of(s, b, e)
+        if slot < 0 or slot >= len(self._table):
+            return False
+        found = self._table[slot]
+        if found is None:
             return False
         cdef _Exchange ex = <_Exchange>found
+        if (PyBytes_GET_SIZE(ex.branch) != BRANCH
+                or memcmp(PyBytes_AS_STRING(ex.branch), s + b, BRANCH) != 0):
+            return False  # an ended exchange's, or not ours
         if not _cseq_is_register(s, h.cseq, h.cseq_end):
             return False
         flow = ex.flow

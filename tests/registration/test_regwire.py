@@ -411,6 +411,39 @@ async def test_a_late_final_response_is_left_to_the_general_path(make_stack, wir
 
 
 @pytest.mark.parametrize("wire", load_both("_regwire", "sip.regwire"))
+async def test_an_ended_exchange_branch_is_not_taken_by_the_next(make_stack, wire):
+    """A response carrying the branch of an exchange that ended is nobody's, even once
+    another exchange holds its place (the compiled wire finds exchanges by a slot
+    named in the branch); only the branch sent finds its exchange."""
+    ctx = await make_stack(wire)
+
+    def ok(request):
+        return answer(request, 200, "OK", extra=f"Contact: {request.get('Contact')};expires=90\r\n")
+
+    transport, proto, port = await answering(lambda request: [ok(request)]
+                                             if len(proto.requests) == 1 else [])
+    try:
+        c = udp_client(ctx, port)
+        assert await c._exchange(600) == 90
+        exchange = asyncio.ensure_future(c._exchange(600))  # never answered by the peer
+        while len(proto.requests) < 2:
+            await asyncio.sleep(0.005)
+        first, second = proto.requests
+        assert list(ctx.wire.pending) == [second.branch.encode()]
+        late = ok(first).replace(first.get("CSeq").encode(), second.get("CSeq").encode())
+        forged = ok(second).replace(second.branch.encode(),
+                                    second.branch[:10].encode() + b"0" * 20 + second.branch[30:].encode())
+        for datagram in (late, forged):
+            assert not ctx.wire.datagram(datagram, ("127.0.0.1", port))
+        assert not exchange.done() and len(ctx.wire.pending) == 1
+        assert ctx.wire.datagram(ok(second), ("127.0.0.1", port))
+        assert await exchange == 90 and not ctx.wire.pending
+        c.close()
+    finally:
+        transport.close()
+
+
+@pytest.mark.parametrize("wire", load_both("_regwire", "sip.regwire"))
 @pytest.mark.parametrize("params", [
     {"realm": "example.com", "nonce": "abc", "qop": "auth"},
     {"realm": "r", "nonce": "n", "algorithm": "MD5"},
