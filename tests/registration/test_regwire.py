@@ -5,6 +5,7 @@ the same outcome and the same metrics, whether each twin of the wire path reads 
 the general path (parser, transactions) does. Over UDP on loopback."""
 
 import asyncio
+import logging
 import re
 import time
 from pathlib import Path
@@ -444,6 +445,43 @@ async def test_an_ended_exchange_branch_is_not_taken_by_the_next(make_stack, wir
 
 
 @pytest.mark.parametrize("wire", load_both("_regwire", "sip.regwire"))
+async def test_the_sip_trace_follows_its_level_at_once(make_stack, wire, caplog):
+    """Each send and receive on the wire asks whether the SIP trace is on (the compiled
+    wire keeps the last "off" while logging's cache of it has not changed): turned on
+    while an exchange waits for timer E, it shows the retransmission and the answer."""
+    ctx = await make_stack(wire)
+
+    def make(request):  # the first send of each exchange is lost
+        if len(proto.requests) % 2:
+            return []
+        return [answer(request, 200, "OK", extra=f"Contact: {request.get('Contact')};expires=90\r\n")]
+
+    transport, proto, port = await answering(make)
+    trace = logging.getLogger("gateway.sip.trace")
+    level = trace.level
+    caplog.set_level(logging.DEBUG)  # (its handler takes what the trace logger lets by)
+    try:
+        c = udp_client(ctx, port)
+        traced = []
+        for on in (False, False, True, False, True):
+            trace.setLevel(logging.INFO)
+            caplog.clear()
+            exchange = asyncio.ensure_future(c._exchange(600))
+            sent = len(proto.requests)
+            while len(proto.requests) == sent:
+                await asyncio.sleep(0.002)
+            if on:
+                trace.setLevel(logging.DEBUG)
+            assert await exchange == 90
+            traced.append(sorted(r.getMessage().split(" ", 1)[0] for r in caplog.records
+                                 if r.name == "gateway.sip.trace"))
+        assert traced == [[], [], ["recv", "send"], [], ["recv", "send"]]
+        c.close()
+    finally:
+        trace.setLevel(level)
+        transport.close()
+
+@pytest.mark.parametrize("wire", load_both("_regwire", "sip.regwire"))
 @pytest.mark.parametrize("params", [
     {"realm": "example.com", "nonce": "abc", "qop": "auth"},
     {"realm": "r", "nonce": "n", "algorithm": "MD5"},
@@ -451,6 +489,7 @@ async def test_an_ended_exchange_branch_is_not_taken_by_the_next(make_stack, wir
      "qop": "auth-int, auth"},
     {"realm": "r", "nonce": "n", "algorithm": "md5-sess", "opaque": ""},
     {"realm": "r", "nonce": "n", "algorithm": "SHA-256"},
+    {"realm": '"\\"', "nonce": '\\\x00"x""\\y\x00', "algorithm": "MD5", "qop": "auth"},
 ])
 def test_credentials_are_what_the_digest_client_writes(wire, params):
     from gateway.sip.digest import DigestClient, usable
