@@ -510,9 +510,9 @@ cdef class RegisterWire(DatagramTaker):
         elif ex.armed > ex.due:
             self._reschedule(ex.timer, self.t1)
             ex.armed = ex.due
-        self._send(ex)
+        self._send(ex, ex.sent)
 
-    cdef bint _send(self, _Exchange ex) except -1:
+    cdef bint _send(self, _Exchange ex, double now) except -1:
         flow = ex.flow
         if _closed(flow):
             self._end(ex, TransportError(f"{flow!r} is closed"))
@@ -524,14 +524,13 @@ cdef class RegisterWire(DatagramTaker):
         else:
             ex.sendto(ex.data, ex.remote)
         _count(&_sent_out)
-        self._active(flow)
+        self._active(flow, now)
         return True
 
-    cdef int _active(self, flow) except -1:
+    cdef int _active(self, flow, double now) except -1:
         """`flow.last_activity = now`, skipped when this wire wrote it less than a
         millisecond ago (what the flow's idle check reads is then that much older at
         most; a flow made since, at the same address, has its own, newer time)."""
-        cdef double now = _now()
         if <const void *>flow == self._active_flow and now - self._active_at < 1e-3:
             return 0
         flow.last_activity = now
@@ -602,9 +601,10 @@ cdef class RegisterWire(DatagramTaker):
         if b < 0:
             return False
         b += 8
-        cdef Py_ssize_t e = b
-        while e < via_end and s[e] != b';' and s[e] != b' ' and s[e] != b'\t':
-            e += 1
+        # (ours are BRANCH long: the branch must end there, and be ours byte for byte)
+        cdef Py_ssize_t e = b + BRANCH
+        if e > via_end or (e < via_end and s[e] != b';' and s[e] != b' ' and s[e] != b'\t'):
+            return False
         cdef Py_ssize_t slot = _slot_of(s, b, e)
         if slot < 0 or slot >= len(self._table):
             return False
@@ -621,12 +621,13 @@ cdef class RegisterWire(DatagramTaker):
         if _tracing():
             trace.debug("recv %s\n%s", flow, redact(data))
         _count(&_received[status // 100])  # (three digits)
-        self._active(flow)
+        cdef double now = _now()
+        self._active(flow, now)
         self._observe(s, via, b, e, via_end, flow)
         if status < 200:
             ex.proceeding = True
             return True
-        cdef double rtt = _now() - ex.sent
+        cdef double rtt = now - ex.sent
         cdef long granted
         if status < 300:
             granted = ex.expires if ex.expires == 0 else \
@@ -1088,7 +1089,7 @@ def _timer_fired(_Exchange ex):
         _timed_out(ex)
         return
     if now >= ex.due - wire._slack:
-        if not wire._send(ex):
+        if not wire._send(ex, now):
             return
         ex.interval = wire.t2 if ex.proceeding else min(2 * ex.interval, wire.t2)
         ex.due = now + ex.interval
