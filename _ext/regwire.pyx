@@ -28,6 +28,7 @@ from cpython.dict cimport PyDict_GetItem
 from cpython.ref cimport PyObject
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from gateway._digest cimport DigestClient as _Digest
+from gateway._udpsock cimport DatagramSender, DatagramTaker
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 import asyncio
@@ -39,12 +40,56 @@ from gateway.errors import AuthError, TransactionTimeout, TransportError
 from gateway.sip import parsing
 from gateway.sip.digest import _BY_NAME, _CHALLENGES, _CNONCE_KEY, _Challenge, _quote
 from gateway.sip.fields import _single_challenge
-from gateway.sip.flow import redact, trace
+from gateway.sip.flow import Flow, redact, trace
 from gateway.sip.regwire import _observe
 
 
 include "tracing.pxi"
 include "writer.pxi"
+
+
+# A `Flow`'s slots read where the instance keeps them, as its member descriptors do,
+# rather than through the generic attribute look-up (several per registration); only
+# for the Flow class itself (anything else, e.g. a test's stand-in, is asked by name).
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDef:
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef *d_member
+
+cdef type _FLOW = Flow
+
+
+cdef Py_ssize_t _slot_offset(type cls, str name) except -1:
+    descr = cls.__dict__[name]
+    if type(descr).__name__ != "member_descriptor":
+        raise ImportError(f"{cls.__name__}.{name} is not a slot: the pure-Python twin is used")
+    return (<PyMemberDescrObject *><PyObject *>descr).d_member.offset
+
+
+cdef Py_ssize_t _CLOSED = _slot_offset(_FLOW, "closed")
+cdef Py_ssize_t _CONNECTION = _slot_offset(_FLOW, "connection")
+
+
+cdef inline PyObject *_slot(flow, Py_ssize_t offset) noexcept:
+    """The slot's value (borrowed), NULL when `flow` is no Flow or the slot is unset."""
+    if type(flow) is not _FLOW:
+        return NULL
+    return (<PyObject **>(<char *><PyObject *>flow + offset))[0]
+
+
+cdef inline bint _closed(flow) except -1:
+    """`flow.closed`."""
+    cdef PyObject *value = _slot(flow, _CLOSED)
+    if value == NULL:
+        return bool(flow.closed)
+    return value == <PyObject *>True or (value != <PyObject *>False and bool(<object>value))
+
+
+cdef inline object _connection(flow):
+    """`flow.connection`."""
+    cdef PyObject *value = _slot(flow, _CONNECTION)
+    return flow.connection if value == NULL else <object>value
 
 # The counts this module makes in `gateway.metrics`' recorders, as its recording
 # functions make them, kept in C and added into the recorders whenever one is read
@@ -152,10 +197,17 @@ def _forget_pool():
 os.register_at_fork(after_in_child=_forget_pool)
 
 
-cdef bytes _new_branch():
-    """z9hG4bK + 20 hex digits."""
+cdef enum:
+    BRANCH = 33        # z9hG4bK, 20 random hex digits, the slot in 6 hex digits
+    SLOT_DIGITS = 6
+    MAX_SLOTS = 1 << 24
+
+
+cdef bytes _new_branch(Py_ssize_t slot):
+    """z9hG4bK + 20 random hex digits + `slot` in 6 hex digits (where the exchange is
+    in its wire's table: a response finds it without a hash)."""
     global _pool, _pos
-    cdef char buf[27]
+    cdef char buf[BRANCH]
     cdef const unsigned char *src
     cdef const char *hexd = _HEX
     cdef int i
@@ -168,7 +220,26 @@ cdef bytes _new_branch():
     for i in range(10):
         buf[7 + 2 * i] = hexd[src[i] >> 4]
         buf[8 + 2 * i] = hexd[src[i] & 15]
-    return PyBytes_FromStringAndSize(buf, 27)
+    for i in range(SLOT_DIGITS):
+        buf[BRANCH - 1 - i] = hexd[(slot >> (4 * i)) & 15]
+    return PyBytes_FromStringAndSize(buf, BRANCH)
+
+
+cdef Py_ssize_t _slot_of(const char *s, Py_ssize_t b, Py_ssize_t e) noexcept:
+    """The slot a branch of ours (s[b:e]) names, or -1."""
+    cdef Py_ssize_t slot = 0, i
+    cdef char c
+    if e - b != BRANCH:
+        return -1
+    for i in range(e - SLOT_DIGITS, e):
+        c = s[i]
+        if b'0' <= c <= b'9':
+            slot = slot * 16 + (c - 48)
+        elif b'a' <= c <= b'f':
+            slot = slot * 16 + (c - 87)
+        else:
+            return -1
+    return slot
 
 
 cdef inline double _now() noexcept:
@@ -196,11 +267,79 @@ cdef Py_ssize_t _find(const char *s, Py_ssize_t start, Py_ssize_t end, const cha
     return -1
 
 
+cdef inline Py_ssize_t _crlf(const char *s, Py_ssize_t i, Py_ssize_t n) noexcept:
+    """The offset of the first CRLF in s[i:n], or -1."""
+    cdef const char *at
+    while i < n - 1:
+        at = <const char *>memchr(s + i, b'\r', n - 1 - i)
+        if at == NULL:
+            return -1
+        if at[1] == b'\n':
+            return at - s
+        i = at - s + 1
+    return -1
+
+
+cdef struct _Head:
+    # what a response's head holds for the wire, found in one pass over its lines:
+    Py_ssize_t head_end          # where the first CRLF CRLF is
+    Py_ssize_t via, via_end      # the first `Via:` line's value (-1: none)
+    Py_ssize_t cseq, cseq_end    # the first `CSeq:` line's value (-1: none)
+    Py_ssize_t contact           # the CRLF before the first `Contact:` line (-1: none)
+    Py_ssize_t challenge, challenge_end  # the last challenge line's value (401, 407)
+    int challenges               # how many challenge lines
+    bint folded                  # a line starting with a space or tab (a folded one)
+
+
+cdef bint _scan(const char *s, Py_ssize_t n, int status, _Head *h) noexcept:
+    """The lines of the head of s[:n] read once into `h` (their names spelled exactly,
+    as the twin finds them), the challenge lines as `status` calls them; False when the
+    head has no end."""
+    cdef const char *name = NULL
+    cdef Py_ssize_t nlen = 0, pos, line, end
+    cdef char c
+    if status == 401:
+        name, nlen = b"WWW-Authenticate:", 17
+    elif status == 407:
+        name, nlen = b"Proxy-Authenticate:", 19
+    h.via = h.cseq = h.contact = h.challenge = -1
+    h.via_end = h.cseq_end = h.challenge_end = -1
+    h.challenges = 0
+    h.folded = False
+    pos = _crlf(s, 0, n)
+    while pos >= 0:
+        line = pos + 2
+        end = _crlf(s, line, n)
+        if end == line:
+            h.head_end = pos
+            return True
+        if end < 0:
+            return False
+        c = s[line]
+        if c == b'V':
+            if h.via < 0 and end - line >= 4 and memcmp(s + line, b"Via:", 4) == 0:
+                h.via, h.via_end = line + 4, end
+        elif c == b'C':
+            if h.cseq < 0 and end - line >= 5 and memcmp(s + line, b"CSeq:", 5) == 0:
+                h.cseq, h.cseq_end = line + 5, end
+            elif h.contact < 0 and end - line >= 8 and memcmp(s + line, b"Contact:", 8) == 0:
+                h.contact = pos
+        elif c == b' ' or c == b'\t':
+            h.folded = True
+        if nlen and c == name[0] and end - line >= nlen and memcmp(s + line, name, nlen) == 0:
+            h.challenges += 1
+            h.challenge, h.challenge_end = line + nlen, end
+        pos = end
+    return False
+
+
 @cython.freelist(64)  # (made and freed per exchange)
 cdef class _Exchange:
     cdef RegisterWire wire
     cdef object client, flow, future, callback, uri, timer, sendto, remote
+    cdef DatagramSender sender  # sendto's socket, when it sends from C
     cdef bytes head, middle, tail, branch, data
+    cdef Py_ssize_t slot  # in its wire's table (-1: not there)
     cdef long expires
     cdef int challenges_left, answered
     cdef double interval, sent, started, due, deadline, armed
@@ -215,23 +354,29 @@ cdef class _Exchange:
             self.wire._end(self, None, False)
 
 
-cdef class RegisterWire:
-    """The REGISTER exchanges of one endpoint's UDP sockets; see the Python twin."""
+cdef class RegisterWire(DatagramTaker):
+    """The REGISTER exchanges of one endpoint's UDP sockets; see the Python twin. (Its
+    `datagram` is the sockets' hook; the compiled socket calls it as `take`.)"""
 
     cdef readonly object transport, wheel
     cdef object _call_later, _reschedule  # the wheel's, bound once
     # the flow of the last exchange started, its connection, sendto and peer
     cdef object _send_flow, _send_connection, _sendto, _remote
+    cdef DatagramSender _sender
     # the flow whose last_activity was last written here (its address: no reference
     # kept), and when
     cdef const void *_active_flow
     cdef double _active_at
     cdef readonly double t1, t2
     cdef double _slack  # a timer fires this much early, or later (the wheel's tick)
-    cdef readonly dict pending
+    # the exchanges under way, each in the slot its branches name (`_new_branch`), and
+    # the slots free; how many are under way
+    cdef list _table, _free
+    cdef Py_ssize_t _live
     # the top Via last read on a flow (branch aside), and what it told the flow
     cdef object _seen_flow, _seen_observed
     cdef bytes _seen_before, _seen_after
+    cdef bint _seen_received  # whether that Via holds `received`
     # the challenge line last read plainly (the nonce cut out: what is before and after
     # it), for which status, and its reading (`_read_challenge`)
     cdef int _ch_status
@@ -250,10 +395,22 @@ cdef class RegisterWire:
         self.t1 = t1
         self.t2 = t2
         self._slack = wheel.resolution
-        self.pending = {}
+        self._table = []
+        self._free = []
         self._seen_before = self._seen_after = b""
         self._ch_before = self._ch_after = b""
         transport.datagram_hook = self.datagram
+
+    @property
+    def pending(self):
+        """The exchanges under way by their branch (as the twin's dict)."""
+        cdef _Exchange ex
+        cdef dict found = {}
+        for item in self._table:
+            if item is not None:
+                ex = item
+                found[ex.branch] = ex
+        return found
 
     @classmethod
     def of(cls, endpoint):
@@ -296,14 +453,18 @@ cdef class RegisterWire:
         ex.challenges_left = challenges_left
         ex.answered = 0
         ex.branch = b""
-        connection = flow.connection
+        ex.slot = -1
+        connection = _connection(flow)
         if flow is not self._send_flow or connection is not self._send_connection:
             # (a flow's connection and peer stay; the clients of a registrar share one)
             self._send_flow = flow
             self._send_connection = connection
-            self._sendto = connection.transport.sendto
+            sender = connection.transport
+            self._sendto = sender.sendto
+            self._sender = sender if isinstance(sender, DatagramSender) else None
             self._remote = flow.remote
         ex.sendto = self._sendto
+        ex.sender = self._sender
         ex.remote = self._remote
         return ex
 
@@ -320,7 +481,9 @@ cdef class RegisterWire:
         client = ex.client
         cseq = client.cseq + 1
         client.cseq = cseq
-        cdef bytes branch = _new_branch()
+        if ex.slot < 0:
+            self._hold(ex)
+        cdef bytes branch = _new_branch(ex.slot)
         cdef _Writer w = _request
         w.start()
         w.raw(ex.head)
@@ -334,10 +497,7 @@ cdef class RegisterWire:
             _line.start()
         w.raw(_TAIL)
         ex.data = w.take()
-        if ex.branch:
-            del self.pending[ex.branch]
         ex.branch = branch
-        self.pending[branch] = ex
         ex.interval = self.t1
         ex.proceeding = False
         _count(&_sent)
@@ -350,25 +510,27 @@ cdef class RegisterWire:
         elif ex.armed > ex.due:
             self._reschedule(ex.timer, self.t1)
             ex.armed = ex.due
-        self._send(ex)
+        self._send(ex, ex.sent)
 
-    cdef bint _send(self, _Exchange ex) except -1:
+    cdef bint _send(self, _Exchange ex, double now) except -1:
         flow = ex.flow
-        if flow.closed:
+        if _closed(flow):
             self._end(ex, TransportError(f"{flow!r} is closed"))
             return False
         if _tracing():
             trace.debug("send %s\n%s", flow, redact(ex.data))
-        ex.sendto(ex.data, ex.remote)
+        if ex.sender is not None:
+            ex.sender.send(ex.data, ex.remote)
+        else:
+            ex.sendto(ex.data, ex.remote)
         _count(&_sent_out)
-        self._active(flow)
+        self._active(flow, now)
         return True
 
-    cdef int _active(self, flow) except -1:
+    cdef int _active(self, flow, double now) except -1:
         """`flow.last_activity = now`, skipped when this wire wrote it less than a
         millisecond ago (what the flow's idle check reads is then that much older at
         most; a flow made since, at the same address, has its own, newer time)."""
-        cdef double now = _now()
         if <const void *>flow == self._active_flow and now - self._active_at < 1e-3:
             return 0
         flow.last_activity = now
@@ -376,9 +538,26 @@ cdef class RegisterWire:
         self._active_at = now
         return 0
 
+    cdef int _hold(self, _Exchange ex) except -1:
+        """A slot of the table for `ex`."""
+        cdef Py_ssize_t slot
+        if self._free:
+            slot = self._free.pop()
+            self._table[slot] = ex
+        else:
+            slot = len(self._table)
+            if slot >= MAX_SLOTS:
+                raise OverflowError("too many REGISTER exchanges under way")
+            self._table.append(ex)
+        ex.slot = slot
+        self._live += 1
+
     cdef _end(self, _Exchange ex, outcome, bint notify=True):
-        if self.pending.get(ex.branch) is ex:
-            del self.pending[ex.branch]
+        if ex.slot >= 0:  # its branch is not ours any more
+            self._table[ex.slot] = None
+            self._free.append(ex.slot)
+            ex.slot = -1
+            self._live -= 1
         if ex.timer is not None:
             ex.timer.cancel()
             ex.timer = None
@@ -401,58 +580,64 @@ cdef class RegisterWire:
 
     def datagram(self, bytes data, remote):
         """The transport's hook (see the twin)."""
-        if not self.pending:
+        return self.take(data, remote)
+
+    cdef bint take(self, bytes data, object remote) except -1:
+        if not self._live:
             return False
         cdef const char *s = PyBytes_AS_STRING(data)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
         if n < 12 or memcmp(s, b"SIP/2.0 ", 8) != 0:
             return False
-        cdef Py_ssize_t head_end = _find(s, 0, n, b"\r\n\r\n", 4)
-        if head_end < 0:
+        cdef int status = _status(s, n)
+        cdef _Head h
+        if status < 0 or not _scan(s, n, status, &h) or h.via < 0:
             return False
         # the top Via: the first `Via:` line, one Via in it
-        cdef Py_ssize_t via = _find(s, 0, head_end + 2, b"\r\nVia:", 6)
-        if via < 0:
-            return False
-        via += 6
-        cdef Py_ssize_t via_end = _find(s, via, n, b"\r\n", 2)
-        if _find(s, via, via_end, b",", 1) >= 0:
+        cdef Py_ssize_t via = h.via, via_end = h.via_end
+        if memchr(s + via, b',', via_end - via) != NULL:
             return False
         cdef Py_ssize_t b = _find(s, via, via_end, b";branch=", 8)
         if b < 0:
             return False
         b += 8
-        cdef Py_ssize_t e = b
-        while e < via_end and s[e] != b';' and s[e] != b' ' and s[e] != b'\t':
-            e += 1
-        cdef PyObject *found = PyDict_GetItem(self.pending, s[b:e])
-        if found == NULL:
+        # (ours are BRANCH long: the branch must end there, and be ours byte for byte)
+        cdef Py_ssize_t e = b + BRANCH
+        if e > via_end or (e < via_end and s[e] != b';' and s[e] != b' ' and s[e] != b'\t'):
+            return False
+        cdef Py_ssize_t slot = _slot_of(s, b, e)
+        if slot < 0 or slot >= len(self._table):
+            return False
+        found = self._table[slot]
+        if found is None:
             return False
         cdef _Exchange ex = <_Exchange>found
-        cdef int status = _status(s, n)
-        if status < 0 or not _cseq_is_register(s, head_end):
+        if (PyBytes_GET_SIZE(ex.branch) != BRANCH
+                or memcmp(PyBytes_AS_STRING(ex.branch), s + b, BRANCH) != 0):
+            return False  # an ended exchange's, or not ours
+        if not _cseq_is_register(s, h.cseq, h.cseq_end):
             return False
         flow = ex.flow
         if _tracing():
             trace.debug("recv %s\n%s", flow, redact(data))
         _count(&_received[status // 100])  # (three digits)
-        self._active(flow)
-        if _has_received(s, via, via_end):
-            self._observe(s, via, b, e, via_end, flow)
+        cdef double now = _now()
+        self._active(flow, now)
+        self._observe(s, via, b, e, via_end, flow)
         if status < 200:
             ex.proceeding = True
             return True
-        cdef double rtt = _now() - ex.sent
+        cdef double rtt = now - ex.sent
         cdef long granted
         if status < 300:
             granted = ex.expires if ex.expires == 0 else \
-                _our_expires(s, head_end, ex.client._token or ex.client.token)
+                _our_expires(s, h.head_end, h.contact, ex.client._token or ex.client.token)
             if granted >= 0:
                 _result(UNREGISTERED if ex.expires == 0 else REGISTERED, rtt)
                 self._end(ex, granted)
                 return True
         elif ((status == 401 or status == 407) and ex.answered < ex.challenges_left
-                and self._read_challenge(s, head_end, status)):
+                and self._read_challenge(s, &h, status)):
             _observe_rtt(rtt)
             self._challenged(ex, status)
             return True
@@ -460,21 +645,29 @@ cdef class RegisterWire:
 
     cdef _observe(self, const char *s, Py_ssize_t via, Py_ssize_t b, Py_ssize_t e,
                   Py_ssize_t via_end, flow):
-        """The twin's `_observe`, skipped when the top Via (its branch aside) is the one
-        last seen on this flow and the flow still has what that one gave."""
+        """The twin's `_observe`. The clients of a registrar hear the same top Via but
+        for its branch: whether it holds `received` is remembered with the last one
+        (what is before and after the branch), and the noting is skipped when it is the
+        one last noted on this flow and the flow still has what that one gave."""
         cdef bytes before = self._seen_before, after = self._seen_after
-        if (flow is self._seen_flow and flow.observed is self._seen_observed
-                and len(before) == b - via and len(after) == via_end - e
-                and memcmp(s + via, <const char *>before, b - via) == 0
-                and memcmp(s + e, <const char *>after, via_end - e) == 0):
-            return
+        if (PyBytes_GET_SIZE(before) == b - via and PyBytes_GET_SIZE(after) == via_end - e
+                and memcmp(s + via, PyBytes_AS_STRING(before), b - via) == 0
+                and memcmp(s + e, PyBytes_AS_STRING(after), via_end - e) == 0):
+            if not self._seen_received or (flow is self._seen_flow
+                                           and flow.observed is self._seen_observed):
+                return
+        else:
+            self._seen_before = s[via:b]
+            self._seen_after = s[e:via_end]
+            self._seen_received = _has_received(s, via, via_end)
+            self._seen_flow = None
+            if not self._seen_received:
+                return
         _observe(s[via:via_end], flow)
         self._seen_flow = flow
         self._seen_observed = flow.observed
-        self._seen_before = s[via:b]
-        self._seen_after = s[e:via_end]
 
-    cdef bint _read_challenge(self, const char *s, Py_ssize_t head_end, int status) except -1:
+    cdef bint _read_challenge(self, const char *s, _Head *h, int status) except -1:
         """Whether the 401/407 holds one usable Digest challenge, read as the twin reads
         it (`_one_digest_challenge`, `usable`, the shared challenge `accept` takes); if
         so, left in `_got_shared`, `_got_nonce`, `_got_stale`.
@@ -487,9 +680,13 @@ cdef class RegisterWire:
         cdef bytes before = self._ch_before, after = self._ch_after
         cdef Py_ssize_t nb, na
         cdef unsigned char c
-        if not _challenge_line(s, head_end, b"WWW-Authenticate" if status == 401
-                               else b"Proxy-Authenticate", &start, &end):
-            return False
+        if h.challenges != 1 or h.folded:
+            return False  # none, several, or a folded line somewhere: the general path
+        start, end = h.challenge, h.challenge_end
+        while start < end and _ws(s[start]):
+            start += 1
+        while end > start and _ws(s[end - 1]):
+            end -= 1
         if status == self._ch_status:
             nb = PyBytes_GET_SIZE(before)
             na = PyBytes_GET_SIZE(after)
@@ -689,6 +886,7 @@ cdef class _Said:
     (its accounts answer it one after another): the hash, and the line's fixed parts."""
     cdef object shared
     cdef bint sha, sess
+    cdef object realm_text, ha1_key  # shared.realm, shared.ha1_key
     cdef bytes qop      # b"" without qop
     cdef bytes opening  # `Authorization: Digest username=`
     cdef bytes realm    # `, realm="R", nonce=`
@@ -712,6 +910,8 @@ cdef _Said _said(shared):
     said = _Said.__new__(_Said)
     algorithm = shared.algorithm
     qop = shared.qop
+    said.realm_text = shared.realm
+    said.ha1_key = shared.ha1_key
     said.sha = algorithm.startswith("SHA-256")
     said.sess = algorithm.endswith("-sess")
     said.qop = qop.encode() if qop else b""
@@ -860,16 +1060,17 @@ cdef _accept(digest, int status, shared, str nonce, bint stale):
     the same shared challenge (read by `_read_challenge`), HA1 computed as `digest.ha1`
     computes it."""
     cdef _Digest d = <_Digest?>digest
+    cdef _Said said = _said(shared)
     previous = d._challenge
     cdef long nc = d._nc
     if (previous is not None and nc > 0 and not stale
-            and (previous is shared or previous.realm == shared.realm)
+            and (previous is shared or previous.realm == said.realm_text)
             and (nc == 1 or d._nonce == nonce)):
         raise AuthError("credentials rejected", status=status)
-    key = shared.ha1_key
-    if d._ha1_key != key:
+    key = said.ha1_key
+    if d._ha1_key is not key and (d._ha1_key is None or d._ha1_key != key):
         password = d.password_source()
-        d._ha1 = _ha1(d.username, shared.realm, password, key[1] == "SHA-256")
+        d._ha1 = _ha1(d.username, said.realm_text, password, key[1] == "SHA-256")
         d._ha1_key = key
         del password
     d._challenge = shared
@@ -888,7 +1089,7 @@ def _timer_fired(_Exchange ex):
         _timed_out(ex)
         return
     if now >= ex.due - wire._slack:
-        if not wire._send(ex):
+        if not wire._send(ex, now):
             return
         ex.interval = wire.t2 if ex.proceeding else min(2 * ex.interval, wire.t2)
         ex.due = now + ex.interval
@@ -931,13 +1132,11 @@ cdef inline bint _ws(char c) noexcept:
     return c == b' ' or c == b'\t' or c == b'\r' or c == b'\n' or c == b'\x0b' or c == b'\x0c'
 
 
-cdef bint _cseq_is_register(const char *s, Py_ssize_t head_end) noexcept:
-    """The first `CSeq:` line holds `<digits> REGISTER` (the twin's split() rule)."""
-    cdef Py_ssize_t start = _find(s, 0, head_end + 2, b"\r\nCSeq:", 7)
-    if start < 0:
+cdef bint _cseq_is_register(const char *s, Py_ssize_t i, Py_ssize_t end) noexcept:
+    """The first `CSeq:` line (its value s[i:end], i < 0 for none) holds
+    `<digits> REGISTER` (the twin's split() rule)."""
+    if i < 0:
         return False
-    cdef Py_ssize_t i = start + 7
-    cdef Py_ssize_t end = _find(s, i, head_end + 2, b"\r\n", 2)
     while i < end and _ws(s[i]):
         i += 1
     cdef Py_ssize_t digits = i
@@ -955,8 +1154,9 @@ cdef bint _cseq_is_register(const char *s, Py_ssize_t head_end) noexcept:
     return i == end
 
 
-cdef long _our_expires(const char *s, Py_ssize_t head_end, str token) except -2:
-    """The twin's `_our_expires`: -1 where it gives None."""
+cdef long _our_expires(const char *s, Py_ssize_t head_end, Py_ssize_t pos, str token) except -2:
+    """The twin's `_our_expires`: -1 where it gives None. `pos`: where the first
+    `\\r\\nContact:` is (-1: none)."""
     cdef char buf[256]
     cdef Py_ssize_t n
     cdef const char *text = PyUnicode_AsUTF8AndSize(token, &n)
@@ -970,7 +1170,6 @@ cdef long _our_expires(const char *s, Py_ssize_t head_end, str token) except -2:
     else:
         marker = b"<sip:" + token.encode() + b"@"
         m = marker
-    cdef Py_ssize_t pos = _find(s, 0, head_end + 2, b"\r\nContact:", 10)
     cdef Py_ssize_t start, end, at, close, stop, i
     cdef long value
     while 0 <= pos < head_end:
@@ -1035,35 +1234,6 @@ cdef long _expires_param(const char *s, Py_ssize_t i, Py_ssize_t end) noexcept:
 cdef inline bint _token_char(unsigned char c) noexcept:
     return (b'a' <= c <= b'z' or b'A' <= c <= b'Z' or b'0' <= c <= b'9'
             or c in b"-.!%*_+`'~")
-
-
-cdef bint _challenge_line(const char *s, Py_ssize_t head_end, bytes header,
-                          Py_ssize_t *found_start, Py_ssize_t *found_end) noexcept:
-    """Where the value of the one `header` line is (stripped), as the twin's
-    `_one_digest_challenge` finds it; False when there is none, several, or a folded
-    line anywhere (the general path)."""
-    cdef const char *name = header
-    cdef Py_ssize_t nlen = len(header)
-    cdef Py_ssize_t start = -1, pos, end, count = 0
-    pos = _find(s, 0, head_end + 2, b"\r\n", 2)
-    while 0 <= pos < head_end:
-        if head_end - pos - 2 > nlen and memcmp(s + pos + 2, name, nlen) == 0 \
-                and s[pos + 2 + nlen] == b':':
-            count += 1
-            start = pos + 3 + nlen
-        if s[pos + 2] == b' ' or s[pos + 2] == b'\t':
-            return False  # a folded line somewhere: the general path
-        pos = _find(s, pos + 2, head_end + 2, b"\r\n", 2)
-    if count != 1:
-        return False
-    end = _find(s, start, head_end + 2, b"\r\n", 2)
-    while start < end and _ws(s[start]):
-        start += 1
-    while end > start and _ws(s[end - 1]):
-        end -= 1
-    found_start[0] = start
-    found_end[0] = end
-    return True
 
 
 cdef object _challenge_params(const char *s, Py_ssize_t start, Py_ssize_t end,
@@ -1157,7 +1327,7 @@ def _read_challenge_of(RegisterWire wire, bytes data, int status):
     """For the tests: what the wire reads in the 401/407 `data` (as a datagram would be
     read, its last plain reading remembered): (shared challenge, nonce, stale) or None."""
     cdef const char *s = PyBytes_AS_STRING(data)
-    cdef Py_ssize_t head_end = _find(s, 0, PyBytes_GET_SIZE(data), b"\r\n\r\n", 4)
-    if head_end < 0 or not wire._read_challenge(s, head_end, status):
+    cdef _Head h
+    if not _scan(s, PyBytes_GET_SIZE(data), status, &h) or not wire._read_challenge(s, &h, status):
         return None
     return wire._got_shared, wire._got_nonce, wire._got_stale

@@ -103,11 +103,29 @@ cdef enum:
 BATCH = NBATCH
 
 
-cdef class BatchedDatagramSocket:
+cdef class DatagramSender:
+    """What sends datagrams from C (`gateway/_udpsock.pxd`)."""
+
+    cdef int send(self, bytes data, object addr) except -1:
+        raise NotImplementedError
+
+
+cdef class DatagramTaker:
+    """What takes datagrams from C as a socket's hook (`gateway/_udpsock.pxd`): its
+    `datagram(data, addr)` is the hook, `take` the same from C (here: that method, for
+    a subclass that only defines it)."""
+
+    cdef bint take(self, bytes data, object addr) except -1:
+        return bool(self.datagram(data, addr))
+
+
+cdef class BatchedDatagramSocket(DatagramSender):
     """One bound, non-blocking UDP socket on the loop; see the Python twin."""
 
     cdef readonly object sock, loop
-    cdef public object hook, receive, error
+    cdef public object receive, error
+    cdef object _hook
+    cdef DatagramTaker _taker  # when the hook is a taker's `datagram`: called as `take`
     cdef int fd
     cdef readonly double received_at
     cdef bint _batching, _writing, _flushing, _closed, _stamping
@@ -137,7 +155,7 @@ cdef class BatchedDatagramSocket:
         self.sock = sock
         self.loop = loop
         self.fd = sock.fileno()
-        self.hook = None
+        self._hook = None
         self.receive = receive
         self.error = error
         self._queue = []
@@ -161,6 +179,17 @@ cdef class BatchedDatagramSocket:
         if self._buffers != NULL:
             PyMem_Free(self._buffers)
             self._buffers = NULL
+
+    @property
+    def hook(self):
+        return self._hook
+
+    @hook.setter
+    def hook(self, value):
+        owner = getattr(value, "__self__", None)
+        self._taker = owner if isinstance(owner, DatagramTaker) and value == owner.datagram \
+            else None
+        self._hook = value
 
     def get_extra_info(self, name, default=None):
         if name == "socket":
@@ -243,9 +272,13 @@ cdef class BatchedDatagramSocket:
         addr = self._address(i)
         if self._stamping:
             self.received_at = self._arrival(i)
-        hook = self.hook
+        cdef DatagramTaker taker = self._taker
+        hook = self._hook
         try:
-            if hook is None or not hook(data, addr):
+            if taker is not None:
+                if not taker.take(data, addr):
+                    self.receive(data, addr)
+            elif hook is None or not hook(data, addr):
                 self.receive(data, addr)
         except Exception as exc:  # as the loop does for a protocol's callback
             self.loop.call_exception_handler({
@@ -294,8 +327,12 @@ cdef class BatchedDatagramSocket:
     def sendto(self, data, addr):
         """Send one datagram to addr (an IP address and port): at once, or with the
         others of the batch being handled, or once the socket is writable again."""
+        self.send(data if type(data) is bytes else bytes(data), addr)
+
+    cdef int send(self, bytes data, object addr) except -1:
+        """`sendto`, from C."""
         if self._closed:
-            return
+            return 0
         cdef bytes raw
         if addr is self._send_addr:  # (the same tuple object as the last time: its sockaddr)
             raw = self._send_raw
@@ -304,10 +341,11 @@ cdef class BatchedDatagramSocket:
             if raw is None:
                 raw = self._sockaddr(addr)
             self._send_addr, self._send_raw = addr, raw
-        self._queue.append(data if type(data) is bytes else bytes(data))
+        self._queue.append(data)
         self._queue_raw.append(raw)
         if not (self._batching or self._writing or self._flushing):
             self._flush()
+        return 0
 
     cdef bytes _sockaddr(self, addr):
         family = self.sock.family

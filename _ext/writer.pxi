@@ -3,6 +3,7 @@
 # written into from C, taken as one bytes object.
 
 cimport cython
+from libc.string cimport strcspn
 
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object text, Py_ssize_t *size) except NULL
@@ -64,14 +65,20 @@ cdef class _Writer:
 
     cdef int quoted(self, str value) except -1:
         """`"value"` with backslashes and double quotes escaped (`digest._quote`)."""
-        cdef Py_ssize_t n, i, run = 0
+        cdef Py_ssize_t n, i = 0, run = 0
         cdef const char *data = PyUnicode_AsUTF8AndSize(value, &n)
         self.add(b'"', 1)
-        for i in range(n):
-            if data[i] == b'"' or data[i] == b'\\':
+        while True:
+            # the next quote or backslash (strcspn, many bytes a step, also stops at
+            # the text's closing NUL, or at one inside it: passed over)
+            i += strcspn(data + i, b'"\\')
+            if i >= n:
+                break
+            if data[i] != 0:
                 self.add(data + run, i - run)
                 self.add(b"\\", 1)
                 run = i
+            i += 1
         self.add(data + run, n - run)
         self.add(b'"', 1)
 

@@ -5,6 +5,7 @@ the same outcome and the same metrics, whether each twin of the wire path reads 
 the general path (parser, transactions) does. Over UDP on loopback."""
 
 import asyncio
+import logging
 import re
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway import metrics
+from gateway.errors import TransportError
 from gateway.sip.dns import Target
 from gateway.sip.parsing import parse_message
 from gateway.sip.registration import RegistrationClient
@@ -190,6 +192,30 @@ async def test_closing_a_client_drops_its_wire_exchange_and_slot(make_stack, wir
         transport.close()
 
 
+@pytest.mark.parametrize("wire", load_both("_regwire", "sip.regwire"))
+async def test_a_flow_closed_under_an_exchange_ends_it_at_the_next_send(make_stack, wire):
+    """Timer E finds the flow closed (read as it is then, not as it was when the
+    exchange started): TransportError, nothing sent, nothing left pending."""
+    ctx = await make_stack(wire)
+    transport, proto, port = await answering(lambda request: [], silent=0)  # never answers
+    try:
+        c = udp_client(ctx, port)
+        flow = await ctx.endpoint.transport.connect(Target("127.0.0.1", port, "udp", "127.0.0.1"))
+        ctx.last_ready = (c.target, flow)
+        exchange = asyncio.ensure_future(c._exchange(600))
+        while not proto.requests:
+            await asyncio.sleep(0.005)
+        assert len(ctx.wire.pending) == 1 and not flow.closed
+        flow.close()
+        with pytest.raises(TransportError, match="SIP targets failed") as caught:
+            await asyncio.wait_for(exchange, 2.0)
+        assert "is closed" in str(caught.value.__cause__)
+        assert len(proto.requests) == 1 and not ctx.wire.pending
+        c.close()
+    finally:
+        transport.close()
+
+
 class _Answering(asyncio.DatagramProtocol):
     """Answers each REGISTER with `make(request)` datagrams (a 100 first, a Via with
     received/rport...), or not at all while `silent` requests remain."""
@@ -245,6 +271,38 @@ async def test_provisional_received_and_retransmission(make_stack, mode):
         assert len(proto.requests) == 2  # timer E sent it again, same branch
         assert proto.requests[0].branch == proto.requests[1].branch
         assert c.flow.observed == ("192.0.2.7", 5099)
+        c.close()
+    finally:
+        transport.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_each_top_via_is_noted_as_the_general_path_notes_it(make_stack, mode):
+    """The flow's observed address follows every response's top Via. (The compiled wire
+    remembers the last Via it read, branch aside, and what it noted from it: a Via
+    that differs is read again, and a flow whose observed address changed since is
+    noted again.)"""
+    ctx = await make_stack(mode)
+    extras = iter([";received=192.0.2.7;rport=5099", ";rport=5099",
+                   ";rport=5099;ReceiveD=192.0.2.8", ";rport=5099;ReceiveD=192.0.2.8",
+                   ";received=192.0.2.7;rport=5099", ";received=192.0.2.7;rport=5099"])
+
+    def make(request):
+        return [answer(request, 200, "OK", next(extras),
+                       f"Contact: {request.get('Contact')};expires=90\r\n")]
+
+    transport, proto, port = await answering(make)
+    try:
+        c = udp_client(ctx, port)
+        seen = []
+        for step in range(6):
+            if step in (3, 5):
+                c.flow.observed = ("198.51.100.1", 1)  # changed elsewhere meanwhile
+            assert await c._exchange(600) == 90
+            seen.append(c.flow.observed)
+        assert seen == [("192.0.2.7", 5099), ("192.0.2.7", 5099), ("192.0.2.8", 5099),
+                        ("192.0.2.8", 5099), ("192.0.2.7", 5099), ("192.0.2.7", 5099)]
+        assert len({r.branch for r in proto.requests}) == 6
         c.close()
     finally:
         transport.close()
@@ -354,6 +412,76 @@ async def test_a_late_final_response_is_left_to_the_general_path(make_stack, wir
 
 
 @pytest.mark.parametrize("wire", load_both("_regwire", "sip.regwire"))
+async def test_an_ended_exchange_branch_is_not_taken_by_the_next(make_stack, wire):
+    """A response carrying the branch of an exchange that ended is nobody's, even once
+    another exchange holds its place (the compiled wire finds exchanges by a slot
+    named in the branch); only the branch sent finds its exchange."""
+    ctx = await make_stack(wire)
+
+    def ok(request):
+        return answer(request, 200, "OK", extra=f"Contact: {request.get('Contact')};expires=90\r\n")
+
+    transport, proto, port = await answering(lambda request: [ok(request)]
+                                             if len(proto.requests) == 1 else [])
+    try:
+        c = udp_client(ctx, port)
+        assert await c._exchange(600) == 90
+        exchange = asyncio.ensure_future(c._exchange(600))  # never answered by the peer
+        while len(proto.requests) < 2:
+            await asyncio.sleep(0.005)
+        first, second = proto.requests
+        assert list(ctx.wire.pending) == [second.branch.encode()]
+        late = ok(first).replace(first.get("CSeq").encode(), second.get("CSeq").encode())
+        forged = ok(second).replace(second.branch.encode(),
+                                    second.branch[:10].encode() + b"0" * 20 + second.branch[30:].encode())
+        for datagram in (late, forged):
+            assert not ctx.wire.datagram(datagram, ("127.0.0.1", port))
+        assert not exchange.done() and len(ctx.wire.pending) == 1
+        assert ctx.wire.datagram(ok(second), ("127.0.0.1", port))
+        assert await exchange == 90 and not ctx.wire.pending
+        c.close()
+    finally:
+        transport.close()
+
+
+@pytest.mark.parametrize("wire", load_both("_regwire", "sip.regwire"))
+async def test_the_sip_trace_follows_its_level_at_once(make_stack, wire, caplog):
+    """Each send and receive on the wire asks whether the SIP trace is on (the compiled
+    wire keeps the last "off" while logging's cache of it has not changed): turned on
+    while an exchange waits for timer E, it shows the retransmission and the answer."""
+    ctx = await make_stack(wire)
+
+    def make(request):  # the first send of each exchange is lost
+        if len(proto.requests) % 2:
+            return []
+        return [answer(request, 200, "OK", extra=f"Contact: {request.get('Contact')};expires=90\r\n")]
+
+    transport, proto, port = await answering(make)
+    trace = logging.getLogger("gateway.sip.trace")
+    level = trace.level
+    caplog.set_level(logging.DEBUG)  # (its handler takes what the trace logger lets by)
+    try:
+        c = udp_client(ctx, port)
+        traced = []
+        for on in (False, False, True, False, True):
+            trace.setLevel(logging.INFO)
+            caplog.clear()
+            exchange = asyncio.ensure_future(c._exchange(600))
+            sent = len(proto.requests)
+            while len(proto.requests) == sent:
+                await asyncio.sleep(0.002)
+            if on:
+                trace.setLevel(logging.DEBUG)
+            assert await exchange == 90
+            traced.append(sorted(r.getMessage().split(" ", 1)[0] for r in caplog.records
+                                 if r.name == "gateway.sip.trace"))
+        assert traced == [[], [], ["recv", "send"], [], ["recv", "send"]]
+        c.close()
+    finally:
+        trace.setLevel(level)
+        transport.close()
+
+@pytest.mark.parametrize("wire", load_both("_regwire", "sip.regwire"))
 @pytest.mark.parametrize("params", [
     {"realm": "example.com", "nonce": "abc", "qop": "auth"},
     {"realm": "r", "nonce": "n", "algorithm": "MD5"},
@@ -361,6 +489,7 @@ async def test_a_late_final_response_is_left_to_the_general_path(make_stack, wir
      "qop": "auth-int, auth"},
     {"realm": "r", "nonce": "n", "algorithm": "md5-sess", "opaque": ""},
     {"realm": "r", "nonce": "n", "algorithm": "SHA-256"},
+    {"realm": '"\\"', "nonce": '\\\x00"x""\\y\x00', "algorithm": "MD5", "qop": "auth"},
 ])
 def test_credentials_are_what_the_digest_client_writes(wire, params):
     from gateway.sip.digest import DigestClient, usable

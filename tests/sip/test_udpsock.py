@@ -49,6 +49,48 @@ async def until(predicate, timeout=3.0):
 
 
 @pytest.mark.parametrize("mod", TWINS)
+async def test_the_hook_is_the_one_set_last(mod):
+    """The compiled socket calls a wire's `datagram` hook from C (`DatagramTaker`):
+    whatever the hook is set to next (another taker's, a function, None) is what takes
+    the datagrams after."""
+    base = getattr(mod, "DatagramTaker", object)
+
+    class Taker(base):
+        def __init__(self, name):
+            self.name = name
+
+        def datagram(self, data, addr):
+            taken.append((self.name, data))
+            return data.startswith(b"t")
+
+    loop = asyncio.get_running_loop()
+    rec = Recorder()
+    taken = []
+    sock = mod.BatchedDatagramSocket(bound(), rec.receive, rec.error, loop)
+    peer = bound()
+    first, second = Taker("first"), Taker("second")
+    hooks = [first.datagram, lambda data, addr: taken.append(("function", data)) or True,
+             second.datagram, None, first.datagram]
+    events = 0  # what each datagram leaves: a call of the hook, a receive, or both
+    try:
+        for n, hook in enumerate(hooks):
+            sock.hook = hook
+            assert sock.hook is hook
+            for data in (b"t%d" % n, b"x%d" % n):
+                peer.sendto(data, sock.get_extra_info("sockname"))
+                events += 2 if isinstance(getattr(hook, "__self__", None), Taker) \
+                    and data.startswith(b"x") else 1
+                assert await until(lambda: len(taken) + len(rec.got) == events)
+        assert taken == [("first", b"t0"), ("first", b"x0"), ("function", b"t1"),
+                         ("function", b"x1"), ("second", b"t2"), ("second", b"x2"),
+                         ("first", b"t4"), ("first", b"x4")]
+        assert [d for d, _ in rec.got] == [b"x0", b"x2", b"t3", b"x3", b"x4"]
+    finally:
+        sock.close()
+        peer.close()
+
+
+@pytest.mark.parametrize("mod", TWINS)
 @pytest.mark.parametrize("family,host", [
     (socket.AF_INET, "127.0.0.1"),
     pytest.param(socket.AF_INET6, "::1", marks=pytest.mark.skipif(not _has_ipv6(),
