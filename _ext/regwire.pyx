@@ -51,9 +51,11 @@ include "writer.pxi"
 # A `Flow`'s slots read where the instance keeps them, as its member descriptors do,
 # rather than through the generic attribute look-up (several per registration); only
 # for the Flow class itself (anything else, e.g. a test's stand-in, is asked by name).
-cdef extern from "Python.h":
+cdef extern from "structmember.h":  # (not included by Python.h before 3.12)
     ctypedef struct PyMemberDef:
         Py_ssize_t offset
+
+cdef extern from "Python.h":
     ctypedef struct PyMemberDescrObject:
         PyMemberDef *d_member
 
