@@ -29,6 +29,7 @@ from cpython.ref cimport PyObject
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from gateway._digest cimport DigestClient as _Digest
 from gateway._udpsock cimport DatagramSender, DatagramTaker
+from gateway._timerwheel cimport TimerHandle, TimerWheel
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 import asyncio
@@ -362,6 +363,7 @@ cdef class RegisterWire(DatagramTaker):
 
     cdef readonly object transport, wheel
     cdef object _call_later, _reschedule  # the wheel's, bound once
+    cdef TimerWheel _cwheel  # the wheel when compiled (its C calls), else None
     # the flow of the last exchange started, its connection, sendto and peer
     cdef object _send_flow, _send_connection, _sendto, _remote
     cdef DatagramSender _sender
@@ -394,6 +396,7 @@ cdef class RegisterWire(DatagramTaker):
         self.wheel = wheel
         self._call_later = wheel.call_later
         self._reschedule = wheel.reschedule
+        self._cwheel = wheel if type(wheel) is TimerWheel else None
         self.t1 = t1
         self.t2 = t2
         self._slack = wheel.resolution
@@ -507,12 +510,20 @@ cdef class RegisterWire(DatagramTaker):
         ex.due = ex.sent + self.t1
         ex.deadline = ex.sent + 64 * self.t1
         if ex.timer is None:
-            ex.timer = self._call_later(self.t1, _timer_fired, ex)
+            ex.timer = self._call_later(self.t1, _timer_fired, ex) if self._cwheel is None \
+                else self._cwheel.c_call_later(self.t1, _timer_fired, ex)
             ex.armed = ex.due
         elif ex.armed > ex.due:
-            self._reschedule(ex.timer, self.t1)
+            self._move(ex.timer, self.t1)
             ex.armed = ex.due
         self._send(ex, ex.sent)
+
+    cdef int _move(self, timer, double delay) except -1:
+        """The wheel's `reschedule(timer, delay)` (its C call when compiled)."""
+        if self._cwheel is not None:
+            return self._cwheel.c_reschedule(timer, delay)
+        self._reschedule(timer, delay)
+        return 0
 
     cdef bint _send(self, _Exchange ex, double now) except -1:
         flow = ex.flow
@@ -560,8 +571,12 @@ cdef class RegisterWire(DatagramTaker):
             self._free.append(ex.slot)
             ex.slot = -1
             self._live -= 1
-        if ex.timer is not None:
-            ex.timer.cancel()
+        timer = ex.timer
+        if timer is not None:
+            if type(timer) is TimerHandle:
+                (<TimerHandle>timer).c_cancel()
+            else:
+                timer.cancel()
             ex.timer = None
         if ex.finished:
             return
@@ -1096,7 +1111,7 @@ def _timer_fired(_Exchange ex):
         ex.interval = wire.t2 if ex.proceeding else min(2 * ex.interval, wire.t2)
         ex.due = now + ex.interval
     ex.armed = min(ex.due, ex.deadline)
-    wire._reschedule(ex.timer, max(ex.armed - now, 0.0))
+    wire._move(ex.timer, max(ex.armed - now, 0.0))
 
 
 cdef _timed_out(_Exchange ex):
