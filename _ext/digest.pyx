@@ -8,6 +8,9 @@ behaviour is the twin's own: its methods are the Python class's functions, run o
 these fields. Depends on `gateway.sip.digest` only.
 """
 
+from cpython.unicode cimport PyUnicode_DecodeASCII
+from libc.string cimport memcpy
+
 from gateway.sip import digest as _twin
 
 _Python = _twin.PythonDigestClient  # (`DigestClient` there may be this one)
@@ -24,6 +27,22 @@ cdef class DigestClient:
         self._challenge = None
         self._nonce = ""
         self._nc = 0
+        self.cnonce[0] = 0
+
+    @property
+    def _cnonce(self):
+        """The twin's `_cnonce`: 16 hex digits, or "" before any nonce."""
+        return PyUnicode_DecodeASCII(self.cnonce, 16, NULL) if self.cnonce[0] else ""
+
+    @_cnonce.setter
+    def _cnonce(self, str value):
+        cdef bytes raw = value.encode("ascii")
+        if not raw:
+            self.cnonce[0] = 0
+            return
+        if len(raw) != 16:
+            raise ValueError(f"a cnonce here is 16 characters, not {len(raw)}")
+        memcpy(self.cnonce, <const char *>raw, 16)
 
     algorithm = _Python.algorithm
     realm = _Python.realm

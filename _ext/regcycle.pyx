@@ -25,12 +25,12 @@ from cpython.dict cimport PyDict_GetItem
 from cpython.ref cimport PyObject
 from libc.string cimport memcpy
 from gateway._buckets cimport Pacer, Slots
+from gateway._ids cimport draw
 from gateway._timerwheel cimport TimerHandle, TimerWheel
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC, CLOCK_REALTIME
 
 import asyncio
 import logging
-import os
 
 from gateway.sip.digest import DigestClient
 from gateway.sip.flow import trace
@@ -293,19 +293,8 @@ cdef class RampState:
 
 # -- ids ---------------------------------------------------------------------------------
 
-# a client's ids come from os.urandom 4 KiB at a time, each byte handed out once (as
-# `gateway.sip.ids.random_hex` does, which the twin uses); a forked child draws its own
-cdef bytes _pool = b""
-cdef Py_ssize_t _pos = 0
-
-
-def _forget_pool():
-    global _pool, _pos
-    _pool, _pos = b"", 0
-
-
-os.register_at_fork(after_in_child=_forget_pool)
-
+# a client's ids come from the compiled pool of random bytes (`gateway/_ids.pxd`, as
+# `gateway.sip.ids.random_hex`, which the twin uses, draws them)
 
 def new_ids():
     """The twin's `new_ids`."""
@@ -314,16 +303,8 @@ def new_ids():
     return _PyLong_FromByteArray(ids, IDS_BYTES, 0, 0)
 
 
-cdef int _draw_ids(unsigned char *out) except -1:
-    global _pool, _pos
-    cdef Py_ssize_t start = _pos
-    if start + IDS_BYTES > len(_pool):
-        pool = os.urandom(4096)  # (the GIL may be let go: take from what we got)
-        _pool = pool
-        start = 0
-    _pos = start + IDS_BYTES
-    memcpy(out, PyBytes_AS_STRING(_pool) + start, IDS_BYTES)
-    return 0
+cdef inline int _draw_ids(unsigned char *out) except -1:
+    return draw(out, IDS_BYTES)
 
 
 # the pacing key of the last hop asked (`client.pacing_key`): the clients of a registrar

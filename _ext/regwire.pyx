@@ -5,10 +5,10 @@ Built as `gateway._regwire`; `gateway.sip.registration` picks this module or the
 pure-Python twin through `gateway._accel`. The design is described once, in the Python
 twin's docstring; this file follows it with the response read by C pointer scans (top
 Via branch, status, CSeq method, the challenge's params, our Contact's expires) and
-branches drawn from a pool of random bytes, the Authorization line written here
-(`credentials`: HA1, the cnonce's keyed BLAKE2b, H(A2) and the response hashed with
-OpenSSL's libcrypto, which hashlib uses too, through contexts made once rather than one
-per hash), a challenge like the last one read but for its nonce taken from that
+branches drawn from the compiled pool of random bytes (`gateway/_ids.pxd`), the
+Authorization line written here (`credentials`: HA1, H(A2) and the response hashed with
+OpenSSL's libcrypto, which hashlib uses too, without EVP's dispatch; the cnonce drawn
+with the nonce and kept in the digest client), a challenge like the last one read but for its nonce taken from that
 reading, and the metrics counted in C and added into `gateway.metrics`' recorders when
 they are read, so a common exchange runs no Python frame per message and makes few
 objects beyond the datagram, the request and the strings the digest keeps.
@@ -28,6 +28,7 @@ from cpython.dict cimport PyDict_GetItem
 from cpython.ref cimport PyObject
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from gateway._digest cimport DigestClient as _Digest
+from gateway._ids cimport draw_hex
 from gateway._udpsock cimport DatagramSender, DatagramTaker
 from gateway._timerwheel cimport TimerHandle, TimerWheel
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
@@ -39,7 +40,7 @@ import os
 from gateway import metrics
 from gateway.errors import AuthError, TransactionTimeout, TransportError
 from gateway.sip import parsing
-from gateway.sip.digest import _BY_NAME, _CHALLENGES, _CNONCE_KEY, _Challenge, _quote
+from gateway.sip.digest import _BY_NAME, _CHALLENGES, _Challenge, _quote
 from gateway.sip.fields import _single_challenge
 from gateway.sip.flow import Flow, redact, trace
 from gateway.sip.regwire import _observe
@@ -185,21 +186,6 @@ cdef void _result(int outcome, double rtt) noexcept:
 
 cdef bytes _TAIL = b"Content-Length: 0\r\n\r\n"
 cdef bytes _HEX = b"0123456789abcdef"
-cdef Py_ssize_t _POOL_SIZE = 4096
-
-# branches: 80 random bits each, from os.urandom 4 KiB at a time (as gateway.sip.ids)
-cdef bytes _pool = b""
-cdef Py_ssize_t _pos = 0
-
-
-def _forget_pool():
-    global _pool, _pos
-    _pool, _pos = b"", 0
-
-
-os.register_at_fork(after_in_child=_forget_pool)
-
-
 cdef enum:
     BRANCH = 33        # z9hG4bK, 20 random hex digits, the slot in 6 hex digits
     SLOT_DIGITS = 6
@@ -209,20 +195,11 @@ cdef enum:
 cdef bytes _new_branch(Py_ssize_t slot):
     """z9hG4bK + 20 random hex digits + `slot` in 6 hex digits (where the exchange is
     in its wire's table: a response finds it without a hash)."""
-    global _pool, _pos
     cdef char buf[BRANCH]
-    cdef const unsigned char *src
     cdef const char *hexd = _HEX
     cdef int i
-    if _pos + 10 > PyBytes_GET_SIZE(_pool):
-        _pool = os.urandom(_POOL_SIZE)
-        _pos = 0
-    src = <const unsigned char *>PyBytes_AS_STRING(_pool) + _pos
-    _pos += 10
     memcpy(buf, b"z9hG4bK", 7)
-    for i in range(10):
-        buf[7 + 2 * i] = hexd[src[i] >> 4]
-        buf[8 + 2 * i] = hexd[src[i] & 15]
+    draw_hex(buf + 7, 10)
     for i in range(SLOT_DIGITS):
         buf[BRANCH - 1 - i] = hexd[(slot >> (4 * i)) & 15]
     return PyBytes_FromStringAndSize(buf, BRANCH)
@@ -788,51 +765,6 @@ cdef extern from "openssl/sha.h":
     int SHA256_Update(SHA256_CTX *c, const void *data, size_t n)
     int SHA256_Final(unsigned char *md, SHA256_CTX *c)
 
-cdef extern from "openssl/evp.h":
-    ctypedef struct EVP_MAC:
-        pass
-    ctypedef struct EVP_MAC_CTX:
-        pass
-    ctypedef struct OSSL_PARAM:
-        pass
-    EVP_MAC *EVP_MAC_fetch(void *libctx, const char *algorithm, const char *properties)
-    void EVP_MAC_free(EVP_MAC *mac)
-    EVP_MAC_CTX *EVP_MAC_CTX_new(EVP_MAC *mac)
-    EVP_MAC_CTX *EVP_MAC_CTX_dup(const EVP_MAC_CTX *src)
-    void EVP_MAC_CTX_free(EVP_MAC_CTX *ctx)
-    int EVP_MAC_init(EVP_MAC_CTX *ctx, const unsigned char *key, size_t keylen,
-                     const OSSL_PARAM *params)
-    int EVP_MAC_update(EVP_MAC_CTX *ctx, const unsigned char *data, size_t datalen)
-    int EVP_MAC_final(EVP_MAC_CTX *ctx, unsigned char *out, size_t *outl, size_t outsize)
-
-cdef extern from "openssl/params.h":
-    OSSL_PARAM OSSL_PARAM_construct_size_t(const char *key, size_t *buf)
-    OSSL_PARAM OSSL_PARAM_construct_end()
-
-
-cdef EVP_MAC_CTX *_new_cnonce_mac() except NULL:
-    """BLAKE2b keyed with `_CNONCE_KEY`, 8 bytes out: `digest._cnonce`'s hash. Set up
-    once and initialised again for each cnonce (the key stays)."""
-    cdef bytes key = _CNONCE_KEY
-    cdef size_t size = 8
-    cdef OSSL_PARAM params[2]
-    cdef EVP_MAC *mac = EVP_MAC_fetch(NULL, b"BLAKE2BMAC", NULL)
-    if mac == NULL:
-        raise ImportError("OpenSSL has no BLAKE2BMAC: the pure-Python twin is used")
-    cdef EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(mac)
-    EVP_MAC_free(mac)  # (the context holds it)
-    params[0] = OSSL_PARAM_construct_size_t(b"size", &size)
-    params[1] = OSSL_PARAM_construct_end()
-    if ctx == NULL or not EVP_MAC_init(ctx, <const unsigned char *>PyBytes_AS_STRING(key),
-                                       len(key), params):
-        raise ImportError("OpenSSL's BLAKE2BMAC cannot be keyed: the pure-Python twin is used")
-    return ctx
-
-
-# The cnonce's context, made once and initialised again for each cnonce (hashlib makes
-# and frees one per object: most of the time of a short input). The GIL is held from
-# init to final.
-cdef EVP_MAC_CTX *_CNONCE_MAC = _new_cnonce_mac()
 # H(REGISTER:uri) in hex by (hash, uri): the clients of a registrar send the same one
 cdef dict _HA2 = {}
 cdef _Writer _line = _Writer()     # the line written
@@ -961,21 +893,10 @@ cdef Py_ssize_t _write_credentials(digest, str uri) except -2:
     cdef str nonce = d._nonce, username = d.username
     cdef bint sha = said.sha
     cdef _Writer text = _hashed, out = _line
-    cdef unsigned char mac[8]
-    cdef size_t maclen = 0
     cdef bytes ha1 = d._ha1
     cdef Py_ssize_t hexlen = 64 if sha else 32
     text.start()
     out.start()
-    # the cnonce: BLAKE2b-64 of username NUL nonce, keyed (`digest._cnonce`)
-    text.text(username)
-    text.add(b"\0", 1)
-    text.text(nonce)
-    if not (EVP_MAC_init(_CNONCE_MAC, NULL, 0, NULL)
-            and EVP_MAC_update(_CNONCE_MAC, <unsigned char *>text.data(), text.size)
-            and EVP_MAC_final(_CNONCE_MAC, mac, &maclen, 8)):
-        raise MemoryError("OpenSSL could not hash")
-    text.start()
     # out holds, until the line is written: HA1 hex, cnonce hex, nc, H(A2) hex, response
     out.hexed(<const unsigned char *>PyBytes_AS_STRING(ha1), len(ha1))
     cdef Py_ssize_t ha1_at = 0
@@ -984,11 +905,11 @@ cdef Py_ssize_t _write_credentials(digest, str uri) except -2:
         text.add(b":", 1)
         text.text(nonce)
         text.add(b":", 1)
-        text.hexed(mac, 8)
+        text.add(d.cnonce, 16)
         _hash_into(out, text, sha)
         ha1_at = out.size - hexlen
     cdef Py_ssize_t cnonce_at = out.size
-    out.hexed(mac, 8)
+    out.add(d.cnonce, 16)
     cdef Py_ssize_t nc_at = out.size
     out.number(count, 16, 8)
     cdef Py_ssize_t ha2_at = out.size
@@ -1093,6 +1014,7 @@ cdef _accept(digest, int status, shared, str nonce, bint stale):
     d._challenge = shared
     d._nonce = nonce
     d._nc = 0
+    draw_hex(d.cnonce, 8)  # (the twin: `random_hex(8)`)
 
 
 def _timer_fired(_Exchange ex):

@@ -10,3 +10,6 @@ cdef class DigestClient:
     cdef public object _challenge
     cdef public str _nonce
     cdef public long _nc
+    # the cnonce drawn with the nonce: 16 hex digits (NUL first when none; `_cnonce` from
+    # Python), kept in the struct rather than as a string object beside it
+    cdef char cnonce[16]

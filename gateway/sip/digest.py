@@ -10,8 +10,9 @@ One `DigestClient` per account. It answers 401 (WWW-Authenticate -> Authorizatio
 - Algorithms MD5, MD5-sess, SHA-256, SHA-256-sess; among several challenges the strongest
   usable one is chosen (SHA-256 before MD5). qop=auth is used when offered (auth-int alone
   is not supported), with a fresh cnonce per challenge and nc counting up. The cnonce is
-  derived, not kept: a keyed hash (a random key per process) of the username and nonce,
-  so as unpredictable to the server as a random one, and new with each nonce.
+  drawn at random (`gateway.sip.ids`) when a nonce is taken and kept with it: every
+  request answered with that nonce carries it (what -sess's A1 is made of), the next
+  nonce gets another. Drawing 8 bytes from the pool costs a tenth of hashing them.
 - The nonce is reused for later requests (refreshes) until the server answers with a new
   challenge: `stale=true` (or a different nonce) is a retry, the same nonce again means our
   credentials were rejected.
@@ -24,19 +25,19 @@ One `DigestClient` per account. It answers 401 (WWW-Authenticate -> Authorizatio
   use: a registrar may bind it to the client, and its nc to one counter).
 
 `DigestClient` is the compiled twin (`_ext/digest.pyx`) when it is built, picked at the
-end of this module through `gateway._accel`. Depends on `gateway.errors` and the message
-model's `Challenge` only (duck-typed responses with `.status`, `.www_authenticate`,
-`.proxy_authenticate`); nothing above.
+end of this module through `gateway._accel`. Depends on `gateway.errors`,
+`gateway.sip.ids` and the message model's `Challenge` only (duck-typed responses with
+`.status`, `.www_authenticate`, `.proxy_authenticate`); nothing above.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 
 from gateway import _accel
 from gateway.errors import AuthError
+from gateway.sip.ids import random_hex
 
 #: supported algorithms, strongest first
 ALGORITHMS = ("SHA-256", "SHA-256-sess", "MD5", "MD5-sess")
@@ -61,17 +62,6 @@ def response_value(algorithm: str, ha1_value: str, nonce: str, nc: str, cnonce: 
     if qop:
         return _hash(algorithm, f"{ha1_value}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
     return _hash(algorithm, f"{ha1_value}:{nonce}:{ha2}")
-
-
-#: the key cnonces are derived with (random per process: a server cannot predict them)
-_CNONCE_KEY = os.urandom(16)
-
-
-def _cnonce(username: str, nonce: str) -> str:
-    """The cnonce for `nonce` (RFC 7616 3.4): 16 hex digits, the same for every request
-    answered with this nonce, another for the next nonce."""
-    return hashlib.blake2b(f"{username}\x00{nonce}".encode(), key=_CNONCE_KEY,
-                           digest_size=8).hexdigest()
 
 
 def _quote(value: str) -> str:
@@ -157,10 +147,10 @@ class DigestClient:
     """Digest credentials of one account; see the module docstring. Kept small (one per
     registered instance): HA1 as raw bytes for the one realm and hash in use (another
     realm opens the password again), the challenge's shared parts by reference, and per
-    account only the nonce and its count (the cnonce is derived from them)."""
+    account only the nonce, its count and its cnonce."""
 
     __slots__ = ("username", "password_source", "_ha1", "_ha1_key", "_challenge", "_nonce",
-                 "_nc")
+                 "_nc", "_cnonce")
 
     def __init__(self, username: str, password_source: Callable[[], str]):
         self.username = username
@@ -170,6 +160,7 @@ class DigestClient:
         self._challenge: _Challenge | None = None
         self._nonce = ""
         self._nc = 0  # requests answered with this nonce (0: none yet)
+        self._cnonce = ""  # RFC 7616 3.4: 16 hex digits, drawn with the nonce
 
     @property
     def algorithm(self) -> str | None:
@@ -185,6 +176,7 @@ class DigestClient:
         self._challenge = None
         self._nonce = ""
         self._nc = 0
+        self._cnonce = ""
 
     def challenged(self, response) -> None:
         """Take a 401 or 407. Returns when the request is worth sending again with
@@ -228,6 +220,7 @@ class DigestClient:
         self._challenge = shared
         self._nonce = params.get("nonce", "")
         self._nc = 0
+        self._cnonce = random_hex(8)
 
     def authorization(self, method: str, uri: str) -> tuple[str, str] | None:
         """The (header name, value) answering the current challenge for a request, or
@@ -237,7 +230,7 @@ class DigestClient:
             return None
         self._nc += 1
         nc = f"{self._nc:08x}"
-        cnonce = _cnonce(self.username, self._nonce)
+        cnonce = self._cnonce
         digest = response_value(shared.algorithm, self._ha1.hex(), self._nonce, nc,
                                 cnonce, shared.qop, method, uri)
         parts = [f"Digest username={_quote(self.username)}", f"realm={_quote(shared.realm)}",

@@ -3,6 +3,7 @@ registrars sent (tests/sip/corpus/shared): algorithm choice, qop, nc, stale nonc
 rejected credentials, and challenges nobody can answer. Every test runs on both twins
 of `DigestClient` (the Python class and the compiled `gateway._digest` one)."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,26 @@ def test_flexisip_challenge_qop_and_opaque():
     _, again = digest.authorization("REGISTER", "sip:sip.linphone.org")
     assert params(again)["nc"] == "00000002" and params(again)["cnonce"] == p["cnonce"]
     assert source.calls == 1  # only HA1 is kept: the password was read once
+
+
+def test_each_nonce_gets_a_cnonce_of_its_own_drawn_at_random():
+    """RFC 7616 3.4: the cnonce stays with its nonce (-sess's A1 is made of the first
+    one) and is unpredictable: another nonce, or another account answering the same
+    nonce, gets another; a forgotten nonce forgets its cnonce."""
+    first, second = DigestClient("alice", Passwords()), DigestClient("alice", Passwords())
+    assert first._cnonce == ""
+    seen = []
+    for digest in (first, second):
+        digest.challenged(challenge('Digest realm="r", nonce="n1", qop="auth"'))
+        _, value = digest.authorization("REGISTER", "sip:r")
+        seen.append(params(value)["cnonce"])
+    first.challenged(challenge('Digest realm="r", nonce="n2", qop="auth", stale=true'))
+    _, value = first.authorization("REGISTER", "sip:r")
+    seen.append(params(value)["cnonce"])
+    assert all(re.fullmatch(r"[0-9a-f]{16}", c) for c in seen) and len(set(seen)) == 3
+    assert first._cnonce == seen[2]
+    first.forget_nonce()
+    assert first._cnonce == ""
 
 
 def test_cirpack_challenge_without_qop_and_stale_false_is_rfc2069_style():
@@ -181,5 +202,8 @@ def test_both_twins_keep_the_same_fields_in_the_same_room():
         client.authorization("REGISTER", "sip:r")
     fields = ("username", "_ha1", "_ha1_key", "_challenge", "_nonce", "_nc")
     assert [getattr(clients[0], f) for f in fields] == [getattr(clients[1], f) for f in fields]
-    assert sys.getsizeof(clients[1]) <= sys.getsizeof(clients[0])
+    assert all(re.fullmatch(r"[0-9a-f]{16}", c._cnonce) for c in clients)
+    # (the compiled client keeps its cnonce's 16 digits in place, the twin a string)
+    assert sys.getsizeof(clients[1]) <= sys.getsizeof(clients[0]) + sys.getsizeof(
+        clients[0]._cnonce)
     assert not hasattr(clients[1], "__dict__")

@@ -95,8 +95,9 @@ async def run_script(make_stack, mode, script, **kwargs):
         before = snapshot()
         c.start()
         state = await settled(c, 5.0)
-        # ports differ from one stack to the next (and so the digest of the Request-URI)
-        seen = [re.sub(r':\d{4,5}\b|response="\w+"', "~", repr(
+        # ports differ from one stack to the next (and so the digest of the Request-URI),
+        # cnonces from one nonce taken to the next
+        seen = [re.sub(r':\d{4,5}\b|response="\w+"|cnonce="\w+"', "~", repr(
             (r.get("CSeq"), r.get("Expires"), r.get("Contact"), r.get("Authorization"),
              r.get("Proxy-Authorization"), r.uri_text))) for r in registrar.requests]
         outcome = (state, c.last_error, c.granted, c.expires, seen, delta(before, snapshot()))
@@ -481,6 +482,19 @@ async def test_the_sip_trace_follows_its_level_at_once(make_stack, wire, caplog)
         trace.setLevel(level)
         transport.close()
 
+def accepted_pair(username: str, params: dict, password: str = "secret"):
+    """Two digest clients of `username` that took the same challenge, the second given
+    the first one's cnonce (each nonce taken draws one at random): what the wire writes
+    for one is what the other's `authorization` says."""
+    from gateway.sip.digest import DigestClient, usable
+
+    ours, reference = (DigestClient(username, lambda: password) for _ in range(2))
+    for digest in (ours, reference):
+        digest.accept(401, "Authorization", params, *usable(params))
+    reference._cnonce = ours._cnonce
+    return ours, reference
+
+
 @pytest.mark.parametrize("wire", load_both("_regwire", "sip.regwire"))
 @pytest.mark.parametrize("params", [
     {"realm": "example.com", "nonce": "abc", "qop": "auth"},
@@ -492,14 +506,9 @@ async def test_the_sip_trace_follows_its_level_at_once(make_stack, wire, caplog)
     {"realm": '"\\"', "nonce": '\\\x00"x""\\y\x00', "algorithm": "MD5", "qop": "auth"},
 ])
 def test_credentials_are_what_the_digest_client_writes(wire, params):
-    from gateway.sip.digest import DigestClient, usable
+    from gateway.sip.digest import DigestClient
 
-    def ready():
-        digest = DigestClient("alice", lambda: "secret")
-        digest.accept(401, "Authorization", params, *usable(params))
-        return digest
-
-    ours, reference = ready(), ready()
+    ours, reference = accepted_pair("alice", params)
     assert wire.credentials(DigestClient("bob", lambda: "x"), "sip:r") == b""
     for _ in range(3):  # nc counts up in both
         name, value = reference.authorization("REGISTER", "sip:example.com;transport=udp")
@@ -511,8 +520,6 @@ def test_credentials_are_what_the_digest_client_writes(wire, params):
 def test_credentials_for_accounts_answering_different_challenges_in_turn(wire):
     """What the compiled wire keeps of the last challenge and URI answered is never
     used for another (the same URI under another hash, another realm or opaque)."""
-    from gateway.sip.digest import DigestClient, usable
-
     challenges = [{"realm": "r", "nonce": "n1", "qop": "auth"},
                   {"realm": "r", "nonce": "n2", "algorithm": "SHA-256", "qop": "auth"},
                   {"realm": "r2", "nonce": "n3", "opaque": "o"},
@@ -520,9 +527,7 @@ def test_credentials_for_accounts_answering_different_challenges_in_turn(wire):
     for turn in range(3):
         for n, params in enumerate(challenges):
             uri = "sip:a" if (turn + n) % 3 else "sip:b"
-            ours, reference = (DigestClient(f"u{n}", lambda: "pw") for _ in range(2))
-            for digest in (ours, reference):
-                digest.accept(401, "Authorization", params, *usable(params))
+            ours, reference = accepted_pair(f"u{n}", params, "pw")
             name, value = reference.authorization("REGISTER", uri)
             assert wire.credentials(ours, uri) == f"{name}: {value}\r\n".encode()
 
@@ -530,24 +535,16 @@ def test_credentials_for_accounts_answering_different_challenges_in_turn(wire):
 @pytest.mark.parametrize("wire", load_both("_regwire", "sip.regwire"))
 @pytest.mark.parametrize("algorithm", ["MD5", "MD5-sess", "SHA-256"])
 def test_credentials_hash_strings_of_every_length(wire, algorithm):
-    """The hashed strings cross the hash block boundaries (MD5: 55/56/64 bytes, the
-    cnonce's BLAKE2b: 128) as the nonce, the username and the URI grow; non-ASCII text
-    is hashed as UTF-8."""
-    from gateway.sip.digest import DigestClient, usable
-
+    """The hashed strings cross the hash block boundaries (MD5: 55/56/64 bytes, SHA-256:
+    the same) as the nonce, the username and the URI grow; non-ASCII text is hashed as
+    UTF-8."""
     for length in range(1, 300):
         params = {"realm": "r", "nonce": "n" * length, "algorithm": algorithm, "qop": "auth"}
         if length % 2:
             del params["qop"]
         user = "é" * (length % 7) + "u"
         uri = "sip:" + "h" * length
-
-        def ready():
-            digest = DigestClient(user, lambda: "secret")
-            digest.accept(401, "Authorization", params, *usable(params))
-            return digest
-
-        ours, reference = ready(), ready()
+        ours, reference = accepted_pair(user, params)
         name, value = reference.authorization("REGISTER", uri)
         assert wire.credentials(ours, uri) == f"{name}: {value}\r\n".encode()
 
