@@ -68,10 +68,6 @@ cdef object _ignore_result = None
 
 cdef dict _URIS = None
 
-cdef enum:
-    IDS_BYTES = 18  # a client's Call-ID (12 bytes) and From tag (6), as the twin's
-
-
 cdef _late_imports():
     global _registration, _random, _URIS, _ignore_result
     from gateway.sip import registration
@@ -91,19 +87,10 @@ cdef inline double _clock(int which):
 
 cdef class ClientState:
     """The twin's `ClientState`: the same attributes, as this struct's fields (read and
-    written by the cycle below without a look-up), built without a Python frame."""
+    written by the cycle below and the compiled wire without a look-up), built without a
+    Python frame."""
 
-    # (texts typed `str`, numbers and flags C ones: read without a conversion, and the
-    # collector need not look into them, 100,000 times over)
-    cdef public str key, _token, instance_urn, aor, state, last_error
-    cdef public long expires, cseq, failures
-    cdef public bint active, bound_maybe
-    cdef public object ctx, target, outbound_proxy, digest, flow, granted, _timer
-    cdef public object _task
-    # the twin's `_ids` (an int: 96 bits of Call-ID, then 48 of From tag) kept as its
-    # 18 big-endian bytes in the struct: no int object beside it (48 bytes and a
-    # pointer) to be read, turned into bytes, for every REGISTER
-    cdef unsigned char ids[IDS_BYTES]
+    # (its fields are declared in gateway/_regcycle.pxd, for the compiled wire too)
 
     @property
     def _ids(self):

@@ -18,7 +18,9 @@ a plain challenge) it hands to the same fallbacks as the twin: a value it does n
 goes to `gateway.sip.fields._single_challenge`, a response it does not take to the
 general path, so both twins decide alike (the tests run both on the same responses).
 
-May depend on the gateway's metrics, errors, digest, parser and flows (as the twin);
+May depend on the gateway's metrics, errors, digest, parser and flows (as the twin),
+and on the layout of the compiled cycle's clients (`gateway/_regcycle.pxd`: their
+`cseq`, `digest` and `_token` read from the struct; any other client is asked by name);
 never on instances, the store or the API.
 """
 
@@ -29,6 +31,7 @@ from cpython.ref cimport PyObject
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from gateway._digest cimport DigestClient as _Digest
 from gateway._ids cimport draw_hex
+from gateway._regcycle cimport ClientState
 from gateway._udpsock cimport DatagramSender, DatagramTaker
 from gateway._timerwheel cimport TimerHandle, TimerWheel
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
@@ -182,6 +185,18 @@ cdef void _result(int outcome, double rtt) noexcept:
     """`metrics.registration_result(outcome, rtt)`."""
     _count(&_outcomes[outcome])
     _observe_rtt(rtt)
+
+
+cdef inline _digest_of(client):
+    """`client.digest`: read from the struct of the compiled cycle's clients."""
+    return (<ClientState>client).digest if isinstance(client, ClientState) else client.digest
+
+
+cdef inline _token_of(client):
+    """`client._token or client.token` (the same, `_token` read from the struct)."""
+    if isinstance(client, ClientState) and (<ClientState>client)._token:
+        return (<ClientState>client)._token
+    return client._token or client.token
 
 
 cdef bytes _TAIL = b"Content-Length: 0\r\n\r\n"
@@ -461,8 +476,16 @@ cdef class RegisterWire(DatagramTaker):
 
     cdef _send_request(self, _Exchange ex):
         client = ex.client
-        cseq = client.cseq + 1
-        client.cseq = cseq
+        cdef ClientState state
+        if isinstance(client, ClientState):  # (the compiled cycle's: its fields)
+            state = <ClientState>client
+            state.cseq += 1
+            cseq = state.cseq
+            digest = state.digest
+        else:
+            cseq = client.cseq + 1
+            client.cseq = cseq
+            digest = client.digest
         if ex.slot < 0:
             self._hold(ex)
         cdef bytes branch = _new_branch(ex.slot)
@@ -473,7 +496,7 @@ cdef class RegisterWire(DatagramTaker):
         w.raw(ex.middle)
         w.number(cseq)
         w.raw(ex.tail)
-        cdef Py_ssize_t at = _write_credentials(client.digest, ex.uri)
+        cdef Py_ssize_t at = _write_credentials(digest, ex.uri)
         if at >= 0:  # the Authorization line, from where it was written
             w.add(_line.data() + at, _line.size - at)
             _line.start()
@@ -625,7 +648,7 @@ cdef class RegisterWire(DatagramTaker):
         cdef long granted
         if status < 300:
             granted = ex.expires if ex.expires == 0 else \
-                _our_expires(s, h.head_end, h.contact, ex.client._token or ex.client.token)
+                _our_expires(s, h.head_end, h.contact, _token_of(ex.client))
             if granted >= 0:
                 _result(UNREGISTERED if ex.expires == 0 else REGISTERED, rtt)
                 self._end(ex, granted)
@@ -718,7 +741,7 @@ cdef class RegisterWire(DatagramTaker):
 
     cdef _challenged(self, _Exchange ex, int status):
         try:
-            _accept(ex.client.digest, status, self._got_shared, self._got_nonce,
+            _accept(_digest_of(ex.client), status, self._got_shared, self._got_nonce,
                     self._got_stale)
         except Exception as exc:
             _count(&_outcomes[UNAUTHORIZED])

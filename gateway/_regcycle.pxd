@@ -1,0 +1,20 @@
+# cython: language_level=3
+# The compiled cycle's client state (`_ext/regcycle.pyx`, built as `gateway._regcycle`):
+# its fields, for the compiled REGISTER wire to read and write them directly.
+
+cdef enum:
+    IDS_BYTES = 18  # a client's Call-ID (12 bytes) and From tag (6), as the twin's
+
+
+cdef class ClientState:
+    # (texts typed `str`, numbers and flags C ones: read without a conversion, and the
+    # collector need not look into them, 100,000 times over)
+    cdef public str key, _token, instance_urn, aor, state, last_error
+    cdef public long expires, cseq, failures
+    cdef public bint active, bound_maybe
+    cdef public object ctx, target, outbound_proxy, digest, flow, granted, _timer
+    cdef public object _task
+    # the twin's `_ids` (an int: 96 bits of Call-ID, then 48 of From tag) kept as its
+    # 18 big-endian bytes in the struct: no int object beside it (48 bytes and a
+    # pointer) to be read, turned into bytes, for every REGISTER
+    cdef unsigned char ids[IDS_BYTES]
