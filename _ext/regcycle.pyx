@@ -451,6 +451,11 @@ for _i in range(256):
 
 def done(ClientState client, flow, outcome, double started):
     """The twin's `done`."""
+    c_done(client, flow, outcome, started)
+
+
+cdef c_done(ClientState client, flow, outcome, double started):
+    """`done`, called from C by the compiled wire (declared in gateway/_regcycle.pxd)."""
     client._task = None
     cdef ContextState ctx = <ContextState?>client.ctx
     _release(ctx.in_flight)

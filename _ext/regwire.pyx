@@ -31,16 +31,16 @@ from cpython.ref cimport PyObject
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from gateway._digest cimport DigestClient as _Digest
 from gateway._ids cimport draw_hex
-from gateway._regcycle cimport ClientState
+from gateway._regcycle cimport ClientState, c_done
 from gateway._udpsock cimport DatagramSender, DatagramTaker
 from gateway._timerwheel cimport TimerHandle, TimerWheel
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 import asyncio
 import logging
-import os
 
 from gateway import metrics
+from gateway._regcycle import done as _cycle_done
 from gateway.errors import AuthError, TransactionTimeout, TransportError
 from gateway.sip import parsing
 from gateway.sip.digest import _BY_NAME, _CHALLENGES, _Challenge, _quote
@@ -584,7 +584,10 @@ cdef class RegisterWire(DatagramTaker):
         future = ex.future
         if future is None:
             if notify:
-                ex.callback(ex.client, ex.flow, outcome, ex.started)
+                if ex.callback is _cycle_done and isinstance(ex.client, ClientState):
+                    c_done(<ClientState>ex.client, ex.flow, outcome, ex.started)
+                else:
+                    ex.callback(ex.client, ex.flow, outcome, ex.started)
             return
         if future.done():
             return

@@ -18,3 +18,8 @@ cdef class ClientState:
     # 18 big-endian bytes in the struct: no int object beside it (48 bytes and a
     # pointer) to be read, turned into bytes, for every REGISTER
     cdef unsigned char ids[IDS_BYTES]
+
+
+# `done(client, flow, outcome, started)`, the end of an exchange the cycle started on the
+# wire, called by the compiled wire without the Python call
+cdef c_done(ClientState client, flow, outcome, double started)
