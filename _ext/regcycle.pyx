@@ -33,7 +33,7 @@ import asyncio
 import logging
 
 from gateway.sip.digest import DigestClient
-from gateway.sip.flow import trace
+from gateway.sip.flow import Flow, trace
 
 cdef extern from "Python.h":
     ctypedef struct PyLongObject:
@@ -45,6 +45,7 @@ cdef extern from "Python.h":
 
 include "tracing.pxi"
 include "writer.pxi"
+include "flowslots.pxi"
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_COMPACT_ASCII(object text)
@@ -327,7 +328,7 @@ cdef bint _run(ClientState client) except -1:
     flow = None
     if wire is not None:
         last = ctx.last_ready  # `_ready_flow`'s answer while that flow is open
-        if (<tuple>last)[0] is hop and not (<tuple>last)[1].closed:
+        if (<tuple>last)[0] is hop and not _closed((<tuple>last)[1]):
             flow = (<tuple>last)[1]
         else:
             flow = client._ready_flow()
@@ -467,9 +468,9 @@ cdef c_done(ClientState client, flow, outcome, double started):
         if client.flow is None:
             # `ctx.bind(client, flow)` for a client bound to none yet: `flow.acquire()`,
             # whose common case (open, held already: one more holder) is written out
-            users = flow.users
-            if users > 0 and not flow.closed:
-                flow.users = users + 1
+            users = _users(flow)
+            if users > 0 and not _closed(flow):
+                _set_slot(flow, _USERS, "users", users + 1)
             else:
                 flow.acquire()
             client.flow = flow

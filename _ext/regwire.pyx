@@ -51,52 +51,7 @@ from gateway.sip.regwire import _observe
 
 include "tracing.pxi"
 include "writer.pxi"
-
-
-# A `Flow`'s slots read where the instance keeps them, as its member descriptors do,
-# rather than through the generic attribute look-up (several per registration); only
-# for the Flow class itself (anything else, e.g. a test's stand-in, is asked by name).
-cdef extern from "structmember.h":  # (not included by Python.h before 3.12)
-    ctypedef struct PyMemberDef:
-        Py_ssize_t offset
-
-cdef extern from "Python.h":
-    ctypedef struct PyMemberDescrObject:
-        PyMemberDef *d_member
-
-cdef type _FLOW = Flow
-
-
-cdef Py_ssize_t _slot_offset(type cls, str name) except -1:
-    descr = cls.__dict__[name]
-    if type(descr).__name__ != "member_descriptor":
-        raise ImportError(f"{cls.__name__}.{name} is not a slot: the pure-Python twin is used")
-    return (<PyMemberDescrObject *><PyObject *>descr).d_member.offset
-
-
-cdef Py_ssize_t _CLOSED = _slot_offset(_FLOW, "closed")
-cdef Py_ssize_t _CONNECTION = _slot_offset(_FLOW, "connection")
-
-
-cdef inline PyObject *_slot(flow, Py_ssize_t offset) noexcept:
-    """The slot's value (borrowed), NULL when `flow` is no Flow or the slot is unset."""
-    if type(flow) is not _FLOW:
-        return NULL
-    return (<PyObject **>(<char *><PyObject *>flow + offset))[0]
-
-
-cdef inline bint _closed(flow) except -1:
-    """`flow.closed`."""
-    cdef PyObject *value = _slot(flow, _CLOSED)
-    if value == NULL:
-        return bool(flow.closed)
-    return value == <PyObject *>True or (value != <PyObject *>False and bool(<object>value))
-
-
-cdef inline object _connection(flow):
-    """`flow.connection`."""
-    cdef PyObject *value = _slot(flow, _CONNECTION)
-    return flow.connection if value == NULL else <object>value
+include "flowslots.pxi"
 
 # The counts this module makes in `gateway.metrics`' recorders, as its recording
 # functions make them, kept in C and added into the recorders whenever one is read
@@ -546,7 +501,7 @@ cdef class RegisterWire(DatagramTaker):
         most; a flow made since, at the same address, has its own, newer time)."""
         if <const void *>flow == self._active_flow and now - self._active_at < 1e-3:
             return 0
-        flow.last_activity = now
+        _set_slot(flow, _LAST_ACTIVITY, "last_activity", now)
         self._active_flow = <const void *>flow
         self._active_at = now
         return 0
@@ -674,7 +629,7 @@ cdef class RegisterWire(DatagramTaker):
                 and memcmp(s + via, PyBytes_AS_STRING(before), b - via) == 0
                 and memcmp(s + e, PyBytes_AS_STRING(after), via_end - e) == 0):
             if not self._seen_received or (flow is self._seen_flow
-                                           and flow.observed is self._seen_observed):
+                                           and _observed(flow) is self._seen_observed):
                 return
         else:
             self._seen_before = s[via:b]
@@ -685,7 +640,7 @@ cdef class RegisterWire(DatagramTaker):
                 return
         _observe(s[via:via_end], flow)
         self._seen_flow = flow
-        self._seen_observed = flow.observed
+        self._seen_observed = _observed(flow)
 
     cdef bint _read_challenge(self, const char *s, _Head *h, int status) except -1:
         """Whether the 401/407 holds one usable Digest challenge, read as the twin reads
