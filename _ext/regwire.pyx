@@ -162,17 +162,15 @@ cdef enum:
     MAX_SLOTS = 1 << 24
 
 
-cdef bytes _new_branch(Py_ssize_t slot):
+cdef void _write_branch(char *buf, Py_ssize_t slot) except *:
     """z9hG4bK + 20 random hex digits + `slot` in 6 hex digits (where the exchange is
-    in its wire's table: a response finds it without a hash)."""
-    cdef char buf[BRANCH]
+    in its wire's table: a response finds it without a hash), BRANCH chars into buf."""
     cdef const char *hexd = _HEX
     cdef int i
     memcpy(buf, b"z9hG4bK", 7)
     draw_hex(buf + 7, 10)
     for i in range(SLOT_DIGITS):
         buf[BRANCH - 1 - i] = hexd[(slot >> (4 * i)) & 15]
-    return PyBytes_FromStringAndSize(buf, BRANCH)
 
 
 cdef Py_ssize_t _slot_of(const char *s, Py_ssize_t b, Py_ssize_t e) noexcept:
@@ -288,7 +286,8 @@ cdef class _Exchange:
     cdef RegisterWire wire
     cdef object client, flow, future, callback, uri, timer, sendto, remote
     cdef DatagramSender sender  # sendto's socket, when it sends from C
-    cdef bytes head, middle, tail, branch, data
+    cdef bytes head, middle, tail, data
+    cdef char branch[BRANCH]  # the last one sent (NUL first before the first send)
     cdef Py_ssize_t slot  # in its wire's table (-1: not there)
     cdef long expires
     cdef int challenges_left, answered
@@ -320,7 +319,7 @@ cdef class RegisterWire(DatagramTaker):
     cdef double _active_at
     cdef readonly double t1, t2
     cdef double _slack  # a timer fires this much early, or later (the wheel's tick)
-    # the exchanges under way, each in the slot its branches name (`_new_branch`), and
+    # the exchanges under way, each in the slot its branches name (`_write_branch`), and
     # the slots free; how many are under way
     cdef list _table, _free
     cdef Py_ssize_t _live
@@ -361,7 +360,7 @@ cdef class RegisterWire(DatagramTaker):
         for item in self._table:
             if item is not None:
                 ex = item
-                found[ex.branch] = ex
+                found[ex.branch[:BRANCH]] = ex
         return found
 
     @classmethod
@@ -404,7 +403,7 @@ cdef class RegisterWire(DatagramTaker):
         ex.expires = expires
         ex.challenges_left = challenges_left
         ex.answered = 0
-        ex.branch = b""
+        ex.branch[0] = 0
         ex.slot = -1
         connection = _connection(flow)
         if flow is not self._send_flow or connection is not self._send_connection:
@@ -443,11 +442,12 @@ cdef class RegisterWire(DatagramTaker):
             digest = client.digest
         if ex.slot < 0:
             self._hold(ex)
-        cdef bytes branch = _new_branch(ex.slot)
+        cdef char branch[BRANCH]
+        _write_branch(branch, ex.slot)
         cdef _Writer w = _request
         w.start()
         w.raw(ex.head)
-        w.raw(branch)
+        w.add(branch, BRANCH)
         w.raw(ex.middle)
         w.number(cseq)
         w.raw(ex.tail)
@@ -457,7 +457,7 @@ cdef class RegisterWire(DatagramTaker):
             _line.start()
         w.raw(_TAIL)
         ex.data = w.take()
-        ex.branch = branch
+        memcpy(ex.branch, branch, BRANCH)
         ex.interval = self.t1
         ex.proceeding = False
         _count(&_sent)
@@ -587,8 +587,7 @@ cdef class RegisterWire(DatagramTaker):
         if found is None:
             return False
         cdef _Exchange ex = <_Exchange>found
-        if (PyBytes_GET_SIZE(ex.branch) != BRANCH
-                or memcmp(PyBytes_AS_STRING(ex.branch), s + b, BRANCH) != 0):
+        if memcmp(ex.branch, s + b, BRANCH) != 0:
             return False  # an ended exchange's, or not ours
         if not _cseq_is_register(s, h.cseq, h.cseq_end):
             return False
