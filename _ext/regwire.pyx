@@ -3,15 +3,20 @@
 
 Built as `gateway._regwire`; `gateway.sip.registration` picks this module or the
 pure-Python twin through `gateway._accel`. The design is described once, in the Python
-twin's docstring; this file follows it with the response read by C pointer scans (top
-Via branch, status, CSeq method, the challenge's params, our Contact's expires) and
-branches drawn from the compiled pool of random bytes (`gateway/_ids.pxd`), the
-Authorization line written here (`credentials`: HA1, H(A2) and the response hashed with
-OpenSSL's libcrypto, which hashlib uses too, without EVP's dispatch; the cnonce drawn
-with the nonce and kept in the digest client), a challenge like the last one read but for its nonce taken from that
-reading, and the metrics counted in C and added into `gateway.metrics`' recorders when
-they are read, so a common exchange runs no Python frame per message and makes few
-objects beyond the datagram, the request and the strings the digest keeps.
+twin's docstring; this file follows it with
+- the response read by C pointer scans (top Via branch, status, CSeq method, the
+  challenge's params, our Contact's expires);
+- branches drawn from the compiled pool of random bytes (`gateway/_ids.pxd`);
+- the Authorization line written here (`credentials`: HA1, H(A2) and the response
+  hashed with OpenSSL's libcrypto, which hashlib uses too, without EVP's dispatch; the
+  cnonce drawn with the nonce and kept in the digest client);
+- the first timer E of every exchange kept in one queue under one wheel timer (a handle
+  of its own only for an exchange that needs a second: see `RegisterWire._first`);
+- a challenge like the last one read but for its nonce taken from that reading;
+- the metrics counted in C and added into `gateway.metrics`' recorders when they are
+  read;
+so a common exchange runs no Python frame per message and makes few objects beyond the
+datagram, the request and the strings the digest keeps.
 
 What it reads differently (exactly-spelled header names, one Via in the top Via line,
 a plain challenge) it hands to the same fallbacks as the twin: a value it does not take
@@ -293,6 +298,11 @@ cdef class _Exchange:
     cdef int challenges_left, answered
     cdef double interval, sent, started, due, deadline, armed
     cdef bint proceeding, finished
+    # in its wire's queue of first retransmissions (`RegisterWire._first`): the next
+    # exchange there (a reference) and the one before (its address only)
+    cdef bint queued
+    cdef _Exchange q_next
+    cdef PyObject *q_prev
 
     def done(self):
         return self.finished
@@ -323,6 +333,13 @@ cdef class RegisterWire(DatagramTaker):
     # the slots free; how many are under way
     cdef list _table, _free
     cdef Py_ssize_t _live
+    # The exchanges whose timer is their first (timer E, T1 after the request: all wait
+    # T1, so they fall due in the order they were sent), oldest first, and the one wheel
+    # timer set for the oldest: a handle for each only once its first timer fired
+    # (retransmitted, moved on to T2 or timer F), which the common exchange never gets to.
+    cdef _Exchange _first
+    cdef PyObject *_last  # (the queue's tail; its reference is its predecessor's)
+    cdef object _first_timer  # set for `_first.armed`, None while the queue is empty
     # the top Via last read on a flow (branch aside), and what it told the flow
     cdef object _seen_flow, _seen_observed
     cdef bytes _seen_before, _seen_after
@@ -464,14 +481,52 @@ cdef class RegisterWire(DatagramTaker):
         ex.sent = _now()
         ex.due = ex.sent + self.t1
         ex.deadline = ex.sent + 64 * self.t1
-        if ex.timer is None:
-            ex.timer = self._call_later(self.t1, _timer_fired, ex) if self._cwheel is None \
-                else self._cwheel.c_call_later(self.t1, _timer_fired, ex)
+        if ex.timer is None and not ex.queued:
             ex.armed = ex.due
-        elif ex.armed > ex.due:
+            self._enqueue(ex)
+        elif ex.timer is not None and ex.armed > ex.due:  # (a queued one's is not)
             self._move(ex.timer, self.t1)
             ex.armed = ex.due
         self._send(ex, ex.sent)
+
+    cdef object _later(self, double delay, callback, arg):
+        """The wheel's `call_later(delay, callback, arg)` (its C call when compiled)."""
+        if self._cwheel is not None:
+            return self._cwheel.c_call_later(delay, callback, arg)
+        return self._call_later(delay, callback, arg)
+
+    cdef int _enqueue(self, _Exchange ex) except -1:
+        """`ex` last in the queue of first timers (the wheel's timer set if it was empty;
+        `_first_fired` sets it for the first left when it is done)."""
+        if self._last == NULL and self._first_timer is None:
+            self._first_timer = self._later(ex.armed - ex.sent, _first_fired, self)
+        ex.queued = True
+        ex.q_prev = self._last
+        if self._last == NULL:
+            self._first = ex
+        else:
+            (<_Exchange>self._last).q_next = ex
+        self._last = <PyObject *>ex
+        return 0
+
+    cdef int _dequeue(self, _Exchange ex) except -1:
+        """`ex` out of the queue (the wheel's timer cancelled when it is left empty)."""
+        following = ex.q_next
+        if ex.q_prev == NULL:
+            self._first = following
+        else:
+            (<_Exchange>ex.q_prev).q_next = following
+        if following is None:
+            self._last = ex.q_prev
+        else:
+            (<_Exchange>following).q_prev = ex.q_prev
+        ex.q_next = None
+        ex.q_prev = NULL
+        ex.queued = False
+        if self._first is None and self._first_timer is not None:
+            _cancel(self._first_timer)
+            self._first_timer = None
+        return 0
 
     cdef int _move(self, timer, double delay) except -1:
         """The wheel's `reschedule(timer, delay)` (its C call when compiled)."""
@@ -526,12 +581,11 @@ cdef class RegisterWire(DatagramTaker):
             self._free.append(ex.slot)
             ex.slot = -1
             self._live -= 1
+        if ex.queued:
+            self._dequeue(ex)
         timer = ex.timer
         if timer is not None:
-            if type(timer) is TimerHandle:
-                (<TimerHandle>timer).c_cancel()
-            else:
-                timer.cancel()
+            _cancel(timer)
             ex.timer = None
         if ex.finished:
             return
@@ -995,6 +1049,32 @@ cdef _accept(digest, int status, shared, str nonce, bint stale):
     d._nonce = nonce
     d._nc = 0
     draw_hex(d.cnonce, 8)  # (the twin: `random_hex(8)`)
+
+
+cdef inline int _cancel(timer) except -1:
+    if type(timer) is TimerHandle:
+        return (<TimerHandle>timer).c_cancel()
+    timer.cancel()
+    return 0
+
+
+def _first_fired(RegisterWire wire):
+    """The queue's timer: each exchange whose first timer is due (now, or within the
+    wheel's tick) leaves the queue with a handle of its own, and `_timer_fired` does
+    for it what it would have done had it had one from the start."""
+    wire._first_timer = None
+    cdef double now = _now()
+    cdef _Exchange ex
+    try:
+        while wire._first is not None and wire._first.armed - wire._slack <= now:
+            ex = wire._first
+            wire._dequeue(ex)
+            ex.timer = wire._later(wire.t1, _timer_fired, ex)  # (moved by _timer_fired)
+            _timer_fired(ex)
+    finally:
+        if wire._first is not None and wire._first_timer is None:
+            wire._first_timer = wire._later(max(wire._first.armed - _now(), 0.0),
+                                            _first_fired, wire)
 
 
 def _timer_fired(_Exchange ex):

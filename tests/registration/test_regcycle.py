@@ -10,6 +10,7 @@ import time
 import pytest
 
 from gateway.errors import ParseError
+from gateway.sip.digest import DigestClient
 from gateway.sip import registration
 from gateway.sip.registration import RegistrationClient, contact_token, instance_urn
 from tests.support.scripted_registrar import ScriptedRegistrar
@@ -230,7 +231,12 @@ def test_a_client_class_given_to_construct_fast_is_built_as_the_ordinary_call_bu
             plain.active) == (None, "k", None, None, "sip:k@example.com", None, 3600,
                               "idle", 0, None, False)
     assert plain.target is registration._shared_uri(registrar, True)
-    assert plain.digest.username == "k"
+    # its digest client as `DigestClient(username, password_source)` makes one
+    reference = DigestClient("k", password)
+    fields = ("username", "password_source", "_ha1", "_ha1_key", "_challenge", "_nonce",
+              "_nc", "_cnonce", "algorithm", "realm")
+    assert type(plain.digest) is type(reference)
+    assert [getattr(plain.digest, f) for f in fields] == [getattr(reference, f) for f in fields]
     full = Client("ctx", key="k", token="t", instance_urn="urn:x", outbound_proxy=
                   "sip:proxy.example.com", expires=60, **common)
     assert (full.ctx, full._token, full.instance_urn, full.expires) == ("ctx", "t",

@@ -369,6 +369,58 @@ async def test_a_lost_answer_to_a_challenge_is_sent_again_by_timer_e(make_stack,
         transport.close()
 
 
+async def every_other_first_request_lost(make_stack, wire) -> tuple[list, int]:
+    """Six clients started 7 ms apart, the first request of every other one lost, then
+    a seventh once they are registered: each one's send times, and the timers left on
+    the wheel once all are closed."""
+    ctx = await make_stack(wire)
+    seen = {}
+
+    def make(request):
+        sends = seen.setdefault(request.call_id, [])
+        sends.append(time.monotonic())
+        lost = len(sends) == 1 and len(seen) % 2 == 0
+        return [] if lost else [answer(request, 200, "OK", extra=(
+            f"Contact: {request.get('Contact')};expires=90\r\n"))]
+
+    transport, proto, port = await answering(make)
+    try:
+        clients = []
+        for n in range(6):
+            c = udp_client(ctx, port)
+            clients.append(c)
+            c.start()
+            await asyncio.sleep(0.007)
+        assert [await settled(c, 3.0) for c in clients] == ["registered"] * 6
+        # one more, answered at once: the last to leave the queue, T1 before its timer
+        last = udp_client(ctx, port)
+        last.start()
+        assert await settled(last, 3.0) == "registered"
+        for c in clients + [last]:
+            c.close()
+        assert not ctx.wire.pending
+        return list(seen.values()), len(ctx.endpoint.wheel)
+    finally:
+        transport.close()
+
+
+async def test_exchanges_under_way_together_each_send_again_t1_after_their_own_request(
+        make_stack):
+    """Several exchanges at once: each lost first request is sent again T1 after it
+    was sent, the answered ones never, on both twins. (The compiled wire keeps the
+    first timers of its exchanges in one queue, oldest first, under one wheel timer;
+    the oldest are answered and leave it first.) Once all are over, the compiled wire
+    leaves no more timers on the wheel than the twin (the flow's)."""
+    left = []
+    for wire in load_both("_regwire", "sip.regwire"):
+        sends, timers = await every_other_first_request_lost(make_stack, wire.values[0])
+        assert [len(s) for s in sends] == [1, 2, 1, 2, 1, 2, 1]
+        # T1 = 50 ms after each one's own request (the wheel's 10 ms tick aside)
+        assert all(s[1] - s[0] >= 0.035 for s in sends if len(s) == 2)
+        left.append(timers)
+    assert len(set(left)) == 1, left
+
+
 @pytest.mark.parametrize("mode", MODES)
 async def test_no_answer_is_timer_f_then_error(make_stack, mode):
     ctx = await make_stack(mode)
