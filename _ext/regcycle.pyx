@@ -26,7 +26,7 @@ from cpython.ref cimport PyObject
 from libc.string cimport memcpy
 from gateway._buckets cimport Pacer, Slots
 from gateway._ids cimport draw
-from gateway._timerwheel cimport TimerHandle, TimerWheel
+from gateway._timerwheel cimport TimerHandle, TimerWheel, cancel as _cancel
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC, CLOCK_REALTIME
 
 import asyncio
@@ -534,13 +534,6 @@ cdef _schedule(ClientState client, ContextState ctx, double delay):
         (<TimerWheel>wheel).c_reschedule(timer, delay)
     else:
         client._timer = (<TimerWheel>wheel).c_call_later(delay, _timer_fired, client)
-
-
-cdef inline int _cancel(timer) except -1:
-    if type(timer) is TimerHandle:
-        return (<TimerHandle>timer).c_cancel()
-    timer.cancel()
-    return 0
 
 
 def timer_fired(ClientState client):

@@ -38,7 +38,7 @@ from gateway._digest cimport DigestClient as _Digest
 from gateway._ids cimport draw_hex
 from gateway._regcycle cimport ClientState, c_done
 from gateway._udpsock cimport DatagramSender, DatagramTaker
-from gateway._timerwheel cimport TimerHandle, TimerWheel
+from gateway._timerwheel cimport TimerHandle, TimerWheel, cancel as _cancel
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 import asyncio
@@ -1049,13 +1049,6 @@ cdef _accept(digest, int status, shared, str nonce, bint stale):
     d._nonce = nonce
     d._nc = 0
     draw_hex(d.cnonce, 8)  # (the twin: `random_hex(8)`)
-
-
-cdef inline int _cancel(timer) except -1:
-    if type(timer) is TimerHandle:
-        return (<TimerHandle>timer).c_cancel()
-    timer.cancel()
-    return 0
 
 
 def _first_fired(RegisterWire wire):

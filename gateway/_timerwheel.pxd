@@ -65,3 +65,12 @@ cdef class TimerWheel:
     cdef int _disarm(self) except -1
     cdef int _rearm(self) except -1
     cdef int _own(self, handle) except -1
+
+
+cdef inline int cancel(timer) except -1:
+    """`timer.cancel()`: the C call for the compiled wheel's handles, the Python one for
+    anything else (the twin's)."""
+    if type(timer) is TimerHandle:
+        return (<TimerHandle>timer).c_cancel()
+    timer.cancel()
+    return 0
