@@ -435,6 +435,9 @@ cdef _start(ClientState client, ContextState ctx, wire, flow, long expires):
     w.add(b"\r\n", 2)
     _text(w, user_agent)
     tail = w.take()
+    if isinstance(wire, ExchangeStarter):
+        return (<ExchangeStarter>wire).c_start(client, flow, uri, head, middle, tail, expires,
+                                               ctx._max_challenges)
     return wire.start(client, flow, uri, head, middle, tail, expires, ctx._max_challenges,
                       done)
 
@@ -446,6 +449,15 @@ cdef char _HEX_PAIRS[512]
 for _i in range(256):
     _HEX_PAIRS[2 * _i] = _HEXDIGITS[_i >> 4]
     _HEX_PAIRS[2 * _i + 1] = _HEXDIGITS[_i & 15]
+
+
+cdef class ExchangeStarter(DatagramTaker):
+    """What the cycle asks of the compiled REGISTER wire (`gateway._regwire.RegisterWire`
+    is one), declared here, where it is asked: `start` (see the wire), ending in `done`."""
+
+    cdef object c_start(self, ClientState client, flow, uri, bytes head, bytes middle,
+                        bytes tail, long expires, int challenges_left):
+        raise NotImplementedError
 
 
 # -- the end -------------------------------------------------------------------------------

@@ -36,8 +36,8 @@ from cpython.ref cimport PyObject
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from gateway._digest cimport DigestClient as _Digest
 from gateway._ids cimport draw_hex
-from gateway._regcycle cimport ClientState, c_done
-from gateway._udpsock cimport DatagramSender, DatagramTaker
+from gateway._regcycle cimport ClientState, ExchangeStarter, c_done
+from gateway._udpsock cimport DatagramSender
 from gateway._timerwheel cimport TimerHandle, TimerWheel, cancel as _cancel
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
@@ -313,7 +313,7 @@ cdef class _Exchange:
             self.wire._end(self, None, False)
 
 
-cdef class RegisterWire(DatagramTaker):
+cdef class RegisterWire(ExchangeStarter):
     """The REGISTER exchanges of one endpoint's UDP sockets; see the Python twin. (Its
     `datagram` is the sockets' hook; the compiled socket calls it as `take`.)"""
 
@@ -400,6 +400,14 @@ cdef class RegisterWire(DatagramTaker):
               int challenges_left, done):
         cdef _Exchange ex = self._new(client, flow, uri, head, middle, tail, expires,
                                       challenges_left, done)
+        self._first_send(ex)
+        return ex
+
+    cdef object c_start(self, ClientState client, flow, uri, bytes head, bytes middle,
+                        bytes tail, long expires, int challenges_left):
+        """`start(..., done)` for the compiled cycle (its `done` the callback)."""
+        cdef _Exchange ex = self._new(client, flow, uri, head, middle, tail, expires,
+                                      challenges_left, _cycle_done)
         self._first_send(ex)
         return ex
 

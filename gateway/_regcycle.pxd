@@ -1,6 +1,9 @@
 # cython: language_level=3
 # The compiled cycle's client state (`_ext/regcycle.pyx`, built as `gateway._regcycle`):
-# its fields, for the compiled REGISTER wire to read and write them directly.
+# its fields, for the compiled REGISTER wire to read and write them directly; and what
+# the cycle asks of that wire, as a C call.
+
+from gateway._udpsock cimport DatagramTaker
 
 cdef enum:
     IDS_BYTES = 18  # a client's Call-ID (12 bytes) and From tag (6), as the twin's
@@ -23,3 +26,10 @@ cdef class ClientState:
 # `done(client, flow, outcome, started)`, the end of an exchange the cycle started on the
 # wire, called by the compiled wire without the Python call
 cdef c_done(ClientState client, flow, outcome, double started)
+
+
+cdef class ExchangeStarter(DatagramTaker):
+    # `wire.start(client, flow, uri, head, middle, tail, expires, challenges_left, done)`
+    # without the method look-up and the Python call: the compiled wire is one
+    cdef object c_start(self, ClientState client, flow, uri, bytes head, bytes middle,
+                        bytes tail, long expires, int challenges_left)
