@@ -6,6 +6,7 @@ on the wire. Against a scripted registrar on loopback UDP."""
 import asyncio
 import re
 import time
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -280,18 +281,30 @@ def test_a_client_class_given_to_construct_fast_is_built_as_the_ordinary_call_bu
     assert Client(None, key="k", **common).state == "patched"
 
 
+@asynccontextmanager
+async def warmed_up(make_stack, use_cycle, module):
+    """(ctx, registrar): a context on `module`'s cycle and a scripted registrar (401,
+    then 200, to every client), one client registered already (it learnt the hop's
+    address on the general code, so the next ones take the wire path)."""
+    use_cycle(module)
+    ctx = await make_stack(registration._wire)
+    registrar = await ScriptedRegistrar(SCRIPTS["kamailio-like"] * 2).start()
+    try:
+        warm = udp_client(ctx, registrar.port)
+        warm.start()
+        assert await settled(warm, 5.0) == "registered"
+        yield ctx, registrar
+        warm.close()
+    finally:
+        registrar.close()
+
+
 @pytest.mark.parametrize("module", CYCLES)
 async def test_the_ids_a_client_is_given_are_the_ones_its_requests_carry(
         make_stack, use_cycle, module):
     # (compiled, `_ids` is kept as 18 bytes in the client's struct and read from there
     # when a REGISTER is written: set, read back and written out, it stays the same)
-    use_cycle(module)
-    ctx = await make_stack(registration._wire)
-    registrar = await ScriptedRegistrar(SCRIPTS["kamailio-like"] * 2).start()
-    try:
-        warm = udp_client(ctx, registrar.port)  # (learns the hop's address: general code)
-        warm.start()
-        assert await settled(warm, 5.0) == "registered"
+    async with warmed_up(make_stack, use_cycle, module) as (ctx, registrar):
         c = udp_client(ctx, registrar.port, expires=300)
         value = int("0123456789abcdef0011223344556677889a", 16)  # (144 bits)
         c._ids = value
@@ -304,10 +317,7 @@ async def test_the_ids_a_client_is_given_are_the_ones_its_requests_carry(
         assert len(mine) == 2 and {r.from_tag for r in mine} == {c.from_tag}
         c._ids = 0  # (the smallest: written with its leading zeros)
         assert (c.call_id, c.from_tag) == ("0" * 24, "0" * 12)
-        warm.close()
         c.close()
-    finally:
-        registrar.close()
 
 
 @pytest.mark.parametrize("module", CYCLES[1:])  # (the twin keeps whatever it is given)
@@ -328,13 +338,7 @@ def test_compiled_ids_refuse_what_does_not_fit_in_144_bits_and_keep_theirs(modul
 async def test_a_ready_flow_that_is_not_udp_goes_to_the_general_path_after_udp_ones(
         make_stack, use_cycle, module):
     # (compiled, the flow last found to be UDP is kept: another flow is asked again)
-    use_cycle(module)
-    ctx = await make_stack(registration._wire)
-    registrar = await ScriptedRegistrar(SCRIPTS["kamailio-like"] * 2).start()
-    try:
-        warm = udp_client(ctx, registrar.port)  # (learns the hop's address: general code)
-        warm.start()
-        assert await settled(warm, 5.0) == "registered"
+    async with warmed_up(make_stack, use_cycle, module) as (ctx, registrar):
         on_wire = udp_client(ctx, registrar.port, expires=300)
         on_wire.start()
         assert not isinstance(on_wire.exchange_task, asyncio.Task)  # the UDP flow, kept
@@ -355,7 +359,5 @@ async def test_a_ready_flow_that_is_not_udp_goes_to_the_general_path_after_udp_o
         again = udp_client(ctx, registrar.port, expires=300)
         again.start()
         assert not isinstance(again.exchange_task, asyncio.Task)
-        for c in (warm, on_wire, again):
+        for c in (on_wire, again):
             c.close()
-    finally:
-        registrar.close()
