@@ -5,6 +5,7 @@ import socket
 from typing import Any, Callable
 
 BATCH: int
+ROUNDS: int
 
 class BatchedDatagramSocket:
     sock: socket.socket

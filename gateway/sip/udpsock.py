@@ -2,13 +2,13 @@
 
 uvloop's datagram transport reads one datagram per system call and hands each to a
 Python protocol method; this socket is read straight off the loop (`loop.add_reader`):
-each wake-up takes what is queued (up to `BATCH` datagrams), gives each to `hook(data,
-addr)` (the registration wire path) and what the hook does not take to
-`receive(data, addr)`; what the handlers send meanwhile leaves together once the batch
-is handled. Outside a batch `sendto` sends at once. A send the kernel has no room for
-waits for the socket to be writable, in order; a failed read or send is reported to
-`error(exc)` (ICMP errors and the like: the transaction timers deal with the loss),
-and the other datagrams go on.
+each wake-up reads until the socket is empty (`ROUNDS` batches of `BATCH` datagrams at
+most), gives each datagram to `hook(data, addr)` (the registration wire path) and what
+the hook does not take to `receive(data, addr)`; what the handlers send meanwhile leaves
+together once the batch is handled, before the next one is read. Outside a batch
+`sendto` sends at once. A send the kernel has no room for waits for the socket to be
+writable, in order; a failed read or send is reported to `error(exc)` (ICMP errors and
+the like: the transaction timers deal with the loss), and the other datagrams go on.
 
     sock = BatchedDatagramSocket(bound_socket, receive, error, loop)
     sock.hook = wire.datagram              # optional
@@ -32,8 +32,11 @@ import socket
 import struct
 from collections import deque
 
-#: datagrams read per wake-up
+#: datagrams read before what the handlers sent goes out
 BATCH = 64
+#: batches read per wake-up at most (until the socket is empty): then the loop's other
+#: callbacks get their turn
+ROUNDS = 8
 _MAX = 65536
 #: linux/asm-generic/socket.h: SO_TIMESTAMPNS (a struct timespec per datagram), which
 #: Python's socket module does not name
@@ -115,7 +118,7 @@ class BatchedDatagramSocket:
             return
         self._batching = True
         try:
-            for _ in range(BATCH):
+            for count in range(1, BATCH * ROUNDS + 1):
                 try:
                     if self._stamping:
                         data, ancillary, _, addr = self.sock.recvmsg(_MAX, _STAMP_SPACE)
@@ -130,6 +133,8 @@ class BatchedDatagramSocket:
                 self._deliver(data, addr)
                 if self._closed:
                     break
+                if count % BATCH == 0 and self._queue:
+                    self._flush()  # a batch's answers, before the next one is read
         finally:
             self._batching = False
             if self._queue:
