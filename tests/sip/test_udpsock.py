@@ -41,6 +41,15 @@ def bound(family=socket.AF_INET, host="127.0.0.1"):
     return sock
 
 
+def drained(peer, got):
+    """`got`, with every datagram waiting at the non-blocking socket `peer` added."""
+    while True:
+        try:
+            got.append(peer.recv(100))
+        except BlockingIOError:
+            return got
+
+
 async def until(predicate, timeout=3.0):
     deadline = time.monotonic() + timeout
     while not predicate() and time.monotonic() < deadline:
@@ -133,19 +142,11 @@ async def test_replies_sent_while_a_batch_is_handled_all_arrive_in_order(mod):
     try:
         for n in range(100):
             peer.sendto(b"%d" % n, sock.get_extra_info("sockname"))
-
-        def drain():
-            while True:
-                try:
-                    got.append(peer.recv(100))
-                except BlockingIOError:
-                    return len(got) == 100
-
-        assert await until(drain)
+        assert await until(lambda: len(drained(peer, got)) == 100)
         assert got == [b"re: %d" % n for n in range(100)]
         # outside a batch: at once
         sock.sendto(b"now", peer.getsockname())
-        assert await until(lambda: drain() or got[-1] == b"now")
+        assert await until(lambda: drained(peer, got)[-1] == b"now")
     finally:
         sock.close()
         peer.close()
@@ -170,10 +171,7 @@ async def test_a_datagram_arriving_while_a_batch_is_handled_is_read_in_the_same_
             loop.call_soon(events.append, "the loop's turn")
             other.sendto(b"second", sock.get_extra_info("sockname"))  # queued at once
         else:
-            try:
-                sent_before.append(peer.recv(100))
-            except BlockingIOError:
-                pass
+            drained(peer, sent_before)
         return True
 
     sock.hook = hook
@@ -184,15 +182,7 @@ async def test_a_datagram_arriving_while_a_batch_is_handled_is_read_in_the_same_
         replies = sent_before.copy()
         if mod.__name__ == "gateway._udpsock":  # (the twin sends every BATCH reads)
             assert sent_before == [b"re: first"]
-
-        def drain():
-            while True:
-                try:
-                    replies.append(peer.recv(100))
-                except BlockingIOError:
-                    return b"re: second" in replies
-
-        assert await until(drain)
+        assert await until(lambda: b"re: second" in drained(peer, replies))
         assert replies == [b"re: first", b"re: second"]
         assert rec.got == [] and rec.errors == []
     finally:
@@ -237,15 +227,7 @@ async def test_ipv6_destinations_with_a_scope_or_flow_info(mod):
         for addr in (("::1", port), ("::1", port, 0, 0), ("0:0::1", port)):
             sock.sendto(b"to %r" % (addr,), addr)
         got = []
-
-        def drain():
-            while True:
-                try:
-                    got.append(peer.recv(100))
-                except BlockingIOError:
-                    return len(got) == 3
-
-        assert await until(drain)
+        assert await until(lambda: len(drained(peer, got)) == 3)
         assert not rec.errors
         assert mod.numeric_sockaddr(socket.AF_INET6, ("fe80::1%1", 5060))[3] == 1
     finally:
