@@ -8,13 +8,15 @@ and what the handlers send while a batch is handled goes out with one sendmmsg(2
 end, before the next read. The source address of the last datagram is kept with its
 Python tuple, and the sockaddr of each destination with its tuple (the last one at hand),
 so the common case (one registrar, a handful of peers) converts no address. A datagram
-waiting for the end of the batch is two list entries (its bytes, its sockaddr), no
-tuple; the read headers are set up once, and only the fields the kernel wrote are reset.
+waiting for the end of the batch is two list entries (its bytes, its sockaddr or its
+pinned peer), no tuple; the datagrams in a row for the same socket leave with one
+sendmmsg(2). The read headers are set up once, and only the fields the kernel wrote are
+reset.
 
 May depend on nothing of the gateway but its twin (it sits below the transport layer).
 """
 
-from libc.errno cimport errno, EAGAIN, EINTR
+from libc.errno cimport errno, EAGAIN, ECONNREFUSED, EINTR
 from libc.string cimport memcmp, memcpy, memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
@@ -23,7 +25,7 @@ import os
 import socket
 import sys
 
-from gateway.sip.udpsock import numeric_sockaddr
+from gateway.sip.udpsock import numeric_sockaddr, peer_socket
 
 cdef extern from "<errno.h>":
     int EWOULDBLOCK
@@ -108,6 +110,8 @@ cdef enum:
 
 BATCH = NBATCH
 ROUNDS = NROUNDS
+#: peers pinned at most (a socket each); more are sent to from the socket itself
+MAX_PINNED = 64
 
 
 cdef class DatagramSender:
@@ -126,6 +130,16 @@ cdef class DatagramTaker:
         return bool(self.datagram(data, addr))
 
 
+cdef class _Peer:
+    """A pinned peer's socket: connected to it, bound to its owner's address."""
+    cdef object sock
+    cdef int fd
+    cdef BatchedDatagramSocket owner
+
+    def _readable(self):
+        self.owner._read(self.fd)
+
+
 cdef class BatchedDatagramSocket(DatagramSender):
     """One bound, non-blocking UDP socket on the loop; see the Python twin."""
 
@@ -134,13 +148,15 @@ cdef class BatchedDatagramSocket(DatagramSender):
     cdef object _hook
     cdef DatagramTaker _taker  # when the hook is a taker's `datagram`: called as `take`
     cdef int fd
+    cdef int _writing  # the descriptor waited on to be writable, or -1
     cdef readonly double received_at
-    cdef bint _batching, _writing, _flushing, _closed, _stamping
-    # waiting for the end of the batch: the datagrams and their sockaddrs, in order
+    cdef bint _batching, _flushing, _closed, _stamping
+    # waiting for the end of the batch: the datagrams and where each goes (its sockaddr
+    # bytes, or its pinned peer), in order
     cdef list _queue, _queue_raw
-    cdef dict _names  # addr tuple -> sockaddr bytes
-    cdef object _send_addr  # the last destination (as given) and its sockaddr
-    cdef bytes _send_raw
+    cdef dict _names  # addr tuple -> sockaddr bytes, or the pinned peer
+    cdef dict _pinned  # addr tuple -> _Peer, or None (could not)
+    cdef object _send_addr, _send_raw  # the last destination (as given) and its entry
     cdef int _rused  # read headers the last recvmmsg wrote (to reset before the next)
     cdef bytes _last_raw
     cdef object _last_addr
@@ -162,12 +178,14 @@ cdef class BatchedDatagramSocket(DatagramSender):
         self.sock = sock
         self.loop = loop
         self.fd = sock.fileno()
+        self._writing = -1
         self._hook = None
         self.receive = receive
         self.error = error
         self._queue = []
         self._queue_raw = []
         self._names = {}
+        self._pinned = {}
         self._last_raw = b""
         self._send_addr = None
         self._send_raw = b""
@@ -208,10 +226,38 @@ cdef class BatchedDatagramSocket(DatagramSender):
     def stamp_arrivals(self):
         """From now on `received_at` is the kernel's arrival stamp of the datagram being
         handled (see the Python twin)."""
-        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        for sock in self._sockets():
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self._stamping = True
         self._rused = NBATCH  # (every header gets its control room before the next read;
         # not now: a handler may ask while the batch's headers are still being read)
+
+    def pin(self, addr):
+        """Send to `addr` through a socket of its own (see the Python twin); True once
+        it has one, False when it cannot (datagrams to `addr` then go from this one)."""
+        if addr in self._pinned:
+            return self._pinned[addr] is not None
+        found = numeric_sockaddr(self.sock.family, addr)
+        if self._closed or len(self._pinned) >= MAX_PINNED:
+            return False
+        sock = peer_socket(self.sock, found, self._stamping)
+        if sock is None:
+            self._pinned[addr] = None
+            return False
+        cdef _Peer peer = _Peer()
+        peer.sock, peer.fd, peer.owner = sock, sock.fileno(), self
+        self._pinned[addr] = self._names[addr] = peer
+        self._send_addr = None
+        self.loop.add_reader(peer.fd, peer._readable)
+        return True
+
+    cdef list _sockets(self):
+        """This socket and the pinned peers'."""
+        cdef list socks = [self.sock]
+        for peer in self._pinned.values():
+            if peer is not None:
+                socks.append((<_Peer>peer).sock)
+        return socks
 
     def is_closing(self):
         return self._closed
@@ -221,16 +267,20 @@ cdef class BatchedDatagramSocket(DatagramSender):
             return
         self._flush()
         self._closed = True
-        self.loop.remove_reader(self.fd)
-        if self._writing:
-            self.loop.remove_writer(self.fd)
+        self._wait_writable(-1)
         self._queue = []
         self._queue_raw = []
-        self.sock.close()
+        for sock in self._sockets():
+            self.loop.remove_reader(sock.fileno())
+            sock.close()
 
     # -- reading ----------------------------------------------------------------------
 
     def _readable(self):
+        self._read(self.fd)
+
+    cdef _read(self, int fd):
+        """Reads this socket, or a pinned peer's (`fd`)."""
         cdef int n, i, reads
         if self._closed:
             return
@@ -240,7 +290,7 @@ cdef class BatchedDatagramSocket(DatagramSender):
                 if self._closed:
                     break
                 self._reset_headers()
-                n = recvmmsg(self.fd, self._rmsgs, NBATCH, MSG_DONTWAIT, NULL)
+                n = recvmmsg(fd, self._rmsgs, NBATCH, MSG_DONTWAIT, NULL)
                 self._rused = n if n > 0 else 0
                 if n < 0:
                     if errno == EAGAIN or errno == EWOULDBLOCK:
@@ -342,8 +392,7 @@ cdef class BatchedDatagramSocket(DatagramSender):
         """`sendto`, from C."""
         if self._closed:
             return 0
-        cdef bytes raw
-        if addr is self._send_addr:  # (the same tuple object as the last time: its sockaddr)
+        if addr is self._send_addr:  # (the same tuple object as the last time: its entry)
             raw = self._send_raw
         else:
             raw = self._names.get(addr)
@@ -352,7 +401,7 @@ cdef class BatchedDatagramSocket(DatagramSender):
             self._send_addr, self._send_raw = addr, raw
         self._queue.append(data)
         self._queue_raw.append(raw)
-        if not (self._batching or self._writing or self._flushing):
+        if not (self._batching or self._writing >= 0 or self._flushing):
             self._flush()
         return 0
 
@@ -376,6 +425,15 @@ cdef class BatchedDatagramSocket(DatagramSender):
     def _writable(self):
         self._flush()
 
+    cdef _wait_writable(self, int fd):
+        """Wait for `fd` to be writable (-1: for nothing)."""
+        if fd != self._writing:
+            if self._writing >= 0:
+                self.loop.remove_writer(self._writing)
+            if fd >= 0:
+                self.loop.add_writer(fd, self._writable)
+            self._writing = fd
+
     cdef _flush(self):
         self._flushing = True
         try:
@@ -384,39 +442,53 @@ cdef class BatchedDatagramSocket(DatagramSender):
             self._flushing = False
 
     cdef _send_queued(self):
+        """The queue's datagrams, those in a row for the same socket (this one, or a
+        pinned peer's) with one sendmmsg(2)."""
         cdef list queue = self._queue, raws = self._queue_raw
-        cdef int i, count, sent
-        cdef bytes data, raw
+        cdef int count, limit, sent, fd, code
+        cdef bint retried = False
+        cdef bytes data
+        cdef _Peer peer
         while queue:
-            count = min(len(queue), NBATCH)
-            for i in range(count):
-                data = queue[i]
-                raw = raws[i]
-                memset(&self._smsgs[i], 0, sizeof(mmsghdr))
-                self._siov[i].iov_base = PyBytes_AS_STRING(data)
-                self._siov[i].iov_len = PyBytes_GET_SIZE(data)
-                self._smsgs[i].msg_hdr.msg_iov = &self._siov[i]
-                self._smsgs[i].msg_hdr.msg_iovlen = 1
-                self._smsgs[i].msg_hdr.msg_name = PyBytes_AS_STRING(raw)
-                self._smsgs[i].msg_hdr.msg_namelen = PyBytes_GET_SIZE(raw)
-            sent = sendmmsg(self.fd, self._smsgs, count, MSG_DONTWAIT)
+            first = raws[0]
+            peer = first if type(first) is _Peer else None
+            fd = self.fd if peer is None else peer.fd
+            limit = min(len(queue), NBATCH)
+            count = 0
+            while count < limit:
+                raw = raws[count]
+                if (raw is not peer) if peer is not None else (type(raw) is _Peer):
+                    break
+                data = queue[count]
+                memset(&self._smsgs[count], 0, sizeof(mmsghdr))
+                self._siov[count].iov_base = PyBytes_AS_STRING(data)
+                self._siov[count].iov_len = PyBytes_GET_SIZE(data)
+                self._smsgs[count].msg_hdr.msg_iov = &self._siov[count]
+                self._smsgs[count].msg_hdr.msg_iovlen = 1
+                if peer is None:  # (a connected socket's datagrams name no destination)
+                    self._smsgs[count].msg_hdr.msg_name = PyBytes_AS_STRING(<bytes>raw)
+                    self._smsgs[count].msg_hdr.msg_namelen = PyBytes_GET_SIZE(<bytes>raw)
+                count += 1
+            sent = sendmmsg(fd, self._smsgs, count, MSG_DONTWAIT)
             if sent < 0:
-                if errno == EINTR:
+                code = errno
+                if code == EINTR:
                     continue
-                if errno == EAGAIN or errno == EWOULDBLOCK:
-                    if not self._writing:  # the rest goes once the kernel has room
-                        self._writing = True
-                        self.loop.add_writer(self.fd, self._writable)
+                if code == EAGAIN or code == EWOULDBLOCK:
+                    self._wait_writable(fd)  # the rest goes once the kernel has room
                     return
                 # the first datagram failed (no route, message too long...): reported,
-                # dropped, the others go on
-                exc = OSError(errno, os.strerror(errno))
+                # dropped, the others go on; but a connected socket's ECONNREFUSED is an
+                # earlier datagram's ICMP error, so that one is tried once more
+                self.error(OSError(code, os.strerror(code)))
+                if peer is not None and code == ECONNREFUSED and not retried:
+                    retried = True
+                    continue
                 del queue[0]
                 del raws[0]
-                self.error(exc)
+                retried = False
                 continue
             del queue[:sent]
             del raws[:sent]
-        if self._writing:
-            self._writing = False
-            self.loop.remove_writer(self.fd)
+            retried = False
+        self._wait_writable(-1)

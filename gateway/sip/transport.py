@@ -13,8 +13,9 @@ registrar may ask for a client certificate (`TlsIdentity`). A limit caps the num
 connections, and connections nobody uses close after the idle timeout.
 
 UDP sockets are `BatchedDatagramSocket`s (`gateway.sip.udpsock`, compiled as
-`gateway._udpsock`): read off the loop up to 64 datagrams a wake-up (recvmmsg), what is
-sent while a batch is handled leaving together (sendmmsg); each datagram goes to
+`gateway._udpsock`): read off the loop in batches until empty (recvmmsg), what is
+sent while a batch is handled leaving together (sendmmsg), to a peer we `connect` to
+through a socket connected to it on the same port (`pin`); each datagram goes to
 `datagram_hook` first, then to the general path, where the user's `absorb(data)` (the
 transaction layer) may take a repeat of a transaction it holds unparsed (the ACK of a
 487, a retransmission). GATEWAY_UDP_SOCKET=loop uses uvloop's
@@ -136,6 +137,13 @@ class _UdpSocket(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and the like; the transaction's timers handle the loss
         log.debug("UDP %s: %s", self.local, exc)
+
+    def pin(self, remote: tuple) -> None:
+        """Datagrams to `remote`, a peer we chose (a registrar, a proxy), through a socket
+        connected to it (`BatchedDatagramSocket.pin`; uvloop's transport has none)."""
+        pin = getattr(self.transport, "pin", None)
+        if pin is not None:
+            pin(remote)
 
 
 class _Connection(asyncio.Protocol):
@@ -293,7 +301,7 @@ class TransportLayer:
         transport = target.transport.lower()
         if transport == "udp":  # no socket of the family yet: a client-only one
             await self.listen("udp", "::" if ":" in remote[0] else "0.0.0.0")
-            return self._udp_flow_for(self._udp[-1], remote)
+            return self._udp_flow_for(self._udp[-1], remote, chosen=True)
         server_name = getattr(target, "server_name", None) or target.address
         key = _outbound_key(target, transport, server_name, identity)
         return await self._connecting.run(
@@ -311,7 +319,7 @@ class TransportLayer:
             v6 = ":" in remote[0]
             for sock in self._udp:
                 if (":" in sock.local[0]) == v6:
-                    return self._udp_flow_for(sock, remote)
+                    return self._udp_flow_for(sock, remote, chosen=True)
             return None
         server_name = getattr(target, "server_name", None) or target.address
         flow = self._outbound.get(_outbound_key(target, transport, server_name, identity))
@@ -338,9 +346,13 @@ class TransportLayer:
             raise TransportError(f"{transport} connect to {remote}: {exc}") from exc
         return conn.flow
 
-    def _udp_flow_for(self, sock: _UdpSocket, remote: tuple) -> Flow:
+    def _udp_flow_for(self, sock: _UdpSocket, remote: tuple, chosen: bool = False) -> Flow:
+        """The flow to `remote` through `sock`; `chosen`: we send to it on our own
+        account (`connect`), not only answer it, so it may have a socket of its own."""
         key = ("udp", sock.local, remote)
         flow = self._by_remote.get(key)
+        if chosen:
+            sock.pin(remote)  # (the socket remembers the peers it pinned)
         if flow is None or flow.closed:
             flow = Flow(self, "udp", sock.local, remote, key=key, outbound=False,
                         connection=sock, keepalive_interval=self.settings.keepalive_interval,

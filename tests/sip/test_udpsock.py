@@ -41,13 +41,15 @@ def bound(family=socket.AF_INET, host="127.0.0.1"):
     return sock
 
 
-def drained(peer, got):
-    """`got`, with every datagram waiting at the non-blocking socket `peer` added."""
+def drained(peer, got, sources=False):
+    """`got`, with every datagram waiting at the non-blocking socket `peer` added (with
+    its source address: `sources`)."""
     while True:
         try:
-            got.append(peer.recv(100))
+            data, source = peer.recvfrom(100)
         except BlockingIOError:
             return got
+        got.append((data, source) if sources else data)
 
 
 async def until(predicate, timeout=3.0):
@@ -189,6 +191,96 @@ async def test_a_datagram_arriving_while_a_batch_is_handled_is_read_in_the_same_
         sock.close()
         peer.close()
         other.close()
+
+
+@pytest.mark.parametrize("mod", TWINS)
+async def test_a_pinned_peer_is_sent_to_and_heard_from_on_the_same_port(mod):
+    """Datagrams to a pinned peer leave from the socket's own address and port, those
+    to anyone else too, in a batch mixing the two; what either sends back reaches the
+    hook with its address, and what the hook answers arrives."""
+    loop = asyncio.get_running_loop()
+    rec = Recorder()
+    sock = mod.BatchedDatagramSocket(bound(), rec.receive, rec.error, loop)
+    here = sock.get_extra_info("sockname")
+    registrar, other = bound(), bound()
+    for peer in (registrar, other):
+        peer.setblocking(False)
+    sock.hook = lambda data, addr: sock.sendto(b"re: " + data, addr) or True
+    try:
+        assert sock.pin(registrar.getsockname())
+        assert sock.pin(registrar.getsockname())  # (once is enough)
+        for n in range(40):  # answered in batches, the two destinations interleaved
+            (registrar if n % 2 else other).sendto(b"%d" % n, here)
+        got = {registrar: [], other: []}
+        assert await until(lambda: sum(len(drained(p, g)) for p, g in got.items()) == 40)
+        assert got[registrar] == [b"re: %d" % n for n in range(1, 40, 2)]
+        assert got[other] == [b"re: %d" % n for n in range(0, 40, 2)]
+        for peer in (registrar, other):  # outside a batch: at once
+            sock.sendto(b"direct", peer.getsockname())
+            got[peer] = []
+            assert await until(lambda: drained(peer, got[peer], sources=True) != [])
+            assert got[peer] == [(b"direct", here)]
+        assert rec.errors == []
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:
+            with pytest.raises(OSError):  # the port is still ours alone for a plain bind
+                plain.bind(here)
+    finally:
+        sock.close()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:
+        plain.bind(here)  # closed with the socket: the pinned peer's socket too
+    registrar.close()
+    other.close()
+
+
+@pytest.mark.parametrize("mod", TWINS)
+async def test_a_pinned_peer_that_went_away_is_reported_and_nothing_else_is_lost(mod):
+    """A pinned peer's socket is connected: it hears of the ICMP port unreachable an
+    unconnected one never hears of (reported), and a send that finds that earlier
+    error waiting is tried again, so the peer back on its port gets it."""
+    loop = asyncio.get_running_loop()
+    rec = Recorder()
+    sock = mod.BatchedDatagramSocket(bound(), rec.receive, rec.error, loop)
+    gone = bound()
+    address = gone.getsockname()
+    gone.close()
+    try:
+        assert sock.pin(address)
+        sock.sendto(b"to nobody", address)  # its ICMP error now waits at the socket
+        back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        back.bind(address)  # (before the loop has read that error)
+        back.setblocking(False)
+        for n in range(3):
+            sock.sendto(b"%d" % n, address)  # the first finds the error: sent again
+        got = []
+        assert await until(lambda: len(drained(back, got)) == 3)
+        assert got == [b"0", b"1", b"2"]
+        assert [type(e) for e in rec.errors] == [ConnectionRefusedError]
+        back.close()
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("mod", TWINS)
+async def test_pinning_is_bounded_and_checks_the_address(mod, monkeypatch):
+    loop = asyncio.get_running_loop()
+    rec = Recorder()
+    sock = mod.BatchedDatagramSocket(bound(), rec.receive, rec.error, loop)
+    peers = [bound() for _ in range(3)]
+    monkeypatch.setattr(mod, "MAX_PINNED", 2)
+    try:
+        assert [sock.pin(p.getsockname()) for p in peers] == [True, True, False]
+        with pytest.raises(ValueError):
+            sock.pin(("::1", 5060))  # another family than the socket's
+        for p in peers:  # the third goes from the socket itself, as before
+            p.setblocking(False)
+            sock.sendto(b"hello", p.getsockname())
+        got = {p: [] for p in peers}
+        assert await until(lambda: all(drained(p, got[p], sources=True) for p in peers))
+        assert all(got[p] == [(b"hello", sock.get_extra_info("sockname"))] for p in peers)
+    finally:
+        sock.close()
+        for p in peers:
+            p.close()
 
 
 @pytest.mark.parametrize("mod", TWINS)
