@@ -621,7 +621,7 @@ class RegistrationClient(_cycle.ClientState):
             flow = self.flow
         else:
             try:
-                flow = ctx.endpoint.transport.connect_now(target)
+                flow = ctx.endpoint.transport.connect_now(target, busy=True)
             except TransportError:
                 return None  # (an unsupported transport) the general path reports it
         if flow is not None:
@@ -634,7 +634,7 @@ class RegistrationClient(_cycle.ClientState):
 
         async def attempt(target):
             flow = self.flow if _same_target(self.flow, target) else \
-                await self.ctx.endpoint.transport.connect(target)
+                await self.ctx.endpoint.transport.connect(target, busy=True)
             used.append(flow)
             return await self._attempt(flow, expires)
 

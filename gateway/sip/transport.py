@@ -14,8 +14,9 @@ connections, and connections nobody uses close after the idle timeout.
 
 UDP sockets are `BatchedDatagramSocket`s (`gateway.sip.udpsock`, compiled as
 `gateway._udpsock`): read off the loop in batches until empty (recvmmsg), what is
-sent while a batch is handled leaving together (sendmmsg), to a peer we `connect` to
-through a socket connected to it on the same port (`pin`); each datagram goes to
+sent while a batch is handled leaving together (sendmmsg), to a registrar
+(`connect(..., busy=True)`) through a socket connected to it on the same port (`pin`);
+each datagram goes to
 `datagram_hook` first, then to the general path, where the user's `absorb(data)` (the
 transaction layer) may take a repeat of a transaction it holds unparsed (the ACK of a
 487, a retransmission). GATEWAY_UDP_SOCKET=loop uses uvloop's
@@ -139,8 +140,9 @@ class _UdpSocket(asyncio.DatagramProtocol):
         log.debug("UDP %s: %s", self.local, exc)
 
     def pin(self, remote: tuple) -> None:
-        """Datagrams to `remote`, a peer we chose (a registrar, a proxy), through a socket
-        connected to it (`BatchedDatagramSocket.pin`; uvloop's transport has none)."""
+        """Datagrams to `remote`, a busy peer we chose (a registrar, its outbound proxy),
+        through a socket connected to it (`BatchedDatagramSocket.pin`; uvloop's transport
+        has none)."""
         pin = getattr(self.transport, "pin", None)
         if pin is not None:
             pin(remote)
@@ -291,23 +293,27 @@ class TransportLayer:
 
     # -- connecting -----------------------------------------------------------------------
 
-    async def connect(self, target: Any, identity: TlsIdentity | None = None) -> Flow:
+    async def connect(self, target: Any, identity: TlsIdentity | None = None,
+                      busy: bool = False) -> Flow:
         """The flow to `target` (anything with .address .port .transport .server_name,
-        e.g. `gateway.sip.dns.Target`), shared with every other user of the same peer."""
-        flow = self.connect_now(target, identity)
+        e.g. `gateway.sip.dns.Target`), shared with every other user of the same peer.
+        `busy`: a peer that gets many datagrams (a registrar), which a UDP flow sends to
+        through a socket connected to it (`pin` in `gateway.sip.udpsock`)."""
+        flow = self.connect_now(target, identity, busy)
         if flow is not None:
             return flow
         remote = (target.address, int(target.port))
         transport = target.transport.lower()
         if transport == "udp":  # no socket of the family yet: a client-only one
             await self.listen("udp", "::" if ":" in remote[0] else "0.0.0.0")
-            return self._udp_flow_for(self._udp[-1], remote, chosen=True)
+            return self._udp_flow_for(self._udp[-1], remote, busy)
         server_name = getattr(target, "server_name", None) or target.address
         key = _outbound_key(target, transport, server_name, identity)
         return await self._connecting.run(
             key, lambda: self._open(key, remote, transport, server_name, identity))
 
-    def connect_now(self, target: Any, identity: TlsIdentity | None = None) -> Flow | None:
+    def connect_now(self, target: Any, identity: TlsIdentity | None = None,
+                    busy: bool = False) -> Flow | None:
         """`connect()` when it needs no waiting (a UDP socket of the family is there, the
         connection is open), else None. Per-request callers (the registration client)
         skip a coroutine per request this way."""
@@ -319,7 +325,7 @@ class TransportLayer:
             v6 = ":" in remote[0]
             for sock in self._udp:
                 if (":" in sock.local[0]) == v6:
-                    return self._udp_flow_for(sock, remote, chosen=True)
+                    return self._udp_flow_for(sock, remote, busy)
             return None
         server_name = getattr(target, "server_name", None) or target.address
         flow = self._outbound.get(_outbound_key(target, transport, server_name, identity))
@@ -346,12 +352,11 @@ class TransportLayer:
             raise TransportError(f"{transport} connect to {remote}: {exc}") from exc
         return conn.flow
 
-    def _udp_flow_for(self, sock: _UdpSocket, remote: tuple, chosen: bool = False) -> Flow:
-        """The flow to `remote` through `sock`; `chosen`: we send to it on our own
-        account (`connect`), not only answer it, so it may have a socket of its own."""
+    def _udp_flow_for(self, sock: _UdpSocket, remote: tuple, busy: bool = False) -> Flow:
+        """The flow to `remote` through `sock` (`busy`: see `connect`)."""
         key = ("udp", sock.local, remote)
         flow = self._by_remote.get(key)
-        if chosen:
+        if busy:
             sock.pin(remote)  # (the socket remembers the peers it pinned)
         if flow is None or flow.closed:
             flow = Flow(self, "udp", sock.local, remote, key=key, outbound=False,

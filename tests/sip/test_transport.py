@@ -2,6 +2,7 @@
 against raw sockets for the server side (RFC 3581, limits, bad input)."""
 
 import asyncio
+import os
 import socket
 import time
 
@@ -14,7 +15,7 @@ from gateway.sip.dns import Target
 from gateway.sip.parsing import parse_message
 from gateway.sip.transaction import build_response
 from gateway.sip.flow import redact
-from gateway.sip.transport import TlsIdentity, TransportSettings
+from gateway.sip.transport import BATCHED_UDP, TlsIdentity, TransportSettings
 from tests.support.relay import TcpRelay
 
 pytestmark = pytest.mark.kamailio
@@ -352,6 +353,45 @@ async def test_udp_keepalives_run_while_held(make_stack):
             flow.send(b"x" * 70_000)
     finally:
         peer.transport.close()
+
+
+def open_sockets() -> int:
+    return sum(os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+               for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}"))
+
+
+@pytest.mark.skipif(not BATCHED_UDP, reason="uvloop's datagram transport pins no peer")
+async def test_a_busy_udp_peer_gets_a_connected_socket_of_its_own(make_stack):
+    """`connect(..., busy=True)` (the registration client's) gives the peer a socket
+    connected to it on the listening port, once; a plain `connect` (a call's next hop)
+    does not. Either way the peer sees one source address and its answers come back."""
+    stack = make_stack()
+    registrar, other = await UdpPeer.open(), await UdpPeer.open()
+    try:
+        await stack.transport.listen("udp", "127.0.0.1")
+        before = open_sockets()
+        busy = await stack.transport.connect(Target("127.0.0.1", registrar.port, "udp", "r"),
+                                             busy=True)
+        assert open_sockets() == before + 1
+        assert await stack.transport.connect(Target("127.0.0.1", registrar.port, "udp", "r"),
+                                             busy=True) is busy
+        plain = await stack.transport.connect(Target("127.0.0.1", other.port, "udp", "o"))
+        assert open_sockets() == before + 1
+        for n, (flow, peer) in enumerate(((busy, registrar), (plain, other))):
+            flow.send(raw_options(f"SIP/2.0/UDP 127.0.0.1:{flow.local[1]}"))
+            data, source = await asyncio.wait_for(peer.received.get(), 2)
+            assert source == flow.local and data.startswith(b"OPTIONS")
+            peer.transport.sendto(raw_options(f"SIP/2.0/UDP 127.0.0.1:{peer.port}",
+                                              branch=f"z9hG4bKback{n}"), flow.local)
+            for _ in range(200):
+                if len(stack.user.requests) > n:
+                    break
+                await asyncio.sleep(0.01)
+            request, _ = stack.user.requests[n]
+            assert request.call_id == f"z9hG4bKback{n}"
+    finally:
+        registrar.transport.close()
+        other.transport.close()
 
 
 SECRET_REGISTER = (b"REGISTER sip:example.test SIP/2.0\r\n"
