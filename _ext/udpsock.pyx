@@ -457,8 +457,8 @@ cdef class BatchedDatagramSocket(DatagramSender):
             count = 0
             while count < limit:
                 raw = raws[count]
-                if (raw is not peer) if peer is not None else (type(raw) is _Peer):
-                    break
+                if (raw if type(raw) is _Peer else None) is not peer:
+                    break  # (the next one leaves through another socket)
                 data = queue[count]
                 memset(&self._smsgs[count], 0, sizeof(mmsghdr))
                 self._siov[count].iov_base = PyBytes_AS_STRING(data)

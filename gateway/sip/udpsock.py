@@ -167,8 +167,7 @@ class BatchedDatagramSocket:
             return
         self._flush()
         self._closed = True
-        if self._writing >= 0:
-            self.loop.remove_writer(self._writing)
+        self._wait_writable(-1)
         self._queue.clear()
         for sock in self._sockets():
             self.loop.remove_reader(sock.fileno())
